@@ -1,0 +1,165 @@
+/**
+ * PHP bracket-notation forms (`leads[status][0][id]=1`), the encoding Kommo webhooks use.
+ * Our own parser because `qs` defaults (depth 5, 1000 params, arrayLimit 20) silently drop
+ * or mangle real Kommo payloads.
+ */
+
+export class FormParseError extends Error {
+  override name = 'FormParseError';
+}
+
+export interface FormParseLimits {
+  /** Most key/value pairs accepted (default 20000). */
+  maxParams?: number;
+  /** Most bracket segments after the base name (default 20). */
+  maxDepth?: number;
+}
+
+export interface FormEncodeOptions {
+  /** Leave `[` `]` literal instead of `%5B` `%5D` (PHP encodes them; both parse the same). */
+  rawBrackets?: boolean;
+}
+
+type Node = Record<string, unknown>;
+
+const DEFAULT_MAX_PARAMS = 20000;
+const DEFAULT_MAX_DEPTH = 20;
+// Rejected outright: even with own-property access these keys invite pollution downstream.
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+const KEY_RE = /^([^[\]]+)((?:\[[^[\]]*\])*)$/;
+const SEGMENT_RE = /\[([^[\]]*)\]/g;
+const INDEX_RE = /^(?:0|[1-9]\d*)$/;
+
+function isNode(v: unknown): v is Node {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** `a[b][]` -> ['a', 'b', '']; a key that is not well-formed bracket notation stays one literal segment. */
+function splitKey(key: string): string[] {
+  const m = KEY_RE.exec(key);
+  if (!m) return [key];
+  const segments = [m[1] ?? ''];
+  for (const s of (m[2] ?? '').matchAll(SEGMENT_RE)) segments.push(s[1] ?? '');
+  return segments;
+}
+
+/**
+ * Parses an `application/x-www-form-urlencoded` body with PHP bracket keys into nested objects.
+ * Every leaf is a string. Numeric segments give objects keyed by the index string (Kommo's
+ * indices can be sparse); use `listOf` to read them as arrays. `k[]=a&k[]=b` appends.
+ */
+export function parseBracketForm(raw: string, limits: FormParseLimits = {}): Record<string, unknown> {
+  const maxParams = limits.maxParams ?? DEFAULT_MAX_PARAMS;
+  const maxDepth = limits.maxDepth ?? DEFAULT_MAX_DEPTH;
+  const root: Node = {};
+  // Next free index per container, for `[]` appends (PHP: highest integer key + 1).
+  const nextIndex = new WeakMap<Node, number>();
+  let count = 0;
+  for (const [key, value] of new URLSearchParams(raw)) {
+    count += 1;
+    if (count > maxParams) throw new FormParseError(`too many parameters: more than maxParams=${maxParams}`);
+    if (key === '') continue; // PHP drops nameless pairs too
+    const path = splitKey(key);
+    const depth = path.length - 1;
+    if (depth > maxDepth) {
+      throw new FormParseError(`key "${key}" is nested ${depth} levels deep, over maxDepth=${maxDepth}`);
+    }
+    assign(root, path, value, key, nextIndex);
+  }
+  return root;
+}
+
+function assign(root: Node, path: string[], value: string, key: string, nextIndex: WeakMap<Node, number>): void {
+  let node = root;
+  for (let i = 0; i < path.length; i++) {
+    let segment = path[i] ?? '';
+    if (FORBIDDEN_KEYS.has(segment)) throw new FormParseError(`forbidden key segment "${segment}" in "${key}"`);
+    if (segment === '') segment = String(nextIndex.get(node) ?? 0);
+    if (INDEX_RE.test(segment)) {
+      nextIndex.set(node, Math.max(nextIndex.get(node) ?? 0, Number(segment) + 1));
+    }
+    const existing = Object.hasOwn(node, segment) ? node[segment] : undefined;
+    const where = (): string => formatKey(path.slice(0, i + 1));
+    if (i === path.length - 1) {
+      if (isNode(existing)) throw new FormParseError(`key conflict: "${key}" sets a value where "${where()}" already has nested keys`);
+      node[segment] = value; // a repeated plain key: last one wins, as in PHP
+      return;
+    }
+    if (existing === undefined) {
+      const child: Node = {};
+      node[segment] = child;
+      node = child;
+    } else if (isNode(existing)) {
+      node = existing;
+    } else {
+      throw new FormParseError(`key conflict: "${key}" nests under "${where()}", which already holds a value`);
+    }
+  }
+}
+
+function formatKey(segments: string[]): string {
+  const [base = '', ...rest] = segments;
+  return base + rest.map((s) => `[${s}]`).join('');
+}
+
+/**
+ * Index-keyed object (`{"0": a, "2": b}`) or array -> array in numeric index order.
+ * null/undefined -> []; any other object or scalar -> [it] (Kommo sends e.g. radiobutton
+ * `values` as a bare object).
+ */
+export function listOf(x: unknown): unknown[] {
+  return listEntries(x).map(([, v]) => v);
+}
+
+/** Like `listOf`, but keeps each item's index key (for error paths). */
+export function listEntries(x: unknown): Array<[string, unknown]> {
+  if (x === null || x === undefined) return [];
+  if (Array.isArray(x)) return x.map((v, i): [string, unknown] => [String(i), v]);
+  if (isNode(x)) {
+    const keys = Object.keys(x);
+    if (keys.every((k) => INDEX_RE.test(k))) {
+      return keys.sort((a, b) => Number(a) - Number(b)).map((k): [string, unknown] => [k, x[k]]);
+    }
+  }
+  return [['0', x]];
+}
+
+/**
+ * Nested objects/arrays -> PHP `http_build_query` output: arrays as `[0]`,`[1]`, spaces as `+`,
+ * booleans as "1"/"0", null/undefined and empty containers skipped.
+ */
+export function encodeBracketForm(value: Record<string, unknown>, options: FormEncodeOptions = {}): string {
+  const [open, close] = options.rawBrackets ? ['[', ']'] : ['%5B', '%5D'];
+  const parts: string[] = [];
+  const walk = (segments: string[], v: unknown): void => {
+    if (v === null || v === undefined) return;
+    if (Array.isArray(v)) {
+      v.forEach((item, i) => walk([...segments, String(i)], item));
+      return;
+    }
+    if (v instanceof Date) throw new TypeError(`${formatKey(segments)}: encode dates yourself (Kommo uses unix seconds)`);
+    if (typeof v === 'object') {
+      for (const [k, item] of Object.entries(v)) walk([...segments, k], item);
+      return;
+    }
+    const [base = '', ...rest] = segments;
+    const name = phpUrlEncode(base) + rest.map((s) => open + phpUrlEncode(s) + close).join('');
+    parts.push(`${name}=${phpUrlEncode(scalarToString(v, segments))}`);
+  };
+  for (const [k, v] of Object.entries(value)) walk([k], v);
+  return parts.join('&');
+}
+
+function scalarToString(v: unknown, segments: string[]): string {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'bigint') return String(v);
+  if (typeof v === 'boolean') return v ? '1' : '0';
+  throw new TypeError(`${formatKey(segments)}: cannot form-encode a ${typeof v}`);
+}
+
+/** PHP `urlencode`: only `A-Za-z0-9-_.` stay literal, space becomes `+`. */
+function phpUrlEncode(s: string): string {
+  return encodeURIComponent(s)
+    .replace(/[!'()*~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+    .replace(/%20/g, '+');
+}

@@ -1,0 +1,251 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { destinationCommon, type DestinationCommon } from '../config/schema.js';
+import type { SyncOp, SyncOpKind } from '../destinations/types.js';
+import type { EnrichedLead, StageInfo } from './enriched.js';
+import type { CrmEventKind } from './events.js';
+import { MappingError } from './mapping.js';
+import { compileCrmNotes, compileDestinationMapping, crmNoteText, deterministicUlid, planOutbound } from './outbound.js';
+
+const AT = 1_700_000_000_000;
+const STAGES = {
+  new: { id: 100, name: 'New lead', key: 'new_lead', pipelineId: 7, pipeline: 'Sales', type: 'incoming' },
+  demo: { id: 101, name: 'Demo scheduled', key: 'demo_scheduled', pipelineId: 7, pipeline: 'Sales', type: 'open' },
+  proposal: { id: 102, name: 'Proposal sent', key: 'proposal_sent', pipelineId: 7, pipeline: 'Sales', type: 'open' },
+  won: { id: 142, name: 'Closed - won', key: 'closed_won', pipelineId: 7, pipeline: 'Sales', type: 'won' },
+  partner: { id: 201, name: 'Signed', key: 'signed', pipelineId: 8, pipeline: 'Partners', type: 'open' },
+} satisfies Record<string, StageInfo>;
+
+function lead(kind: CrmEventKind, over: Partial<EnrichedLead> = {}): EnrichedLead {
+  return {
+    account: { name: 'acme', subdomain: 'acme' },
+    event: { kind, at: AT },
+    lead: {
+      id: 42, name: 'Big deal', price: 5000, pipelineId: 7, statusId: 102, responsibleUserId: 9, createdAt: 1, updatedAt: 2,
+      closedAt: null, tags: [], deleted: false, fields: { Industry: 'Retail', Topics: ['a', 'b'] },
+    },
+    contact: { id: 77, name: 'Ana Lima', firstName: 'Ana', lastName: 'Lima', email: 'ana@example.com', phone: '', tags: [], fields: {} },
+    company: null,
+    stage: STAGES.proposal,
+    previousStage: kind === 'lead.stage_changed' || kind === 'lead.won' ? STAGES.demo : null,
+    responsible: { id: 9, name: 'Bob', email: null },
+    ...over,
+  };
+}
+
+const ALL: Partial<Record<SyncOpKind, true>> = {
+  upsertPerson: true, trackEvent: true, triggerWorkflow: true, addToList: true, removeFromList: true, groupAccount: true,
+};
+const opts = { supports: ALL, dedupKey: 'kommo:lead:42:status:1700000000', destinationName: 'cio' };
+const common = (c: Record<string, unknown> = {}): DestinationCommon => destinationCommon.parse(c);
+const person = { email: 'ana@example.com', id: 'kommo-contact-77' };
+
+/** Ops without messageIds, for readable tables; ids are tested on their own. */
+function shape(ops: SyncOp[]): unknown[] {
+  return ops.map((op) => {
+    if ('messageId' in op) {
+      const { messageId: _id, ...rest } = op;
+      return rest;
+    }
+    return op;
+  });
+}
+
+async function plan(e: EnrichedLead, c: Record<string, unknown> = {}, o = opts) {
+  return planOutbound(e, compileDestinationMapping(common(c), 'kommo-sync.yaml:30 accounts.acme.destinations.cio'), o);
+}
+
+describe('planOutbound: attributes', () => {
+  it('sends the default attributes plus custom mappings (Industry -> industry)', async () => {
+    const { ops } = await plan(lead('lead.updated'), { attributes: { industry: 'lead.fields["Industry"]', topics: 'lead.fields["Topics"]' } });
+    assert.deepEqual(shape(ops), [{
+      kind: 'upsertPerson', person, timestamp: AT,
+      attributes: {
+        kommo_lead_id: 42, kommo_stage: 'proposal_sent', kommo_stage_name: 'Proposal sent', kommo_stage_id: 102,
+        kommo_pipeline: 'Sales', deal_value: 5000, responsible: 'Bob', first_name: 'Ana', last_name: 'Lima',
+        industry: 'Retail', topics: 'a, b',
+      },
+    }]);
+  });
+
+  const cases: Array<[string, Record<string, string>, Partial<EnrichedLead>, Record<string, unknown>]> = [
+    ['user attributes override a default', { deal_value: 'lead.price * 100' }, {}, { deal_value: 500000 }],
+    ['responsible falls back to the id', {}, { responsible: { id: 9, name: null, email: null } }, { responsible: '9' }],
+    ['a missing field is left out, not sent as null', { industry: 'lead.fields["Nope"]' }, {}, { industry: undefined }],
+    ['constants', { source: '"kommo"', vip: 'true' }, {}, { source: 'kommo', vip: true }],
+  ];
+  for (const [name, attributes, over, expected] of cases) {
+    it(name, async () => {
+      const { ops } = await plan(lead('lead.updated', over), { attributes });
+      const up = ops[0];
+      assert.equal(up?.kind, 'upsertPerson');
+      for (const [k, v] of Object.entries(expected)) assert.deepEqual(up.attributes[k], v, k);
+    });
+  }
+
+  it('a mapping error names the attribute', () => {
+    assert.throws(() => compileDestinationMapping(common({ attributes: { industry: 'leed.fields["Industry"]' } }), 'kommo-sync.yaml:30 accounts.acme.destinations.cio'), {
+      name: 'MappingError',
+      message: /^kommo-sync\.yaml:30 accounts\.acme\.destinations\.cio\.attributes\.industry: unknown name `leed`.*did you mean `lead`/,
+    });
+    // The loader can map sub-paths to exact lines.
+    assert.throws(() => compileDestinationMapping(common({ attributes: { x: 'lead.(' } }), (p) => `f.yaml:99 ${p}`), (err: unknown) =>
+      err instanceof MappingError && err.message.startsWith('f.yaml:99 attributes.x: invalid expression'));
+  });
+});
+
+describe('planOutbound: events', () => {
+  type Row = [string, CrmEventKind, Record<string, unknown>, string | undefined];
+  const cases: Row[] = [
+    ['created -> default name', 'lead.created', {}, 'kommo_lead_created'],
+    ['stage change -> default name', 'lead.stage_changed', {}, 'kommo_stage_changed'],
+    ['won without a configured name is a stage change', 'lead.won', {}, 'kommo_stage_changed'],
+    ['won with a configured name', 'lead.won', { events: { 'lead.won': 'deal_won' } }, 'deal_won'],
+    ['won follows a renamed stage change', 'lead.won', { events: { 'lead.stage_changed': 'stage' } }, 'stage'],
+    ['on.event overrides events', 'lead.won', { events: { 'lead.won': 'a' }, on: { 'lead.won': { event: 'b' } } }, 'b'],
+    ['updated sends no event by default', 'lead.updated', {}, undefined],
+    ['updated with a configured name', 'lead.updated', { events: { 'lead.updated': 'kommo_lead_updated' } }, 'kommo_lead_updated'],
+    ['configured names add to the defaults', 'lead.created', { events: { 'lead.won': 'deal_won' } }, 'kommo_lead_created'],
+  ];
+  for (const [name, kind, cfg, expected] of cases) {
+    it(name, async () => {
+      const { ops } = await plan(lead(kind), cfg);
+      const track = ops.filter((o) => o.kind === 'trackEvent');
+      assert.deepEqual(track.map((o) => o.name), expected ? [expected] : []);
+    });
+  }
+
+  it('event properties include the previous stage for stage events', async () => {
+    const { ops } = await plan(lead('lead.stage_changed'));
+    const track = ops.find((o) => o.kind === 'trackEvent');
+    assert.deepEqual(track?.kind === 'trackEvent' && track.properties, {
+      stage: 'proposal_sent', stage_id: 102, stage_name: 'Proposal sent', pipeline: 'Sales', lead_id: 42, deal_value: 5000,
+      previous_stage: 'demo_scheduled', previous_stage_id: 101, previous_stage_name: 'Demo scheduled',
+    });
+  });
+
+  it('on[kind] starts a workflow and moves lists', async () => {
+    const { ops } = await plan(lead('lead.won', { stage: STAGES.won }), { on: { 'lead.won': { event: 'deal_won', workflowId: 12345, addToList: 'customers', removeFromList: 'prospects' } } });
+    assert.deepEqual(shape(ops).map((o) => (o as { kind: string }).kind), ['upsertPerson', 'trackEvent', 'triggerWorkflow', 'addToList', 'removeFromList']);
+    assert.deepEqual(shape(ops)[2], {
+      kind: 'triggerWorkflow', person, workflowId: '12345',
+      data: { stage: 'closed_won', stage_id: 142, stage_name: 'Closed - won', pipeline: 'Sales', lead_id: 42, deal_value: 5000, previous_stage: 'demo_scheduled', previous_stage_id: 101, previous_stage_name: 'Demo scheduled' },
+    });
+  });
+
+  it('lead.deleted sends nothing by default, and a configured event when asked', async () => {
+    assert.deepEqual((await plan(lead('lead.deleted'))).ops, []);
+    const { ops } = await plan(lead('lead.deleted'), { events: { 'lead.deleted': 'kommo_lead_deleted' } });
+    assert.deepEqual(ops.map((o) => o.kind), ['trackEvent']);
+  });
+});
+
+describe('planOutbound: lists follow the stage', () => {
+  const lists = { 'Demo scheduled': 'L-demo', proposal_sent: 'L-proposal', 'Sales / Closed - won': 'L-won' };
+  type Row = [string, EnrichedLead, Array<[string, string]>];
+  const cases: Row[] = [
+    ['demo -> proposal: leave demo list, join proposal list', lead('lead.stage_changed'), [['removeFromList', 'L-demo'], ['addToList', 'L-proposal']]],
+    ['created in a listed stage joins it', lead('lead.created', { stage: STAGES.demo }), [['addToList', 'L-demo']]],
+    ['into an unlisted stage only leaves', lead('lead.stage_changed', { stage: STAGES.new }), [['removeFromList', 'L-demo']]],
+    ['"Pipeline / Stage" keys work', lead('lead.won', { stage: STAGES.won, previousStage: STAGES.proposal }), [['removeFromList', 'L-proposal'], ['addToList', 'L-won']]],
+    ['same list before and after: no removal', lead('lead.stage_changed', { previousStage: STAGES.proposal }), [['addToList', 'L-proposal']]],
+    ['updates do not touch lists', lead('lead.updated'), []],
+  ];
+  for (const [name, e, expected] of cases) {
+    it(name, async () => {
+      const { ops } = await plan(e, { lists });
+      const moves = ops.filter((o) => o.kind === 'addToList' || o.kind === 'removeFromList');
+      assert.deepEqual(moves.map((o) => [o.kind, o.listId]), expected);
+    });
+  }
+  it('addToList carries the mapped attributes (list vendors store them on the subscriber)', async () => {
+    const { ops } = await plan(lead('lead.created', { stage: STAGES.demo }), { lists });
+    const add = ops.find((o) => o.kind === 'addToList');
+    assert.equal(add?.kind === 'addToList' && add.attributes.first_name, 'Ana');
+  });
+});
+
+describe('planOutbound: who and where', () => {
+  type Row = [string, EnrichedLead, Record<string, unknown>, RegExp];
+  const cases: Row[] = [
+    ['no contact', lead('lead.created', { contact: null }), {}, /lead 42 has no contact/],
+    ['contact without email', lead('lead.created', { contact: { ...lead('lead.created').contact!, email: '' } }), {}, /contact 77 of lead 42 has no email/],
+    ['pipeline not synced', lead('lead.created', { stage: STAGES.partner }), { pipelines: ['Sales'] }, /pipeline "Partners"/],
+  ];
+  for (const [name, e, cfg, reason] of cases) {
+    it(`${name} -> skipped`, async () => {
+      const r = await plan(e, cfg);
+      assert.deepEqual(r.ops, []);
+      assert.match(r.skipped ?? '', reason);
+    });
+  }
+
+  it('identifyBy id keeps a contact without email', async () => {
+    const r = await plan(lead('lead.created', { contact: { ...lead('lead.created').contact!, email: '' } }), { identifyBy: 'id' });
+    assert.deepEqual(r.ops[0]?.person, { email: '', id: 'kommo-contact-77' });
+  });
+
+  it('a listed pipeline is synced', async () => {
+    assert.equal((await plan(lead('lead.created'), { pipelines: ['sales'] })).ops.length, 2);
+  });
+
+  it('groupAccount for the company, only when supported', async () => {
+    const e = lead('lead.updated', { company: { id: 5, name: 'Acme Inc' } });
+    assert.deepEqual(shape((await plan(e)).ops).filter((o) => (o as SyncOp).kind === 'groupAccount'), [
+      { kind: 'groupAccount', person, groupId: 'kommo-company-5', traits: { name: 'Acme Inc' }, timestamp: AT },
+    ]);
+    const { groupAccount: _g, ...noGroup } = ALL;
+    assert.deepEqual((await plan(e, {}, { ...opts, supports: noGroup })).ops.map((o) => o.kind), ['upsertPerson']);
+  });
+
+  it('ops a destination does not support are dropped silently', async () => {
+    const cfg = { on: { 'lead.won': { workflowId: 'wf', addToList: 'L' } }, lists: { 'Closed - won': 'L-won' } };
+    const e = lead('lead.won', { stage: STAGES.won });
+    const { ops } = await plan(e, cfg, { ...opts, supports: { upsertPerson: true, trackEvent: true } });
+    assert.deepEqual(ops.map((o) => o.kind), ['upsertPerson', 'trackEvent']);
+  });
+});
+
+describe('planOutbound: deterministic messageIds', () => {
+  const ids = async (o = opts, e = lead('lead.won', { company: { id: 5, name: 'Acme' } })) =>
+    (await plan(e, { on: { 'lead.won': { workflowId: 'wf' } } }, o)).ops.flatMap((op) => ('messageId' in op ? [op.messageId] : []));
+
+  it('same event, destination and op -> same ids (a retry or replay is deduped by the vendor)', async () => {
+    const first = await ids();
+    assert.equal(first.length, 3); // groupAccount, trackEvent, triggerWorkflow
+    assert.deepEqual(await ids(), first);
+    assert.equal(new Set(first).size, 3, 'each op has its own id');
+  });
+  it('another destination or event -> other ids', async () => {
+    const first = await ids();
+    for (const other of [await ids({ ...opts, destinationName: 'segment' }), await ids({ ...opts, dedupKey: 'other' })]) {
+      for (const id of other) assert.ok(!first.includes(id));
+    }
+  });
+  it('ids do not shift when a destination supports fewer ops', async () => {
+    const all = await ids();
+    const fewer = await ids({ ...opts, supports: { trackEvent: true, triggerWorkflow: true } });
+    assert.deepEqual(fewer, all.slice(1));
+  });
+  it('ids are ULIDs whose time is the event time (Customer.io requires ULIDs)', () => {
+    const id = deterministicUlid(AT, 'seed');
+    assert.match(id, /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/);
+    const time = [...id.slice(0, 10)].reduce((t, ch) => t * 32 + '0123456789ABCDEFGHJKMNPQRSTVWXYZ'.indexOf(ch), 0);
+    assert.equal(time, AT);
+  });
+});
+
+describe('crmNoteText', () => {
+  const notes = compileCrmNotes({ on: ['lead.won', 'lead.stage_changed'], text: 'kommo-sync: {{event.kind}} ({{stage.name}}) sent to {{destinations}}' }, 'f.yaml:5 accounts.acme.crmNotes');
+  const cases: Array<[string, EnrichedLead, string[], string | null]> = [
+    ['renders kind, stage and destinations', lead('lead.stage_changed'), ['cio', 'iterable'], 'kommo-sync: lead.stage_changed (Proposal sent) sent to cio, iterable'],
+    ['kind not in on', lead('lead.updated'), ['cio'], null],
+    ['sent nowhere', lead('lead.won'), [], null],
+  ];
+  for (const [name, e, dests, expected] of cases) it(name, async () => assert.equal(await crmNoteText(notes, e, dests), expected));
+  it('template errors name crmNotes.text', () => {
+    assert.throws(() => compileCrmNotes({ on: ['lead.won'], text: '{{destinatons}}' }, 'f.yaml:5 accounts.acme.crmNotes'), {
+      message: /^f\.yaml:5 accounts\.acme\.crmNotes\.text .*unknown name `destinatons`.*did you mean `destinations`/,
+    });
+  });
+});

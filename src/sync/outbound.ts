@@ -1,0 +1,239 @@
+/**
+ * Kommo -> marketing tool: one enriched CRM event becomes the SyncOps for one destination. Pure: the
+ * router calls it per destination and queues the result; retries and replays reuse the queued ops.
+ */
+import { createHash } from 'node:crypto';
+import type { AccountConfig, DestinationCommon } from '../config/schema.js';
+import type { Attributes, AttrValue, PersonRef, SyncOp, SyncOpKind } from '../destinations/types.js';
+import type { EnrichedLead, StageInfo } from './enriched.js';
+import type { CrmEventKind } from './events.js';
+import {
+  compileExpression,
+  compileTemplate,
+  LEAD_ROOTS,
+  whereOf,
+  type CompiledExpr,
+  type CompiledTemplate,
+  type MappingValue,
+  type Where,
+} from './mapping.js';
+
+/** Sent to every destination unless the user's `attributes` override a name (they add to these). */
+export const DEFAULT_ATTRIBUTES: Readonly<Record<string, string>> = {
+  kommo_lead_id: 'lead.id',
+  kommo_stage: 'stage.key',
+  kommo_stage_name: 'stage.name',
+  kommo_stage_id: 'stage.id',
+  kommo_pipeline: 'stage.pipeline',
+  deal_value: 'lead.price',
+  responsible: 'responsible.name ? responsible.name : $string(responsible.id)',
+  first_name: 'contact.firstName',
+  last_name: 'contact.lastName',
+};
+
+/** Event names used when `events` does not name one. lead.won/lost fall back to the stage change name. */
+export const DEFAULT_EVENTS: Partial<Record<CrmEventKind, string>> = {
+  'lead.created': 'kommo_lead_created',
+  'lead.stage_changed': 'kommo_stage_changed',
+};
+
+type EventAction = NonNullable<NonNullable<DestinationCommon['on']>[CrmEventKind]>;
+
+export interface CompiledMapping {
+  attributes: ReadonlyArray<{ name: string; expr: CompiledExpr }>;
+  /** The event name per kind, defaults and won/lost fallbacks resolved; no entry = no event. */
+  eventNames: Partial<Record<CrmEventKind, string>>;
+  on: Partial<Record<CrmEventKind, EventAction>>;
+  /** Stage name, "Pipeline / Stage" or stage key -> list id. */
+  lists: Readonly<Record<string, string>>;
+  identifyBy: 'email' | 'id';
+  /** Pipeline names synced to this destination; undefined = all. */
+  pipelines?: readonly string[];
+}
+
+/** Kinds that mean "this person's data may have changed": they upsert the person. */
+const PERSON_KINDS: ReadonlySet<CrmEventKind> = new Set<CrmEventKind>([
+  'lead.created', 'lead.updated', 'lead.stage_changed', 'lead.won', 'lead.lost', 'lead.responsible_changed', 'contact.updated',
+]);
+/** Kinds after which the lead sits in a (new) stage: list membership follows the stage. */
+const STAGE_KINDS: ReadonlySet<CrmEventKind> = new Set<CrmEventKind>(['lead.created', 'lead.stage_changed', 'lead.won', 'lead.lost']);
+
+export function compileDestinationMapping(common: DestinationCommon, where: Where): CompiledMapping {
+  const sources = { ...DEFAULT_ATTRIBUTES, ...common.attributes };
+  const attributes = Object.entries(sources).map(([name, source]) => ({
+    name,
+    expr: compileExpression(source, whereOf(where, `attributes.${name}`)),
+  }));
+
+  const eventNames: Partial<Record<CrmEventKind, string>> = { ...DEFAULT_EVENTS, ...common.events };
+  // Won and lost are stage changes too: without their own name they are reported as one.
+  for (const k of ['lead.won', 'lead.lost'] as const) eventNames[k] ??= eventNames['lead.stage_changed'];
+  const on = { ...common.on };
+  for (const [kind, action] of Object.entries(on) as Array<[CrmEventKind, EventAction]>) {
+    if (action.event) eventNames[kind] = action.event;
+  }
+
+  return {
+    attributes,
+    eventNames,
+    on,
+    lists: { ...common.lists },
+    identifyBy: common.identifyBy,
+    ...(common.pipelines ? { pipelines: common.pipelines } : {}),
+  };
+}
+
+export interface OutboundOptions {
+  /** The destination's `supports`: ops it cannot take are dropped silently (a vendor without lists simply has none). */
+  supports: Partial<Record<SyncOpKind, true>>;
+  /** The inbox event's dedup key: messageIds derive from it, so a replay sends the same ids. */
+  dedupKey: string;
+  destinationName: string;
+}
+
+export interface OutboundPlan {
+  ops: SyncOp[];
+  /** Why nothing was planned (no contact email, pipeline not synced), for the delivery log. */
+  skipped?: string;
+}
+
+/**
+ * The ops for one destination, in the order the vendor should apply them: the person first (events
+ * for an unknown person are dropped by some vendors), then the company, the event, workflows, lists.
+ *
+ * lead.deleted sends nothing by default: deleting a deal is not deleting the person (GDPR erasure is
+ * the `erase` command). An event name or `on` action configured for lead.deleted is still sent.
+ * With `identifyBy: id` a contact without email is still synced, with `person.email` ''.
+ * Attribute values that are missing (no contact, empty field) are left out rather than sent as null,
+ * so a gap in Kommo does not wipe data other tools maintain. Multi-value fields are sent as "a, b".
+ */
+export async function planOutbound(e: EnrichedLead, m: CompiledMapping, opts: OutboundOptions): Promise<OutboundPlan> {
+  const kind = e.event.kind;
+  if (m.pipelines && !m.pipelines.some((p) => sameName(p, e.stage.pipeline))) {
+    return { ops: [], skipped: `pipeline "${e.stage.pipeline}" is not in this destination's pipelines` };
+  }
+  if (!e.contact) return { ops: [], skipped: `lead ${e.lead.id} has no contact` };
+  if (m.identifyBy === 'email' && !e.contact.email) {
+    return { ops: [], skipped: `contact ${e.contact.id} of lead ${e.lead.id} has no email` };
+  }
+  const person: PersonRef = { email: e.contact.email, id: `kommo-contact-${e.contact.id}` };
+  const at = e.event.at;
+
+  // An op's index is its place in the plan before filtering by `supports`, so ids stay stable even
+  // if the destination's support changes between a first attempt and a replay.
+  const planned: SyncOp[] = [];
+  const messageId = () => deterministicUlid(at, `${opts.destinationName}\n${opts.dedupKey}\n${planned.length}`);
+
+  const attributes = await evaluateAttributes(e, m);
+  if (PERSON_KINDS.has(kind)) {
+    planned.push({ kind: 'upsertPerson', person, attributes, timestamp: at });
+    if (e.company) {
+      planned.push({
+        kind: 'groupAccount', person, groupId: `kommo-company-${e.company.id}`, traits: { name: e.company.name }, timestamp: at, messageId: messageId(),
+      });
+    }
+  }
+
+  const properties = eventProperties(e);
+  const eventName = m.eventNames[kind];
+  if (eventName) planned.push({ kind: 'trackEvent', person, name: eventName, properties, timestamp: at, messageId: messageId() });
+
+  const action = m.on[kind];
+  if (action?.workflowId) planned.push({ kind: 'triggerWorkflow', person, workflowId: action.workflowId, data: properties, messageId: messageId() });
+  if (action?.addToList) planned.push({ kind: 'addToList', person, listId: action.addToList, attributes });
+  if (action?.removeFromList) planned.push({ kind: 'removeFromList', person, listId: action.removeFromList });
+
+  if (STAGE_KINDS.has(kind)) {
+    const current = listFor(m.lists, e.stage);
+    const previous = e.previousStage ? listFor(m.lists, e.previousStage) : undefined;
+    if (previous && previous !== current) planned.push({ kind: 'removeFromList', person, listId: previous });
+    if (current) planned.push({ kind: 'addToList', person, listId: current, attributes });
+  }
+
+  return { ops: planned.filter((op) => opts.supports[op.kind]) };
+}
+
+async function evaluateAttributes(e: EnrichedLead, m: CompiledMapping): Promise<Attributes> {
+  const values = await Promise.all(m.attributes.map(async ({ name, expr }) => [name, toAttr(await expr.evaluate(e))] as const));
+  const out: Attributes = {};
+  for (const [name, v] of values) if (v !== undefined) out[name] = v;
+  return out;
+}
+
+function toAttr(v: MappingValue): AttrValue | undefined {
+  if (!Array.isArray(v)) return v;
+  return v.length ? v.filter((x) => x !== null).map(String).join(', ') : undefined;
+}
+
+function eventProperties(e: EnrichedLead): Attributes {
+  const p: Attributes = {
+    stage: e.stage.key,
+    stage_id: e.stage.id,
+    stage_name: e.stage.name,
+    pipeline: e.stage.pipeline,
+    lead_id: e.lead.id,
+    deal_value: e.lead.price,
+  };
+  if (e.previousStage && STAGE_KINDS.has(e.event.kind)) {
+    p.previous_stage = e.previousStage.key;
+    p.previous_stage_id = e.previousStage.id;
+    p.previous_stage_name = e.previousStage.name;
+  }
+  return p;
+}
+
+/** `lists` keys may be "Pipeline / Stage", the stage name or its key (same forms as `stages:`). */
+function listFor(lists: Readonly<Record<string, string>>, stage: StageInfo): string | undefined {
+  return lists[`${stage.pipeline} / ${stage.name}`] ?? lists[stage.name] ?? lists[stage.key];
+}
+
+function sameName(a: string, b: string): boolean {
+  return a.trim().toLowerCase() === b.trim().toLowerCase();
+}
+
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+/**
+ * A ULID (Customer.io requires its event `id` to be one; Segment and Iterable take any string) whose
+ * time part is the event time and whose random part is a hash of `seed`: the same event, destination
+ * and op always get the same id, so the vendor drops a retried or replayed copy.
+ */
+export function deterministicUlid(atMs: number, seed: string): string {
+  let t = Math.min(Math.max(Math.floor(atMs), 0), 2 ** 48 - 1);
+  let time = '';
+  for (let i = 0; i < 10; i++) {
+    time = CROCKFORD[t % 32]! + time;
+    t = Math.floor(t / 32);
+  }
+  let bits = BigInt(`0x${createHash('sha256').update(seed).digest('hex').slice(0, 20)}`); // 80 bits
+  let rand = '';
+  for (let i = 0; i < 16; i++) {
+    rand = CROCKFORD[Number(bits & 31n)]! + rand;
+    bits >>= 5n;
+  }
+  return time + rand;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notes in Kommo about what was sent (crmNotes)
+
+export interface CompiledCrmNotes {
+  on: ReadonlySet<CrmEventKind>;
+  text: CompiledTemplate;
+}
+
+export function compileCrmNotes(cfg: NonNullable<AccountConfig['crmNotes']>, where: Where): CompiledCrmNotes {
+  return {
+    on: new Set(cfg.on),
+    text: compileTemplate(cfg.text, whereOf(where, 'text'), { roots: [...LEAD_ROOTS, 'destinations'] }),
+  };
+}
+
+/**
+ * The note to write on the lead after routing `e`, or null when the kind is not in `on` or the event
+ * went nowhere (a note saying "sent to" nothing is noise). `destinations` renders as "cio, iterable".
+ */
+export async function crmNoteText(notes: CompiledCrmNotes, e: EnrichedLead, destinations: readonly string[]): Promise<string | null> {
+  if (!notes.on.has(e.event.kind) || destinations.length === 0) return null;
+  return notes.text.render({ ...e, destinations: destinations.join(', ') });
+}
