@@ -1,0 +1,192 @@
+/**
+ * The configuration schema (kommo-sync.yaml). docs/configuration.md documents every key.
+ * Destination blocks are validated in two steps: the common keys here, then the destination's own
+ * settings schema from the registry (see config/load.ts), so adding a vendor touches no file here.
+ */
+import { z } from 'zod';
+import { CRM_EVENT_KINDS, ENGAGEMENT_KINDS } from '../sync/events.js';
+
+/** Schemas registered here hold secrets: they are masked wherever config is shown or logged. */
+export const secretRegistry = z.registry<{ secret: true }>();
+export const secret = () => z.string().min(1, 'must not be empty').register(secretRegistry, { secret: true });
+
+const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `48h`, `30m`, `10s`, `250ms`, `2d`, or a number of milliseconds. */
+export const duration = z.union([
+  z.number().nonnegative(),
+  z.string().regex(DURATION_RE, 'expected a duration like "48h", "30m", "10s" or "250ms"'),
+]).transform((v) => {
+  if (typeof v === 'number') return v;
+  const m = DURATION_RE.exec(v)!;
+  return Number(m[1]) * UNIT_MS[m[2]!]!;
+});
+
+export const crmEventKind = z.enum(CRM_EVENT_KINDS);
+export const engagementKind = z.enum(ENGAGEMENT_KINDS);
+
+const oauth = z.object({
+  clientId: z.string().min(1),
+  clientSecret: secret(),
+  /** The first refresh token; later ones are rotated and kept in the store. */
+  refreshToken: secret(),
+  redirectUri: z.string().url(),
+}).strict();
+
+export const kommoSchema = z.object({
+  subdomain: z.string().regex(/^[a-z0-9-]+$/i, 'expected the account subdomain, e.g. "acme" for acme.kommo.com'),
+  /** Root the API paths are appended to; default https://<subdomain>.kommo.com. */
+  baseUrl: z.string().url().optional(),
+  accessToken: secret().optional(),
+  oauth: oauth.optional(),
+  /** Long random string in the webhook URL path (Kommo does not sign its webhooks). */
+  webhookSecret: secret().refine((s) => s.length >= 16, 'must be at least 16 characters (it is the only proof a webhook came from Kommo)'),
+  /** Requests per second to this account's API, shared by everything in kommo-sync. Kommo allows 7. */
+  rateLimit: z.number().positive().max(50).default(7),
+  /** Read user names for `responsible` (needs an admin token; falls back to ids on 403). */
+  readUsers: z.boolean().default(true),
+  timeout: duration.default(15_000),
+}).strict().refine((k) => Boolean(k.accessToken) !== Boolean(k.oauth), {
+  message: 'set exactly one of accessToken (long-lived token) or oauth {clientId, clientSecret, refreshToken, redirectUri}',
+});
+
+/** Keys every destination block understands; everything else belongs to the destination's settings. */
+export const destinationCommonKeys = ['type', 'enabled', 'attributes', 'events', 'on', 'lists', 'identifyBy', 'webhookSecret', 'pipelines'] as const;
+
+const eventAction = z.object({
+  /** Event name to send (overrides `events`). */
+  event: z.string().min(1).optional(),
+  /** Vendor workflow / journey / campaign to start. */
+  workflowId: z.union([z.string(), z.number()]).transform(String).optional(),
+  addToList: z.union([z.string(), z.number()]).transform(String).optional(),
+  removeFromList: z.union([z.string(), z.number()]).transform(String).optional(),
+}).strict();
+
+export const destinationCommon = z.object({
+  type: z.string().min(1).optional(),
+  enabled: z.boolean().default(true),
+  /** destination attribute name -> mapping expression over the enriched lead (see docs/mapping.md). */
+  attributes: z.record(z.string(), z.string()).optional(),
+  /** CRM event kind -> event name sent to the destination. */
+  events: z.partialRecord(crmEventKind, z.string().min(1)).optional(),
+  /** CRM event kind -> extra actions (workflow, list moves). */
+  on: z.partialRecord(crmEventKind, eventAction).optional(),
+  /** Stage name (or key) -> list id: the person is in the list of the lead's current stage only. */
+  lists: z.record(z.string(), z.union([z.string(), z.number()]).transform(String)).optional(),
+  /** How people are keyed at the vendor. */
+  identifyBy: z.enum(['email', 'id']).default('email'),
+  /** Secret path segment of this destination's inbound webhook URL. */
+  webhookSecret: secret().refine((s) => s.length >= 16, 'must be at least 16 characters').optional(),
+  /** Only leads of these pipelines (names) are synced here; default all. */
+  pipelines: z.array(z.string()).optional(),
+});
+export type DestinationCommon = z.infer<typeof destinationCommon>;
+
+const hotLead = z.object({
+  on: engagementKind.default('email.opened'),
+  count: z.number().int().min(1).default(3),
+  within: duration.prefault('48h'),
+  cooldown: duration.prefault('24h'),
+  task: z.object({
+    text: z.string().default('Hot lead: {{count}} email opens in {{within}}. Call them.'),
+    due: duration.prefault('8h'),
+    /** Kommo task type id: 1 = follow-up call, 2 = meeting. */
+    typeId: z.number().int().default(1),
+  }).strict().default({ text: 'Hot lead: {{count}} email opens in {{within}}. Call them.', due: 8 * 3_600_000, typeId: 1 }),
+}).strict();
+
+const unsubscribe = z.object({
+  /** Contact custom field (name or code) to set, e.g. "Email opt-in". */
+  contactField: z.string().optional(),
+  value: z.union([z.boolean(), z.string(), z.number()]).default(false),
+  tag: z.string().optional(),
+  note: z.boolean().default(true),
+  task: z.object({ text: z.string(), due: duration.prefault('24h') }).strict().optional(),
+  /** Stage name to move the lead to. */
+  moveToStage: z.string().optional(),
+}).strict();
+
+export const engagementSchema = z.object({
+  /** Engagement kinds that write a note on the lead. */
+  notes: z.array(engagementKind).default(['email.clicked', 'email.unsubscribed', 'email.bounced']),
+  hotLead: hotLead.optional(),
+  unsubscribe: unsubscribe.optional(),
+  bounce: z.object({ tag: z.string().default('Email Bounced'), note: z.boolean().default(true) }).strict().optional(),
+}).strict();
+
+export const crmNotesSchema = z.object({
+  /** CRM events after which a note is written on the lead (a visible sync log inside Kommo). */
+  on: z.array(crmEventKind).min(1),
+  /** Template; `{{ expr }}` are mapping expressions over the enriched lead plus `destinations`. */
+  text: z.string().default('kommo-sync: {{event.kind}} ({{stage.name}}) sent to {{destinations}}'),
+}).strict();
+
+export const accountSchema = z.object({
+  kommo: kommoSchema,
+  /** Stage name (or "Pipeline / Stage") -> key used in mappings and list config. */
+  stages: z.record(z.string(), z.string().regex(/^[a-z0-9_.-]+$/i, 'expected a key like "proposal_sent"')).default({}),
+  destinations: z.record(z.string().regex(/^[a-z0-9_-]+$/i, 'expected a name of letters, digits, _ or -'), z.record(z.string(), z.unknown())).default({}),
+  engagement: engagementSchema.default({ notes: ['email.clicked', 'email.unsubscribed', 'email.bounced'] }),
+  crmNotes: crmNotesSchema.optional(),
+}).strict();
+
+export const serverSchema = z.object({
+  port: z.number().int().min(0).max(65535).default(8080),
+  host: z.string().default('0.0.0.0'),
+  /** Largest webhook body accepted (bytes). */
+  bodyLimit: z.number().int().positive().default(5 * 1024 * 1024),
+  /** Required for the dashboard and /api/* unless bound to loopback. Prefer KOMMO_SYNC_ADMIN_TOKEN. */
+  adminToken: secret().optional(),
+  /** Optional Bearer token for /metrics. */
+  metricsToken: secret().optional(),
+  /** Public base URL, for the webhook URLs `doctor` prints. */
+  publicUrl: z.string().url().optional(),
+}).strict();
+
+export const workerSchema = z.object({
+  /** Jobs claimed per destination per round (also capped by the destination's batch size). */
+  batchSize: z.number().int().min(1).max(1000).default(250),
+  /** A claimed job is another worker's after this long without an answer. */
+  lease: duration.prefault('2m'),
+  /** Jobs still failing after this long go to the dead-letter list. */
+  maxAge: duration.prefault('72h'),
+  maxAttempts: z.number().int().min(1).default(25),
+  /** Idle polling interval. */
+  poll: duration.prefault('200ms'),
+  backoff: z.object({
+    base: duration.prefault('1s'),
+    factor: z.number().min(1).default(4),
+    max: duration.prefault('10m'),
+  }).strict().default({ base: 1000, factor: 4, max: 600_000 }),
+  /** Inbox events routed per round (enrichment is batched over them). */
+  routeBatch: z.number().int().min(1).max(5000).default(500),
+}).strict();
+
+export const configSchema = z.object({
+  store: z.string().default('sqlite:./data/kommo-sync.db'),
+  server: serverSchema.default({ port: 8080, host: '0.0.0.0', bodyLimit: 5 * 1024 * 1024 }),
+  worker: workerSchema.default({ batchSize: 250, lease: 120_000, maxAge: 72 * 3_600_000, maxAttempts: 25, poll: 200, backoff: { base: 1000, factor: 4, max: 600_000 }, routeBatch: 500 }),
+  log: z.object({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    /** Human-readable lines instead of JSON (default: when stdout is a terminal). */
+    pretty: z.boolean().optional(),
+  }).strict().default({ level: 'info' }),
+  accounts: z.record(z.string().regex(/^[a-z0-9_-]+$/i, 'expected a name of letters, digits, _ or -'), accountSchema)
+    .refine((a) => Object.keys(a).length > 0, 'at least one account is required'),
+}).strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type AccountConfig = z.infer<typeof accountSchema>;
+export type KommoConfig = z.infer<typeof kommoSchema>;
+export type EngagementConfig = z.infer<typeof engagementSchema>;
+export type WorkerConfig = z.infer<typeof workerSchema>;
+
+/** A destination block after both validation steps. */
+export interface DestinationConfig {
+  name: string;
+  type: string;
+  common: DestinationCommon;
+  /** Validated by the destination's own schema. */
+  settings: unknown;
+}

@@ -1,0 +1,132 @@
+/**
+ * Intake: `POST /webhooks/:account/:source/:secret`. Authenticates the sender, parses the body into
+ * normalized events, stores them durably with their dedup keys, and only then answers 200. Nothing
+ * slow happens before the answer (Kommo gives a receiver about 2 s).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Destination, InboundParsed } from '../destinations/types.js';
+import { InboundRejected } from '../destinations/types.js';
+import { FormParseError, parseBracketForm } from '../kommo/form.js';
+import { parseKommoWebhook, WebhookBodyError } from '../kommo/webhook.js';
+import type { Metrics } from '../observability/metrics.js';
+import { StoreUnavailableError } from '../store/errors.js';
+import type { NewInboxEvent, Store } from '../store/store.js';
+import type { NormalizedInbound } from '../sync/events.js';
+import { HttpError } from './errors.js';
+
+export interface IntakeSource {
+  secret: string;
+  /** Absent for `kommo`. */
+  destination?: Destination;
+  settings?: unknown;
+}
+export interface IntakeAccount {
+  kommoSubdomain: string;
+  kommoSecret: string;
+  /** Marketing-tool sources by configured destination name. */
+  sources: Map<string, IntakeSource>;
+}
+
+export interface IntakeOptions {
+  store: Store;
+  accounts: Map<string, IntakeAccount>;
+  metrics?: Metrics;
+  /** Called after events were stored (the in-process router starts at once instead of polling). */
+  onStored?: () => void;
+}
+
+type Params = { account: string; source: string; secret: string };
+
+export async function intakePlugin(app: FastifyInstance, opts: IntakeOptions): Promise<void> {
+  // Bodies stay raw bytes: signatures are computed over them, and our own bracket parser reads
+  // Kommo's forms (the usual form parsers drop or mangle deep, wide payloads).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(['application/json', 'application/x-www-form-urlencoded'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', (req, _payload, done) => {
+    done(new HttpError(415, 'unsupported_media_type', `expected application/x-www-form-urlencoded or application/json, got ${req.headers['content-type'] ?? 'no content type'}`), undefined);
+  });
+
+  app.post<{ Params: Params }>('/webhooks/:account/:source/:secret', async (req, reply) => {
+    const { account: accountName, source, secret } = req.params;
+    const account = opts.accounts.get(accountName);
+    if (!account) throw new HttpError(404, 'unknown_account', `no account "${accountName}" in the configuration`);
+    const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    let events: NormalizedInbound[] | InboundParsed[];
+    if (source === 'kommo') {
+      checkSecret(secret, account.kommoSecret);
+      events = parseKommo(req, raw, account.kommoSubdomain);
+    } else {
+      const src = account.sources.get(source);
+      if (!src?.destination?.inbound) throw new HttpError(404, 'unknown_source', `account "${accountName}" has no webhook source "${source}" (expected kommo${[...account.sources.keys()].map((s) => `, ${s}`).join('')})`);
+      checkSecret(secret, src.secret);
+      const inboundReq = { rawBody: raw, headers: req.headers, query: req.query as Record<string, string | undefined>, now: Date.now() };
+      try {
+        src.destination.inbound.verify(inboundReq, src.settings);
+        events = src.destination.inbound.parse(inboundReq, source);
+      } catch (err) {
+        if (err instanceof InboundRejected) throw new HttpError(err.status, err.code, err.message);
+        throw err;
+      }
+    }
+    return store(reply, opts, accountName, source, events);
+  });
+}
+
+async function store(reply: FastifyReply, opts: IntakeOptions, account: string, source: string, events: Array<NormalizedInbound | InboundParsed>) {
+  const now = Date.now();
+  const rows: NewInboxEvent[] = events.map((e) => ({ account, source, kind: e.event.kind, dedupKey: e.dedupKey, payload: e.event, receivedAt: now }));
+  let result = { inserted: 0, duplicates: 0 };
+  if (rows.length) {
+    try {
+      result = await opts.store.insertInbox(rows);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) throw new HttpError(503, 'store_unavailable', 'the event store is unavailable; retry later');
+      throw err;
+    }
+  }
+  if (opts.metrics) {
+    for (const e of events) opts.metrics.eventsReceived.inc({ account, source, kind: e.event.kind });
+    if (result.duplicates) opts.metrics.duplicates.inc({ account, source }, result.duplicates);
+  }
+  if (result.inserted) opts.onStored?.();
+  return reply.code(200).send({ ok: true, accepted: result.inserted, duplicates: result.duplicates });
+}
+
+function parseKommo(req: FastifyRequest, raw: Buffer, subdomain: string): NormalizedInbound[] {
+  const type = String(req.headers['content-type'] ?? '');
+  let body: Record<string, unknown>;
+  try {
+    if (type.startsWith('application/json')) {
+      const parsed: unknown = JSON.parse(raw.toString('utf8'));
+      if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'invalid_body', 'expected a JSON object');
+      body = parsed as Record<string, unknown>;
+    } else {
+      body = parseBracketForm(raw.toString('utf8'));
+    }
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    if (err instanceof SyntaxError) throw new HttpError(400, 'invalid_json', `body is not valid JSON: ${err.message}`);
+    if (err instanceof FormParseError) throw new HttpError(400, 'invalid_form', err.message);
+    throw err;
+  }
+  let parsed;
+  try {
+    parsed = parseKommoWebhook(body);
+  } catch (err) {
+    if (err instanceof WebhookBodyError) throw new HttpError(400, 'invalid_webhook', err.message);
+    throw err;
+  }
+  const got = parsed.account.subdomain;
+  if (got !== undefined && got.toLowerCase() !== subdomain.toLowerCase()) {
+    throw new HttpError(401, 'account_mismatch', `webhook is from Kommo account "${got}", but this URL belongs to "${subdomain}"`);
+  }
+  return parsed.events;
+}
+
+/** Constant-time: compares fixed-length digests, so neither content nor length leaks through timing. */
+function checkSecret(given: string, expected: string): void {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  if (!timingSafeEqual(a, b)) throw new HttpError(401, 'bad_secret', 'the secret in the webhook URL is wrong');
+}

@@ -1,0 +1,56 @@
+/** CLI entry only: each command lives in src/cli/<command>.ts. */
+import { Command, InvalidArgumentError } from 'commander';
+import { ConfigError } from './config/load.js';
+
+const program = new Command()
+  .name('kommo-sync')
+  .description('Two-way, real-time sync between Kommo CRM and your marketing tools.')
+  .showHelpAfterError();
+
+const port = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port number 0-65535');
+  return n;
+};
+const positive = (v: string): number => {
+  const n = Number(v);
+  if (!(n > 0)) throw new InvalidArgumentError('expected a positive number');
+  return n;
+};
+const configOpt = '-c, --config <file>';
+const configHelp = 'config file (default ./kommo-sync.yaml, or $KOMMO_SYNC_CONFIG)';
+
+program.command('serve').description('webhook intake + router + workers + dashboard in one process')
+  .option(configOpt, configHelp).option('-p, --port <n>', 'HTTP port (overrides server.port)', port)
+  .action(async (o: { config?: string; port?: number }) => (await import('./cli/serve.js')).serve(o));
+program.command('worker').description('router + workers only (scale-out with PostgreSQL)')
+  .option(configOpt, configHelp)
+  .action(async (o: { config?: string }) => (await import('./cli/worker.js')).worker(o));
+program.command('demo').description('run everything against built-in simulators of Kommo and every vendor; no accounts needed')
+  .option('-p, --port <n>', 'port for the service (default: a free one)', port)
+  .option('-d, --duration <seconds>', 'stop after this many seconds (default: run until Ctrl-C)', positive)
+  .option('--json', 'print only a JSON summary at the end (for scripts)')
+  .action(async (o: { port?: number; duration?: number; json?: boolean }) => (await import('./cli/demo.js')).demo(o));
+program.command('doctor').description('validate the config and check every credential, stage, field and list')
+  .option(configOpt, configHelp)
+  .action(async (o: { config?: string }) => (await import('./cli/doctor.js')).doctor(o));
+program.command('status').description('queue depth, failures and recent deliveries per destination')
+  .option(configOpt, configHelp).option('--json', 'machine-readable output')
+  .action(async (o: { config?: string; json?: boolean }) => (await import('./cli/status.js')).status(o));
+program.command('replay').description('re-queue dead-lettered (or chosen) jobs')
+  .option(configOpt, configHelp)
+  .option('--dead', 'dead-lettered jobs (the default)')
+  .option('--destination <name>', 'only this destination (name, or account/name)')
+  .option('--since <date>', 'only jobs created since this date (ISO 8601)')
+  .action(async (o: { config?: string; dead?: boolean; destination?: string; since?: string }) => (await import('./cli/replay.js')).replay(o));
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`kommo-sync: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}

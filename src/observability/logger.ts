@@ -1,0 +1,54 @@
+/**
+ * pino, JSON by default and readable lines in a terminal. Secrets never reach a log line: auth
+ * headers are redacted, and webhook URLs have their secret path segment masked.
+ */
+import pino, { type Logger } from 'pino';
+
+export type { Logger };
+
+export interface LoggerOptions {
+  level?: string;
+  /** Human-readable output (default: when stdout is a terminal). */
+  pretty?: boolean;
+  /** Write here instead of stdout (tests capture logs to assert no secret leaks). */
+  destination?: pino.DestinationStream;
+}
+
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers["x-cio-signature"]',
+  'req.headers["api-key"]',
+  'req.headers["x-encharge-token"]',
+  'headers.authorization',
+  'headers.Authorization',
+  '*.accessToken',
+  '*.refreshToken',
+  '*.clientSecret',
+  '*.apiKey',
+  '*.writeKey',
+  '*.webhookSecret',
+  '*.webhookSigningKey',
+];
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  const base: pino.LoggerOptions = {
+    level: opts.level ?? 'info',
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    serializers: { req: serializeRequest },
+  };
+  if (opts.destination) return pino(base, opts.destination);
+  const pretty = opts.pretty ?? Boolean(process.stdout.isTTY);
+  if (pretty) {
+    return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } });
+  }
+  return pino(base);
+}
+
+/** `/webhooks/acme/kommo/<secret>` -> `/webhooks/acme/kommo/***`: the path secret is a credential. */
+export function maskWebhookUrl(url: string): string {
+  return url.replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?#]+/, '$1***');
+}
+
+function serializeRequest(req: { method?: string; url?: string; ip?: string; id?: unknown }): Record<string, unknown> {
+  return { id: req.id, method: req.method, url: maskWebhookUrl(req.url ?? ''), ip: req.ip };
+}

@@ -1,0 +1,210 @@
+/**
+ * The router: takes inbox events in order, turns each into jobs for destinations, and marks the
+ * events routed in the same transaction as the job inserts. CRM events are enriched in batches (the
+ * Kommo loader coalesces the lookups of a whole claimed batch into a few filter[id][] requests);
+ * engagement events are matched to a lead and become Kommo writes.
+ */
+import type { Logger } from 'pino';
+import type { Metrics } from '../observability/metrics.js';
+import type { InboxEvent, NewJob, Store } from '../store/store.js';
+import type { SyncOp } from '../destinations/types.js';
+import type { KommoOp } from '../kommo/ops.js';
+import type { EnrichedLead } from '../sync/enriched.js';
+import type { CrmEvent, EngagementEvent, InboundEvent } from '../sync/events.js';
+import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from './jobs.js';
+
+/** What the router needs from one account's runtime (built in service.ts; faked in unit tests). */
+export interface AccountRouting {
+  name: string;
+  /** True when the event reports a write kommo-sync itself made (no sync loops). */
+  isEcho(e: CrmEvent): Promise<boolean>;
+  /** Batched enrichment: one result per event, null when Kommo no longer has the lead. */
+  enrich(events: CrmEvent[]): Promise<Array<EnrichedLead | null>>;
+  destinations: Array<{
+    name: string;
+    plan(e: EnrichedLead, dedupKey: string): Promise<{ ops: SyncOp[]; skipped?: string }>;
+  }>;
+  /** Note text to write on the lead after a sync, or null (not configured for this kind). */
+  crmNote(e: EnrichedLead, sentTo: string[]): Promise<string | null>;
+  /** Finds the lead for an engagement event and plans the Kommo writes; null when no lead matches. */
+  engagement(ev: EngagementEvent): Promise<{ leadId: number; ops: KommoOp[] } | null>;
+  /** Keeps the email -> lead index fresh from what enrichment read. */
+  remember(e: EnrichedLead): Promise<void>;
+}
+
+export interface RouterOptions {
+  store: Store;
+  log: Logger;
+  metrics?: Metrics;
+  accounts: Map<string, AccountRouting>;
+  batch: number;
+  leaseMs: number;
+  pollMs: number;
+  /** Called after jobs were enqueued (wakes the in-process worker). */
+  onJobs?: () => void;
+}
+
+/** Errors from Kommo or the network: the event stays in the inbox and is routed again later. */
+const MAX_INBOX_ATTEMPTS = 20;
+
+export class Router {
+  private running = false;
+  private loopDone: Promise<void> | null = null;
+  private wakeUp: (() => void) | null = null;
+
+  constructor(private readonly o: RouterOptions) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loopDone = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake();
+    await this.loopDone;
+  }
+
+  wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = null;
+    w?.();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      let n = 0;
+      try {
+        n = await this.routeOnce();
+      } catch (err) {
+        this.o.log.error({ err }, 'router could not read the inbox; retrying');
+      }
+      if (!this.running) break;
+      if (n === 0) await new Promise<void>((resolve) => {
+        this.wakeUp = resolve;
+        setTimeout(resolve, this.o.pollMs).unref();
+      });
+    }
+  }
+
+  /** Routes one claimed batch. Returns how many inbox events were claimed. */
+  async routeOnce(): Promise<number> {
+    const { store, log } = this.o;
+    const rows = await store.claimInbox(this.o.batch, this.o.leaseMs, Date.now());
+    if (rows.length === 0) return 0;
+    const byAccount = new Map<string, InboxEvent[]>();
+    for (const r of rows) byAccount.set(r.account, [...(byAccount.get(r.account) ?? []), r]);
+
+    const routed: number[] = [];
+    const jobs: NewJob[] = [];
+    for (const [accountName, events] of byAccount) {
+      const account = this.o.accounts.get(accountName);
+      if (!account) {
+        for (const e of events) await store.failInbox(e.id, `account "${accountName}" is no longer in the configuration`);
+        continue;
+      }
+      const crm = events.filter((e) => (e.payload as InboundEvent).type === 'crm');
+      const engagement = events.filter((e) => (e.payload as InboundEvent).type === 'engagement');
+      await this.routeCrm(account, crm, routed, jobs);
+      await this.routeEngagement(account, engagement, routed, jobs);
+    }
+    if (routed.length) {
+      await store.routeInbox(routed, jobs);
+      if (jobs.length) this.o.onJobs?.();
+      log.debug({ events: routed.length, jobs: jobs.length }, 'routed');
+    }
+    return rows.length;
+  }
+
+  private async routeCrm(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
+    const live: InboxEvent[] = [];
+    for (const row of rows) {
+      if (await account.isEcho(row.payload as CrmEvent)) {
+        this.o.metrics?.echoesDropped.inc({ account: account.name });
+        routed.push(row.id);
+      } else live.push(row);
+    }
+    if (!live.length) return;
+    let enriched: Array<EnrichedLead | null>;
+    try {
+      enriched = await account.enrich(live.map((r) => r.payload as CrmEvent));
+    } catch (err) {
+      await this.transientFailure(live, err);
+      return;
+    }
+    for (let i = 0; i < live.length; i++) {
+      const row = live[i]!;
+      const e = enriched[i];
+      routed.push(row.id);
+      if (!e) {
+        this.o.log.info({ account: account.name, kind: row.kind, lead: (row.payload as CrmEvent).entityId }, 'lead no longer exists in Kommo; nothing to sync');
+        continue;
+      }
+      await account.remember(e);
+      const orderingKey = `lead:${e.lead.id}`;
+      const sentTo: string[] = [];
+      for (const d of account.destinations) {
+        const plan = await d.plan(e, row.dedupKey);
+        if (plan.skipped) this.o.log.debug({ destination: d.name, lead: e.lead.id, reason: plan.skipped }, 'not synced');
+        if (!plan.ops.length) continue;
+        sentTo.push(d.name);
+        jobs.push({
+          account: account.name,
+          destination: destinationKey(account.name, d.name),
+          type: SYNC_OPS_V1,
+          orderingKey,
+          payload: { subject: e.contact?.email || `lead ${e.lead.id}`, ops: plan.ops },
+          inboxId: row.id,
+        });
+      }
+      const note = await account.crmNote(e, sentTo);
+      if (note) {
+        jobs.push({
+          account: account.name,
+          destination: destinationKey(account.name, 'kommo'),
+          type: KOMMO_OPS_V1,
+          orderingKey,
+          payload: { subject: `lead ${e.lead.id}`, ops: [{ kind: 'addNote', leadId: e.lead.id, text: note }] },
+          inboxId: row.id,
+        });
+      }
+    }
+  }
+
+  private async routeEngagement(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
+    // One at a time: hot-lead counting depends on the order of opens.
+    for (const row of rows) {
+      const ev = row.payload as EngagementEvent;
+      let planned: { leadId: number; ops: KommoOp[] } | null;
+      try {
+        planned = await account.engagement(ev);
+      } catch (err) {
+        await this.transientFailure([row], err);
+        continue;
+      }
+      routed.push(row.id);
+      if (!planned) {
+        this.o.log.info({ account: account.name, source: ev.source, kind: ev.kind }, 'no Kommo lead matches this email; engagement not recorded in Kommo');
+        continue;
+      }
+      if (!planned.ops.length) continue;
+      jobs.push({
+        account: account.name,
+        destination: destinationKey(account.name, 'kommo'),
+        type: KOMMO_OPS_V1,
+        orderingKey: `lead:${planned.leadId}`,
+        payload: { subject: ev.email, ops: planned.ops },
+        inboxId: row.id,
+      });
+    }
+  }
+
+  private async transientFailure(rows: InboxEvent[], err: unknown): Promise<void> {
+    const reason = err instanceof Error ? err.message : String(err);
+    for (const row of rows) {
+      if (row.attempts >= MAX_INBOX_ATTEMPTS) await this.o.store.failInbox(row.id, `gave up routing after ${row.attempts} attempts: ${reason}`);
+    }
+    this.o.log.warn({ events: rows.length, reason }, 'could not route now (Kommo unavailable?); events stay in the inbox and are retried when their lease expires');
+  }
+}

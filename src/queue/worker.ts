@@ -1,0 +1,198 @@
+/**
+ * The worker: claims due jobs per destination (one head job per ordering key, see Store.claimJobs),
+ * delivers their operations in one call, records every result in the delivery log, and decides:
+ * done, retry later (backoff, Retry-After) or dead letter (permanent failure, too old, too many tries).
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { ItemResult, SyncOp } from '../destinations/types.js';
+import type { KommoOp } from '../kommo/ops.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { DeliveryRecord, Job, JobOutcome, Store } from '../store/store.js';
+import { retryDelay, type BackoffPolicy } from './backoff.js';
+import { decodeJob, KOMMO_OPS_V1, SYNC_OPS_V1 } from './jobs.js';
+
+interface TargetBase {
+  /** `account/name`, the jobs' destination column. */
+  key: string;
+  account: string;
+  /** Jobs claimed per round. */
+  maxBatch: number;
+}
+export type DeliveryTarget =
+  | (TargetBase & { jobType: typeof SYNC_OPS_V1; deliver(ops: SyncOp[]): Promise<ItemResult[]> })
+  | (TargetBase & { jobType: typeof KOMMO_OPS_V1; deliver(ops: KommoOp[]): Promise<ItemResult[]> });
+
+export interface WorkerOptions {
+  store: Store;
+  log: Logger;
+  metrics?: Metrics;
+  targets: DeliveryTarget[];
+  batchSize: number;
+  leaseMs: number;
+  maxAgeMs: number;
+  maxAttempts: number;
+  pollMs: number;
+  backoff: BackoffPolicy;
+  workerId?: string;
+}
+
+export class Worker {
+  readonly id: string;
+  private readonly targets = new Map<string, DeliveryTarget>();
+  private readonly inFlight = new Set<string>();
+  private running = false;
+  private wakeUp: (() => void) | null = null;
+  private loopDone: Promise<void> | null = null;
+  private readonly warnedUnknown = new Set<string>();
+
+  constructor(private readonly o: WorkerOptions) {
+    this.id = o.workerId ?? `worker-${randomUUID().slice(0, 8)}`;
+    for (const t of o.targets) this.targets.set(t.key, t);
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loopDone = this.loop();
+  }
+
+  /** Stops claiming; waits for batches in flight (their leases would otherwise have to expire). */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake();
+    await this.loopDone;
+    while (this.inFlight.size > 0) await sleep(10);
+  }
+
+  /** New jobs were enqueued in this process: look now instead of at the next poll. */
+  wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = null;
+    w?.();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      let started = 0;
+      try {
+        const due = await this.o.store.dueDestinations(Date.now());
+        for (const key of due) {
+          if (this.inFlight.has(key)) continue;
+          const target = this.targets.get(key);
+          if (!target) {
+            if (!this.warnedUnknown.has(key)) {
+              this.warnedUnknown.add(key);
+              this.o.log.warn({ destination: key }, 'jobs wait for a destination that is not in the config; they stay queued');
+            }
+            continue;
+          }
+          started++;
+          this.inFlight.add(key);
+          void this.round(target)
+            .catch((err: unknown) => this.o.log.error({ err, destination: key }, 'delivery round failed; jobs will be retried when their lease expires'))
+            .finally(() => {
+              this.inFlight.delete(key);
+              this.wake();
+            });
+        }
+      } catch (err) {
+        this.o.log.error({ err }, 'worker could not read the queue; retrying');
+      }
+      if (!this.running) break;
+      if (started === 0) await new Promise<void>((resolve) => {
+        this.wakeUp = resolve;
+        setTimeout(resolve, this.o.pollMs).unref();
+      });
+    }
+  }
+
+  /** One claim -> deliver -> complete cycle for one destination. Returns the jobs handled. */
+  async round(target: DeliveryTarget): Promise<number> {
+    const { store } = this.o;
+    const now = Date.now();
+    const jobs = await store.claimJobs({
+      destination: target.key,
+      limit: Math.min(this.o.batchSize, target.maxBatch),
+      leaseMs: this.o.leaseMs,
+      workerId: this.id,
+      now,
+    });
+    if (jobs.length === 0) return 0;
+
+    const outcomes: JobOutcome[] = [];
+    const runnable: Array<{ job: Job; subject: string; ops: Array<SyncOp | KommoOp> }> = [];
+    for (const job of jobs) {
+      const decoded = decodeJob(job.type, job.payload);
+      if ('error' in decoded) outcomes.push({ id: job.id, outcome: 'dead', error: decoded.error });
+      else if (decoded.type !== target.jobType) outcomes.push({ id: job.id, outcome: 'dead', error: `job type ${decoded.type} cannot go to ${target.key}` });
+      else runnable.push({ job, subject: decoded.payload.subject, ops: decoded.payload.ops });
+    }
+
+    const flat = runnable.flatMap((r) => r.ops);
+    const started = performance.now();
+    let results: ItemResult[];
+    try {
+      results = flat.length ? await deliverTo(target, flat) : [];
+      if (results.length !== flat.length) throw new Error(`destination returned ${results.length} results for ${flat.length} operations`);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      results = flat.map(() => ({ retry: { reason } }));
+    }
+    const latencyMs = performance.now() - started;
+    this.o.metrics?.deliveryLatency.observe({ destination: target.key }, latencyMs / 1000);
+
+    const records: DeliveryRecord[] = [];
+    let i = 0;
+    const at = Date.now();
+    for (const r of runnable) {
+      const own = results.slice(i, i + r.ops.length);
+      r.ops.forEach((op, k) => {
+        const res = own[k]!;
+        const status = 'ok' in res ? 'ok' : 'retry' in res ? 'retry' : 'failed';
+        this.o.metrics?.deliveries.inc({ destination: target.key, outcome: status });
+        records.push({
+          jobId: r.job.id,
+          account: target.account,
+          destination: target.key,
+          op: op.kind,
+          subject: r.subject,
+          status,
+          httpStatus: res.httpStatus ?? null,
+          latencyMs: Math.round(latencyMs),
+          error: 'retry' in res ? res.retry.reason : 'fail' in res ? `${res.fail.code}: ${res.fail.reason}` : null,
+          at,
+        });
+      });
+      i += r.ops.length;
+      outcomes.push(this.decide(r.job, own, at));
+    }
+    await store.completeJobs(this.id, outcomes);
+    await store.logDeliveries(records);
+    const failed = outcomes.filter((o) => o.outcome !== 'done');
+    if (failed.length) this.o.log.warn({ destination: target.key, failed: failed.length, of: jobs.length, first: failed[0] }, 'some deliveries did not succeed');
+    else this.o.log.debug({ destination: target.key, jobs: jobs.length, ops: flat.length, ms: Math.round(latencyMs) }, 'delivered');
+    return jobs.length;
+  }
+
+  private decide(job: Job, results: ItemResult[], now: number): JobOutcome {
+    const fail = results.find((r): r is Extract<ItemResult, { fail: unknown }> => 'fail' in r);
+    if (fail) return { id: job.id, outcome: 'dead', error: `${fail.fail.code}: ${fail.fail.reason}` };
+    const retries = results.filter((r): r is Extract<ItemResult, { retry: unknown }> => 'retry' in r);
+    if (retries.length === 0) return { id: job.id, outcome: 'done' };
+    const reason = retries[0]!.retry.reason;
+    if (now - job.createdAt > this.o.maxAgeMs) return { id: job.id, outcome: 'dead', error: `gave up after ${Math.round((now - job.createdAt) / 3_600_000)} h (max age): ${reason}` };
+    if (job.attempts >= this.o.maxAttempts) return { id: job.id, outcome: 'dead', error: `gave up after ${job.attempts} attempts: ${reason}` };
+    const afterMs = Math.max(0, ...retries.map((r) => r.retry.afterMs ?? 0));
+    return { id: job.id, outcome: 'retry', runAfter: now + retryDelay(job.attempts, this.o.backoff, afterMs), error: reason };
+  }
+}
+
+function deliverTo(target: DeliveryTarget, ops: Array<SyncOp | KommoOp>): Promise<ItemResult[]> {
+  // decodeJob checked each job's type against target.jobType, so the ops are of the target's kind.
+  return target.jobType === SYNC_OPS_V1 ? target.deliver(ops as SyncOp[]) : target.deliver(ops as KommoOp[]);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
