@@ -19,6 +19,7 @@ export interface PersonRef {
   id?: string;
 }
 
+/** Timestamps in SyncOps are unix milliseconds; connectors convert to what their vendor wants. */
 export type SyncOp =
   | { kind: 'upsertPerson'; person: PersonRef; attributes: Attributes; timestamp: number }
   | { kind: 'trackEvent'; person: PersonRef; name: string; properties: Attributes; timestamp: number; messageId: string }

@@ -2,7 +2,7 @@
  * The Fastify app: webhooks (intake), health probes, metrics, and the admin API + dashboard when
  * given. One error handler turns every failure into `{"error", "message"}` and hides internals.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.js';
 import { maskWebhookUrl } from '../observability/logger.js';
@@ -26,9 +26,7 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     loggerInstance: o.log as FastifyBaseLogger,
     bodyLimit: o.bodyLimit,
     // Per-request log lines at 5,000 webhooks/s would cost more than the work; errors are still logged.
-    disableRequestLogging: true,
-    // Kommo bodies can carry thousands of parameters in long URLs-encoded bodies, not in the URL.
-    maxParamLength: 500,
+    logController: new LogController({ disableRequestLogging: true }),
   });
 
   app.setErrorHandler((err: FastifyError | HttpError, req, reply) => {

@@ -18,8 +18,11 @@ export interface AccountRouting {
   name: string;
   /** True when the event reports a write kommo-sync itself made (no sync loops). */
   isEcho(e: CrmEvent): Promise<boolean>;
-  /** Batched enrichment: one result per event, null when Kommo no longer has the lead. */
-  enrich(events: CrmEvent[]): Promise<Array<EnrichedLead | null>>;
+  /**
+   * Batched enrichment: one result per event, null when Kommo no longer has the lead.
+   * `receivedAt` is the stored intake time: a stable event time when Kommo sent no updated_at.
+   */
+  enrich(items: Array<{ event: CrmEvent; receivedAt: number }>): Promise<Array<EnrichedLead | null>>;
   destinations: Array<{
     name: string;
     plan(e: EnrichedLead, dedupKey: string): Promise<{ ops: SyncOp[]; skipped?: string }>;
@@ -128,7 +131,7 @@ export class Router {
     if (!live.length) return;
     let enriched: Array<EnrichedLead | null>;
     try {
-      enriched = await account.enrich(live.map((r) => r.payload as CrmEvent));
+      enriched = await account.enrich(live.map((r) => ({ event: r.payload as CrmEvent, receivedAt: r.receivedAt })));
     } catch (err) {
       await this.transientFailure(live, err);
       return;

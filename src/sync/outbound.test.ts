@@ -240,7 +240,7 @@ describe('crmNoteText', () => {
   const cases: Array<[string, EnrichedLead, string[], string | null]> = [
     ['renders kind, stage and destinations', lead('lead.stage_changed'), ['cio', 'iterable'], 'kommo-sync: lead.stage_changed (Proposal sent) sent to cio, iterable'],
     ['kind not in on', lead('lead.updated'), ['cio'], null],
-    ['sent nowhere', lead('lead.won'), [], null],
+    ['no destinations (Kommo-side rules only)', lead('lead.won'), [], 'kommo-sync: lead.won (Proposal sent) sent to no destination'],
   ];
   for (const [name, e, dests, expected] of cases) it(name, async () => assert.equal(await crmNoteText(notes, e, dests), expected));
   it('template errors name crmNotes.text', () => {

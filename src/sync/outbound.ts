@@ -230,10 +230,11 @@ export function compileCrmNotes(cfg: NonNullable<AccountConfig['crmNotes']>, whe
 }
 
 /**
- * The note to write on the lead after routing `e`, or null when the kind is not in `on` or the event
- * went nowhere (a note saying "sent to" nothing is noise). `destinations` renders as "cio, iterable".
+ * The note to write on the lead after routing `e`, or null when the kind is not in `on`.
+ * `destinations` renders as "cio, iterable" ("no destination" when empty: an account may use
+ * kommo-sync for its Kommo-side rules alone; the caller skips events that went nowhere otherwise).
  */
 export async function crmNoteText(notes: CompiledCrmNotes, e: EnrichedLead, destinations: readonly string[]): Promise<string | null> {
-  if (!notes.on.has(e.event.kind) || destinations.length === 0) return null;
-  return notes.text.render({ ...e, destinations: destinations.join(', ') });
+  if (!notes.on.has(e.event.kind)) return null;
+  return notes.text.render({ ...e, destinations: destinations.length ? destinations.join(', ') : 'no destination' });
 }

@@ -1,0 +1,18 @@
+/** `kommo-sync worker`: router + workers without HTTP, for scale-out on PostgreSQL. */
+import { createLogger } from '../observability/logger.js';
+import { startService } from '../runtime/service.js';
+import { loadConfig } from './context.js';
+import { untilSignal } from './signals.js';
+
+export async function worker(o: { config?: string }): Promise<void> {
+  const loaded = loadConfig(o.config);
+  const log = createLogger(loaded.config.log);
+  if (loaded.config.store.startsWith('sqlite:')) {
+    log.warn('worker on SQLite: fine on one machine next to `serve`; use PostgreSQL to spread workers over machines');
+  }
+  const service = await startService({ loaded, log, intake: false, work: true });
+  log.info({ worker: service.worker?.id, store: service.store.kind }, 'worker is running');
+  await untilSignal();
+  log.info('shutting down: finishing deliveries in flight');
+  await service.close();
+}

@@ -1,0 +1,365 @@
+/**
+ * A fake Customer.io Track API, faithful to shared/vendor-apis/customerio.md: the v1 person
+ * endpoints, v2 entity and batch (size limits, 207 partials, 400 for a malformed batch), event dedup
+ * by `id`, Basic auth, and signed reporting webhooks sent back to us. Self-contained on purpose: it
+ * shares no code with the connector, so a bug on one side cannot hide the same bug on the other.
+ */
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import type { FastifyPluginAsync } from 'fastify';
+import type { DestinationSimulator, DestinationSimulatorFactory, SimulatedRequest } from '../types.js';
+
+// Customer.io's limits, read strictly (KB = 1000 bytes) so a client that passes here passes there.
+const MAX_BATCH_BYTES = 500_000;
+const MAX_ITEM_BYTES = 32_000;
+const MAX_ENTITY_BYTES = 32_000;
+const HOSTS = { us: 'https://track.customer.io', eu: 'https://track-eu.customer.io' } as const;
+const IDENTIFIER_KEYS = ['id', 'email', 'phone', 'cio_id'] as const;
+const PERSON_ACTIONS = new Set([
+  'identify', 'event', 'page', 'screen', 'delete', 'suppress', 'unsuppress', 'add_relationships',
+  'delete_relationships', 'add_device', 'delete_device', 'merge',
+]);
+const UNAUTHORIZED = { meta: { error: 'Unauthorized request. Make sure that you provided the right credentials.' } };
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+export type EngagementKind = 'opened' | 'clicked' | 'unsubscribed' | 'bounced';
+export interface EngagementExtra {
+  subject?: string;
+  link?: string;
+  eventId?: string;
+  /** When it happened, unix ms (default now). */
+  timestamp?: number;
+}
+
+export interface SimEvent {
+  /** The identifier the event was recorded for (email lower-cased, or id). */
+  person: string;
+  name: string;
+  id?: string;
+  type: string;
+  timestamp?: number;
+  data: Record<string, unknown>;
+  api: 'v1' | 'v2';
+}
+
+export interface CustomerioSimulator extends DestinationSimulator {
+  /** identifier (email lower-cased, or id) -> attributes. */
+  readonly people: ReadonlyMap<string, Readonly<Record<string, unknown>>>;
+  readonly events: readonly SimEvent[];
+  /** Suppressed identifiers: identify calls for them are dropped. */
+  readonly suppressed: ReadonlySet<string>;
+  readonly credentials: { readonly siteId: string; readonly apiKey: string; readonly webhookSigningKey: string };
+  sendEngagement(url: string, kind: EngagementKind, email: string, extra?: EngagementExtra): Promise<number>;
+}
+
+interface ItemError {
+  reason: string;
+  field: string;
+  message: string;
+}
+
+export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' | 'eu' } = {}): CustomerioSimulator => {
+  const region = opts.region ?? 'us';
+  // Fresh random credentials per instance: a leak test can then search logs for exact values.
+  const credentials = {
+    siteId: `sim-site-${randomBytes(6).toString('hex')}`,
+    apiKey: `sim-track-key-${randomBytes(12).toString('hex')}`,
+    webhookSigningKey: `sim-signing-key-${randomBytes(16).toString('hex')}`,
+  };
+  const expectedAuth = `Basic ${Buffer.from(`${credentials.siteId}:${credentials.apiKey}`).toString('base64')}`;
+
+  const people = new Map<string, Record<string, unknown>>();
+  const events: SimEvent[] = [];
+  const eventIds = new Set<string>();
+  const suppressed = new Set<string>();
+  const requests: SimulatedRequest[] = [];
+  let failures: { remaining: number; status: number; retryAfterSec?: number } = { remaining: 0, status: 500 };
+  let rateWindow = { second: 0, count: 0 };
+
+  const identify = (key: string, attributes: Record<string, unknown>): void => {
+    if (suppressed.has(key)) return; // Customer.io silently drops identifies of suppressed people.
+    const { _update, _timestamp, ...rest } = attributes;
+    const existing = people.get(key);
+    if (!existing && _update === true) return; // update-only: unknown people are not created
+    people.set(key, { ...existing, ...rest });
+  };
+  const track = (event: SimEvent): void => {
+    if (event.id !== undefined) {
+      if (eventIds.has(event.id)) return; // a repeated id is ignored (that is what it is for)
+      eventIds.add(event.id);
+    }
+    events.push(event);
+  };
+  const suppress = (key: string): void => {
+    people.delete(key);
+    suppressed.add(key);
+  };
+
+  /** A v2 operation, applied when valid. */
+  const applyV2 = (item: unknown): ItemError | undefined => {
+    if (!isRecord(item)) return { reason: 'invalid', field: '', message: 'each operation must be an object' };
+    if (item.type === 'object' || item.type === 'delivery') return undefined; // accepted, not modelled
+    if (item.type !== 'person') return { reason: 'invalid', field: 'type', message: 'type must be person, object or delivery' };
+    const ids = isRecord(item.identifiers) ? IDENTIFIER_KEYS.filter((k) => isIdentifier(item.identifiers, k)) : [];
+    const idKey = ids[0];
+    if (ids.length !== 1 || !idKey || !isRecord(item.identifiers)) {
+      return { reason: 'required', field: 'identifiers', message: 'exactly one of id, email, phone or cio_id is required' };
+    }
+    const key = keyOf(String(item.identifiers[idKey]));
+    const action = item.action;
+    if (typeof action !== 'string' || !PERSON_ACTIONS.has(action)) {
+      return { reason: 'invalid', field: 'action', message: `unknown action ${JSON.stringify(action)}` };
+    }
+    const attributes = isRecord(item.attributes) ? item.attributes : {};
+    switch (action) {
+      case 'identify':
+        identify(key, attributes);
+        return undefined;
+      case 'event':
+      case 'page':
+      case 'screen': {
+        const name = typeof item.name === 'string' ? item.name.trim() : '';
+        if (!name) return { reason: 'required', field: 'name', message: 'name cannot be blank' };
+        track({
+          person: key,
+          name,
+          type: action,
+          data: attributes,
+          api: 'v2',
+          ...(typeof item.id === 'string' ? { id: item.id } : {}),
+          ...(typeof item.timestamp === 'number' ? { timestamp: item.timestamp } : {}),
+        });
+        return undefined;
+      }
+      case 'delete':
+        people.delete(key);
+        return undefined;
+      case 'suppress':
+        suppress(key);
+        return undefined;
+      case 'unsuppress':
+        suppressed.delete(key);
+        return undefined;
+      default:
+        return undefined; // relationships, devices, merge: accepted, not modelled
+    }
+  };
+
+  const plugin: FastifyPluginAsync = async (app) => {
+    const prefix = app.prefix;
+    // Raw bytes: the size limits apply to what was sent, and malformed JSON gets Customer.io's answer.
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 4 * MAX_BATCH_BYTES }, (_req, body, done) => done(null, body));
+
+    app.addHook('onRequest', async (request, reply) => {
+      if (failures.remaining > 0) {
+        failures.remaining -= 1;
+        if (failures.retryAfterSec !== undefined) void reply.header('retry-after', String(failures.retryAfterSec));
+        return reply.code(failures.status).send({ meta: { error: `simulated HTTP ${failures.status}` } });
+      }
+      if (request.headers.authorization !== expectedAuth) return reply.code(401).send(UNAUTHORIZED);
+      if (opts.perSecond !== undefined) {
+        const second = Math.floor(Date.now() / 1000);
+        rateWindow = rateWindow.second === second ? { second, count: rateWindow.count + 1 } : { second, count: 1 };
+        if (rateWindow.count > opts.perSecond) {
+          // Our choice: the Track spec documents no 429 (its limit is 1000 rps, "not strictly enforced").
+          return reply.code(429).header('retry-after', '1').send({ meta: { error: 'rate limit exceeded (simulated)' } });
+        }
+      }
+      return undefined;
+    });
+
+    // onSend, not onResponse: the record must exist before the client sees the answer.
+    app.addHook('onSend', async (request, reply, payload) => {
+      const path = request.url.split('?')[0] ?? '';
+      requests.push({
+        at: Date.now(),
+        method: request.method,
+        path: path.startsWith(prefix) ? path.slice(prefix.length) : path,
+        headers: { ...request.headers },
+        body: readJson(request.body).value,
+        status: reply.statusCode,
+      });
+      return payload;
+    });
+
+    app.get('/api/v1/accounts/region', async () => ({ url: HOSTS[region], region, environment_id: 1 }));
+
+    app.put<{ Params: { identifier: string } }>('/api/v1/customers/:identifier', async (request, reply) => {
+      const body = readJson(request.body);
+      if (!body.ok || (body.value !== undefined && !isRecord(body.value))) {
+        return reply.code(400).send({ meta: { error: 'request body must be a JSON object of attributes' } });
+      }
+      identify(keyOf(request.params.identifier), isRecord(body.value) ? body.value : {});
+      return {};
+    });
+
+    app.post<{ Params: { identifier: string } }>('/api/v1/customers/:identifier/events', async (request, reply) => {
+      const body = readJson(request.body).value;
+      const name = isRecord(body) && typeof body.name === 'string' ? body.name.trim() : '';
+      if (!isRecord(body) || !name) return reply.code(400).send({ meta: { error: 'name cannot be blank' } });
+      track({
+        person: keyOf(request.params.identifier),
+        name,
+        type: typeof body.type === 'string' ? body.type : 'event',
+        data: isRecord(body.data) ? body.data : {},
+        api: 'v1',
+        ...(typeof body.id === 'string' ? { id: body.id } : {}),
+        ...(typeof body.timestamp === 'number' ? { timestamp: body.timestamp } : {}),
+      });
+      return {};
+    });
+
+    app.delete<{ Params: { identifier: string } }>('/api/v1/customers/:identifier', async (request) => {
+      people.delete(keyOf(request.params.identifier));
+      return {};
+    });
+
+    app.post<{ Params: { identifier: string } }>('/api/v1/customers/:identifier/suppress', async (request) => {
+      suppress(keyOf(request.params.identifier));
+      return {};
+    });
+
+    app.post<{ Params: { identifier: string } }>('/api/v1/customers/:identifier/unsuppress', async (request) => {
+      suppressed.delete(keyOf(request.params.identifier));
+      return {};
+    });
+
+    app.post('/api/v2/entity', async (request, reply) => {
+      const raw = rawOf(request.body);
+      if (raw.length >= MAX_ENTITY_BYTES) {
+        return reply.code(400).send({ errors: [{ reason: 'too_large', field: '', message: 'entity requests must be under 32 KB' }] });
+      }
+      const body = readJson(raw);
+      const error = body.ok ? applyV2(body.value) : { reason: 'malformed', field: '', message: 'request body is not JSON' };
+      return error ? reply.code(400).send({ errors: [error] }) : {};
+    });
+
+    app.post('/api/v2/batch', async (request, reply) => {
+      const raw = rawOf(request.body);
+      // Not documented how Customer.io answers an oversized batch; 400 is its "malformed batch" answer.
+      if (raw.length >= MAX_BATCH_BYTES) {
+        return reply.code(400).send({ errors: [{ reason: 'too_large', field: 'batch', message: `request is ${raw.length} bytes; batch requests must be under 500 KB` }] });
+      }
+      const body = readJson(raw);
+      if (!body.ok || !isRecord(body.value) || !Array.isArray(body.value.batch)) {
+        return reply.code(400).send({ errors: [{ reason: 'malformed', field: 'batch', message: 'expected {"batch": [operation, ...]}' }] });
+      }
+      const errors = body.value.batch.flatMap((item: unknown, batchIndex: number) => {
+        const bytes = Buffer.byteLength(JSON.stringify(item) ?? '');
+        const error = bytes > MAX_ITEM_BYTES
+          ? { reason: 'too_large', field: '', message: `operation is ${bytes} bytes; at most 32 KB each` }
+          : applyV2(item);
+        return error ? [{ batch_index: batchIndex, ...error }] : [];
+      });
+      return errors.length > 0 ? reply.code(207).send({ errors }) : {};
+    });
+  };
+
+  /** A reporting webhook in Customer.io's envelope, signed as Customer.io signs it. */
+  const sendEngagement = async (url: string, kind: EngagementKind, email: string, extra: EngagementExtra = {}): Promise<number> => {
+    const body = JSON.stringify(engagementEnvelope(kind, email, extra, idFor(email, people)));
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    const signature = createHmac('sha256', credentials.webhookSigningKey).update(`v0:${timestamp}:${body}`).digest('hex');
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-cio-timestamp': timestamp, 'x-cio-signature': signature },
+      body,
+      // Customer.io gives a receiver 4 seconds; a slower answer counts as a failure there too.
+      signal: AbortSignal.timeout(4000),
+    });
+    await res.arrayBuffer();
+    return res.status;
+  };
+
+  return {
+    plugin,
+    requests,
+    people,
+    events,
+    suppressed,
+    credentials,
+    settingsFor: (baseUrl) => ({ siteId: credentials.siteId, apiKey: credentials.apiKey, baseUrl, webhookSigningKey: credentials.webhookSigningKey }),
+    failNext: (n, status, retryAfterSec) => {
+      failures = retryAfterSec === undefined ? { remaining: n, status } : { remaining: n, status, retryAfterSec };
+    },
+    sendEngagement,
+    reset: () => {
+      people.clear();
+      events.length = 0;
+      eventIds.clear();
+      suppressed.clear();
+      requests.length = 0;
+      failures = { remaining: 0, status: 500 };
+      rateWindow = { second: 0, count: 0 };
+    },
+  };
+}) satisfies DestinationSimulatorFactory;
+
+function engagementEnvelope(kind: EngagementKind, email: string, extra: EngagementExtra, personId: string | null): Record<string, unknown> {
+  const data: Record<string, unknown> = {
+    // A campaign (journey) message; broadcasts and newsletters carry broadcast_id / newsletter_id instead.
+    campaign_id: 7,
+    action_id: 21,
+    delivery_id: randomBytes(15).toString('base64url'),
+    customer_id: personId ?? '',
+    identifiers: { id: personId, email, cio_id: createHash('sha256').update(email).digest('hex').slice(0, 12) },
+    recipient: email,
+    subject: extra.subject ?? 'Your proposal from Acme',
+  };
+  if (kind === 'opened') Object.assign(data, { proxied: false, prefetched: false });
+  if (kind === 'clicked') Object.assign(data, { href: extra.link ?? 'https://example.com/pricing', link_id: 3, machine: false });
+  if (kind === 'bounced') data.failure_message = '550 5.1.1 The email account that you tried to reach does not exist.';
+  return {
+    event_id: extra.eventId ?? newUlid(),
+    object_type: 'email',
+    metric: kind,
+    timestamp: Math.floor((extra.timestamp ?? Date.now()) / 1000),
+    data,
+  };
+}
+
+/** The person's `id` when the simulator knows one for this email (null otherwise, as in email workspaces). */
+function idFor(email: string, people: ReadonlyMap<string, Readonly<Record<string, unknown>>>): string | null {
+  const byEmail = people.get(email.toLowerCase())?.id;
+  if (typeof byEmail === 'string') return byEmail;
+  for (const [key, attrs] of people) {
+    if (typeof attrs.email === 'string' && attrs.email.toLowerCase() === email.toLowerCase() && !key.includes('@')) return key;
+  }
+  return null;
+}
+
+function newUlid(now: number = Date.now()): string {
+  let time = '';
+  for (let t = now, i = 0; i < 10; i += 1, t = Math.floor(t / 32)) time = CROCKFORD[t % 32] + time;
+  const random = [...randomBytes(16)].map((b) => CROCKFORD[b % 32]).join('');
+  return time + random;
+}
+
+/** Emails are case-insensitive identifiers in Customer.io; ids are kept exactly. */
+function keyOf(identifier: string): string {
+  return identifier.includes('@') ? identifier.trim().toLowerCase() : identifier;
+}
+
+function isIdentifier(identifiers: unknown, key: (typeof IDENTIFIER_KEYS)[number]): boolean {
+  if (!isRecord(identifiers)) return false;
+  const v = identifiers[key];
+  return (typeof v === 'string' && v.trim() !== '') || (typeof v === 'number' && key === 'id');
+}
+
+function rawOf(body: unknown): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.alloc(0);
+}
+
+function readJson(body: unknown): { ok: boolean; value: unknown } {
+  const raw = rawOf(body);
+  if (raw.length === 0) return { ok: true, value: undefined };
+  try {
+    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown };
+  } catch {
+    return { ok: false, value: raw.toString('utf8') };
+  }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

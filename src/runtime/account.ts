@@ -1,0 +1,234 @@
+/**
+ * One Kommo account at run time: its Kommo client (auth, rate limit, breaker), loader, catalog,
+ * echo marks, compiled mappings and rules, and its delivery targets. It implements what the router
+ * needs (AccountRouting) and hands the worker one target per destination plus one for Kommo writes.
+ */
+import type { Logger } from 'pino';
+import type { LoadedConfig } from '../config/load.js';
+import { ConfigError } from '../config/load.js';
+import type { AccountConfig, DestinationConfig } from '../config/schema.js';
+import { getDestination } from '../destinations/index.js';
+import type { Destination, DestinationContext } from '../destinations/types.js';
+import { KommoCatalog } from '../kommo/catalog.js';
+import { createKommoClient, type KommoClient } from '../kommo/client.js';
+import { deliverKommoOps } from '../kommo/deliver.js';
+import { StoreEchoMarks } from '../kommo/echo.js';
+import { KommoLoader, mainContactId } from '../kommo/loader.js';
+import type { Metrics } from '../observability/metrics.js';
+import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from '../queue/jobs.js';
+import type { AccountRouting } from '../queue/router.js';
+import type { DeliveryTarget } from '../queue/worker.js';
+import type { Store } from '../store/store.js';
+import { enrichLead } from '../sync/enrich.js';
+import type { EnrichedLead } from '../sync/enriched.js';
+import type { CrmEvent, EngagementEvent } from '../sync/events.js';
+import { compileEngagementRules, findLeadForEmail, planEngagement, WON_STATUS, LOST_STATUS, type EngagementRules, type LeadRow } from '../sync/inbound.js';
+import { MappingError } from '../sync/mapping.js';
+import { compileCrmNotes, compileDestinationMapping, crmNoteText, planOutbound, type CompiledCrmNotes, type CompiledMapping } from '../sync/outbound.js';
+
+interface ActiveDestination {
+  cfg: DestinationConfig;
+  dest: Destination;
+  mapping: CompiledMapping;
+  ctx: DestinationContext<unknown>;
+}
+
+const USERS_TTL_MS = 10 * 60_000;
+
+export class AccountRuntime implements AccountRouting {
+  readonly client: KommoClient;
+  readonly catalog: KommoCatalog;
+  readonly destinations: Array<{ name: string; plan: AccountRouting['destinations'][number]['plan'] }>;
+  readonly active: ActiveDestination[];
+  private readonly loader: KommoLoader;
+  private readonly echo: StoreEchoMarks;
+  private readonly notes: CompiledCrmNotes | null;
+  private rules: EngagementRules | null = null;
+  private users: { at: number; map: Map<number, { name: string; email: string | null }> | null } | null = null;
+  private ready: Promise<void> | null = null;
+
+  constructor(
+    readonly name: string,
+    readonly cfg: AccountConfig,
+    destinations: DestinationConfig[],
+    private readonly loaded: LoadedConfig,
+    private readonly store: Store,
+    private readonly log: Logger,
+    metrics?: Metrics,
+  ) {
+    this.client = createKommoClient(name, cfg.kommo, {
+      store,
+      sharedRateLimit: store.kind === 'postgres',
+      onRequest: (i) => {
+        metrics?.kommoRequests.inc({ account: name, status: String(i.status) });
+        if (i.status === 429) metrics?.kommoRateLimited.inc({ account: name });
+      },
+    });
+    this.catalog = new KommoCatalog(this.client, { stages: cfg.stages });
+    // Company names cost one more request per batch: read them only when a mapping asks for them.
+    const wantsCompanies = destinations.some((d) => JSON.stringify(d.common.attributes ?? {}).includes('company') || getDestination(d.type)?.supports.groupAccount);
+    this.loader = new KommoLoader(this.client, { withCompanies: wantsCompanies });
+    this.echo = new StoreEchoMarks(store, name);
+    const base = ['accounts', name];
+    this.notes = cfg.crmNotes ? compileCrmNotes(cfg.crmNotes, (sub) => loaded.where([...base, 'crmNotes', ...sub.split('.')])) : null;
+    this.active = destinations.filter((d) => d.common.enabled).map((d) => {
+      const dest = getDestination(d.type)!;
+      const where = (sub: string) => loaded.where([...base, 'destinations', d.name, ...sub.split('.')]);
+      return {
+        cfg: d,
+        dest,
+        mapping: compileDestinationMapping(d.common, where),
+        ctx: {
+          name: d.name,
+          // The vendor keys plus how people are keyed, which is a common key every connector reads.
+          settings: { ...(d.settings as Record<string, unknown>), identifyBy: d.common.identifyBy },
+          log: log.child({ account: name, destination: d.name }),
+          timeoutMs: 15_000,
+        },
+      };
+    });
+    this.destinations = this.active.map((a) => ({
+      name: a.cfg.name,
+      plan: (e: EnrichedLead, dedupKey: string) => planOutbound(e, a.mapping, { supports: a.dest.supports, dedupKey, destinationName: a.cfg.name }),
+    }));
+  }
+
+  /**
+   * Loads stages and fields from Kommo, checks every name the config uses, compiles the engagement
+   * rules. Config mistakes throw ConfigError; an unreachable Kommo is retried on first use.
+   */
+  init(): Promise<void> {
+    this.ready ??= this.loadCatalog().catch((err: unknown) => {
+      this.ready = null;
+      throw err;
+    });
+    return this.ready;
+  }
+
+  private async loadCatalog(): Promise<void> {
+    await this.catalog.load();
+    const issues = this.catalog.configErrors().map((m) => `${this.loaded.where(['accounts', this.name, 'stages'])}: ${m}`);
+    for (const a of this.active) {
+      for (const stageName of Object.keys(a.mapping.lists)) {
+        try {
+          this.catalog.resolveStageByName(stageName);
+        } catch (err) {
+          issues.push(`${this.loaded.where(['accounts', this.name, 'destinations', a.cfg.name, 'lists', stageName])}: ${(err as Error).message}`);
+        }
+      }
+    }
+    try {
+      this.rules = compileEngagementRules(this.cfg.engagement, {
+        contactField: (n) => {
+          const f = this.catalog.field('contacts', n);
+          return f.code ? { fieldId: f.id, fieldCode: f.code } : { fieldId: f.id };
+        },
+        stage: (n) => {
+          const s = this.catalog.resolveStageByName(n);
+          return { pipelineId: s.pipelineId, statusId: s.id };
+        },
+      }, (sub) => this.loaded.where(['accounts', this.name, 'engagement', ...sub.split('.')]));
+    } catch (err) {
+      if (err instanceof MappingError) issues.push(err.message);
+      else throw err;
+    }
+    if (issues.length) throw new ConfigError(issues);
+  }
+
+  async isEcho(e: CrmEvent): Promise<boolean> {
+    if (e.updatedAt === undefined || e.entityType === 'company') return false;
+    return this.echo.isEcho(e.entityType, e.entityId, e.updatedAt);
+  }
+
+  async enrich(items: Array<{ event: CrmEvent; receivedAt: number }>): Promise<Array<EnrichedLead | null>> {
+    await this.init();
+    const users = await this.userMap();
+    // All loads start before any is awaited, so the loader coalesces them into filter[id][] batches.
+    const loads = items.map(({ event }) => (event.entityType === 'lead' ? this.loader.loadLead(event.entityId) : this.leadOfContact(event)));
+    const results: Array<EnrichedLead | null> = [];
+    for (let i = 0; i < items.length; i++) {
+      const loaded = await loads[i]!;
+      const { event, receivedAt } = items[i]!;
+      results.push(loaded && !(event.kind === 'lead.deleted') ? await enrichLead(event, receivedAt, loaded, { account: { name: this.name, subdomain: this.cfg.kommo.subdomain }, catalog: this.catalog, users }) : null);
+    }
+    return results;
+  }
+
+  /** A contact change is synced as its most recent lead's person (the model is lead-centred). */
+  private async leadOfContact(event: CrmEvent) {
+    const linked = event.entity.linked_leads_id;
+    const ids = linked && typeof linked === 'object' ? Object.keys(linked).map(Number).filter(Number.isFinite) : [];
+    if (ids.length === 0) return null;
+    return this.loader.loadLead(Math.max(...ids));
+  }
+
+  async crmNote(e: EnrichedLead, sentTo: string[]): Promise<string | null> {
+    if (!this.notes) return null;
+    // With destinations configured, an event that went to none of them is not worth a note.
+    if (sentTo.length === 0 && this.active.length > 0) return null;
+    return crmNoteText(this.notes, e, sentTo);
+  }
+
+  async remember(e: EnrichedLead): Promise<void> {
+    if (e.contact?.email) await this.store.indexEmail(this.name, e.contact.email, e.lead.id, e.lead.updatedAt);
+  }
+
+  async engagement(ev: EngagementEvent): Promise<{ leadId: number; ops: import('../kommo/ops.js').KommoOp[] } | null> {
+    await this.init();
+    const match = await findLeadForEmail(ev.email, {
+      indexed: (email) => this.store.leadsByEmail(this.name, email),
+      searchContacts: async (email) => (await this.client.searchContactsByEmail(email)).map((c) => ({ id: c.id, leadIds: c._embedded.leads.map((l) => l.id) })),
+      getLeads: async (ids) => (await this.client.getLeadsByIds(ids, { withContacts: true })).map((l): LeadRow => ({
+        id: l.id,
+        statusId: l.status_id,
+        pipelineId: l.pipeline_id,
+        updatedAt: l.updated_at * 1000,
+        responsibleUserId: l.responsible_user_id,
+        closed: l.status_id === WON_STATUS || l.status_id === LOST_STATUS,
+        mainContactId: mainContactId(l),
+      })),
+      remember: (email, leadId, updatedAt) => this.store.indexEmail(this.name, email, leadId, updatedAt),
+    });
+    if (!match) return null;
+    const ops = await planEngagement(ev, match, this.rules!, {
+      // Lead ids are unique per Kommo account only: scope the counters by account.
+      hitCounter: (key, at, windowMs) => this.store.hitCounter(`${this.name}:${key}`, at, windowMs),
+      tryMark: (key, now, ttlMs) => this.store.tryMark(`${this.name}:${key}`, now, ttlMs),
+    }, Date.now());
+    return { leadId: match.leadId, ops };
+  }
+
+  /** Delivery targets for the worker: every enabled destination, plus Kommo itself. */
+  targets(batchSize: number): DeliveryTarget[] {
+    const out: DeliveryTarget[] = this.active.map((a) => ({
+      key: destinationKey(this.name, a.cfg.name),
+      account: this.name,
+      maxBatch: Math.min(batchSize, a.dest.limits.maxBatch),
+      jobType: SYNC_OPS_V1,
+      deliver: (ops) => a.dest.deliver(a.ctx, ops),
+    }));
+    out.push({
+      key: destinationKey(this.name, 'kommo'),
+      account: this.name,
+      // Kommo takes up to 250 items per write; batching notes and tasks keeps us far below 7 rps.
+      maxBatch: Math.min(batchSize, 250),
+      jobType: KOMMO_OPS_V1,
+      deliver: (ops) => deliverKommoOps(this.client, ops, this.echo),
+    });
+    return out;
+  }
+
+  private async userMap(): Promise<Map<number, { name: string; email: string | null }> | null> {
+    if (!this.cfg.kommo.readUsers) return null;
+    if (this.users && Date.now() - this.users.at < USERS_TTL_MS) return this.users.map;
+    try {
+      const users = await this.client.getUsers();
+      this.users = { at: Date.now(), map: users ? new Map(users.map((u) => [u.id, { name: u.name, email: u.email ?? null }])) : null };
+      if (!users) this.log.info({ account: this.name }, 'the Kommo token may not read users (not an admin); `responsible` is sent as the user id');
+    } catch (err) {
+      this.log.warn({ account: this.name, err: (err as Error).message }, 'could not read Kommo users; `responsible` falls back to ids');
+      this.users = { at: Date.now(), map: null };
+    }
+    return this.users.map;
+  }
+}

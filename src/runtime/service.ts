@@ -1,0 +1,153 @@
+/**
+ * A running kommo-sync process: the store, one runtime per account, and whichever roles this
+ * process plays: intake (HTTP), router + worker, or both (`serve`). `worker` runs without intake,
+ * for scale-out on PostgreSQL.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { ConfigError, type LoadedConfig } from '../config/load.js';
+import { getDestination } from '../destinations/index.js';
+import { adminRoutes } from '../http/admin.js';
+import { buildApp } from '../http/app.js';
+import type { IntakeAccount, IntakeSource } from '../http/webhooks.js';
+import { Metrics } from '../observability/metrics.js';
+import { Router } from '../queue/router.js';
+import { Worker } from '../queue/worker.js';
+import { openStore } from '../store/open.js';
+import type { Store } from '../store/store.js';
+import { AccountRuntime } from './account.js';
+
+export interface ServiceOptions {
+  loaded: LoadedConfig;
+  log: Logger;
+  /** Serve HTTP (webhooks, probes, metrics, dashboard). */
+  intake: boolean;
+  /** Run the router and the workers. */
+  work: boolean;
+  port?: number;
+  host?: string;
+  /** Use this store instead of opening `config.store` (tests, demo). */
+  store?: Store;
+  /** Allow the dashboard without a token (only when listening on loopback). */
+  openDashboard?: boolean;
+  workerId?: string;
+}
+
+export interface Service {
+  store: Store;
+  metrics: Metrics;
+  accounts: Map<string, AccountRuntime>;
+  app: FastifyInstance | null;
+  /** Base URL when serving HTTP. */
+  url: string | null;
+  router: Router | null;
+  worker: Worker | null;
+  close(): Promise<void>;
+}
+
+export async function startService(o: ServiceOptions): Promise<Service> {
+  const { config } = o.loaded;
+  const store = o.store ?? await openStore(config.store);
+  const metrics = new Metrics(store);
+  const accounts = new Map<string, AccountRuntime>();
+  for (const [name, acct] of Object.entries(config.accounts)) {
+    accounts.set(name, new AccountRuntime(name, acct, o.loaded.destinations[name] ?? [], o.loaded, store, o.log, metrics));
+  }
+
+  let router: Router | null = null;
+  let worker: Worker | null = null;
+  if (o.work) {
+    // Config names (stages, fields, lists) are checked against Kommo now, so mistakes stop the start.
+    // Kommo being unreachable does not: webhooks are still accepted and routed once it answers.
+    for (const a of accounts.values()) {
+      try {
+        await a.init();
+      } catch (err) {
+        if (err instanceof ConfigError) throw err;
+        o.log.warn({ account: a.name, err: (err as Error).message }, 'could not read stages and fields from Kommo yet; will retry');
+      }
+    }
+    const w = config.worker;
+    worker = new Worker({
+      store,
+      log: o.log.child({ role: 'worker' }),
+      metrics,
+      targets: [...accounts.values()].flatMap((a) => a.targets(w.batchSize)),
+      batchSize: w.batchSize,
+      leaseMs: w.lease,
+      maxAgeMs: w.maxAge,
+      maxAttempts: w.maxAttempts,
+      pollMs: w.poll,
+      backoff: w.backoff,
+      ...(o.workerId ? { workerId: o.workerId } : {}),
+    });
+    const wk = worker;
+    router = new Router({
+      store,
+      log: o.log.child({ role: 'router' }),
+      metrics,
+      accounts,
+      batch: w.routeBatch,
+      leaseMs: 30_000,
+      pollMs: w.poll,
+      onJobs: () => wk.wake(),
+    });
+  }
+
+  let app: FastifyInstance | null = null;
+  let url: string | null = null;
+  if (o.intake) {
+    const host = o.host ?? config.server.host;
+    const adminToken = process.env.KOMMO_SYNC_ADMIN_TOKEN ?? config.server.adminToken;
+    const loopback = host === '127.0.0.1' || host === 'localhost' || host === '::1';
+    if (!adminToken && !(loopback && o.openDashboard)) {
+      o.log.info('dashboard and /api/* are disabled: set KOMMO_SYNC_ADMIN_TOKEN (or server.adminToken) to enable them');
+    }
+    const r = router;
+    app = await buildApp({
+      log: o.log,
+      store,
+      metrics,
+      bodyLimit: config.server.bodyLimit,
+      ...(config.server.metricsToken ? { metricsToken: config.server.metricsToken } : {}),
+      intake: { store, metrics, accounts: intakeAccounts(o.loaded), ...(r ? { onStored: () => r.wake() } : {}) },
+      ...(adminToken || (loopback && o.openDashboard)
+        ? { admin: adminRoutes({ store, ...(adminToken ? { token: adminToken } : {}), destinations: [...accounts.values()].flatMap((a) => [...a.active.map((d) => ({ key: `${a.name}/${d.cfg.name}`, type: d.cfg.type })), { key: `${a.name}/kommo`, type: 'kommo' }]) }) }
+        : {}),
+    });
+    const address = await app.listen({ port: o.port ?? config.server.port, host });
+    url = address.replace('[::1]', 'localhost');
+  }
+  router?.start();
+  worker?.start();
+
+  return {
+    store,
+    metrics,
+    accounts,
+    app,
+    url,
+    router,
+    worker,
+    async close() {
+      await app?.close();
+      await router?.stop();
+      await worker?.stop();
+      if (!o.store) await store.close();
+    },
+  };
+}
+
+function intakeAccounts(loaded: LoadedConfig): Map<string, IntakeAccount> {
+  const out = new Map<string, IntakeAccount>();
+  for (const [name, acct] of Object.entries(loaded.config.accounts)) {
+    const sources = new Map<string, IntakeSource>();
+    for (const d of loaded.destinations[name] ?? []) {
+      if (!d.common.webhookSecret) continue;
+      const dest = getDestination(d.type);
+      if (dest?.inbound) sources.set(d.name, { secret: d.common.webhookSecret, destination: dest, settings: d.settings });
+    }
+    out.set(name, { kommoSubdomain: acct.kommo.subdomain, kommoSecret: acct.kommo.webhookSecret, sources });
+  }
+  return out;
+}

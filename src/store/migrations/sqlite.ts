@@ -1,0 +1,117 @@
+/**
+ * SQLite schema, as an ordered list of steps. A step, once released, is never edited: add a new one.
+ * Applied by SqliteStore.migrate() inside one BEGIN IMMEDIATE transaction and recorded in
+ * ks_schema_migrations. Every table is prefixed `ks_` so the file can be shared with other apps.
+ */
+
+export interface Migration {
+  id: number;
+  name: string;
+  sql: string;
+}
+
+export const sqliteMigrations: readonly Migration[] = [
+  {
+    id: 1,
+    name: 'initial',
+    sql: `
+      -- AUTOINCREMENT: ids are never reused after prune (jobs point at inbox ids, deliveries at job ids).
+      CREATE TABLE ks_inbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        account     TEXT    NOT NULL,
+        source      TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        dedup_key   TEXT    NOT NULL,
+        payload     TEXT    NOT NULL,
+        received_at INTEGER NOT NULL,
+        state       TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'routed', 'failed')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        -- set by claimInbox: a pending row with lease_until >= now belongs to some router
+        lease_until INTEGER,
+        last_error  TEXT
+      );
+      CREATE UNIQUE INDEX ks_inbox_dedup ON ks_inbox (account, dedup_key);
+      CREATE INDEX ks_inbox_pending ON ks_inbox (id) WHERE state = 'pending';
+      CREATE INDEX ks_inbox_routed_received ON ks_inbox (received_at) WHERE state = 'routed';
+
+      CREATE TABLE ks_jobs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        account      TEXT    NOT NULL,
+        destination  TEXT    NOT NULL,
+        type         TEXT    NOT NULL,
+        ordering_key TEXT    NOT NULL,
+        payload      TEXT    NOT NULL,
+        run_after    INTEGER NOT NULL,
+        inbox_id     INTEGER,
+        state        TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'leased', 'done', 'dead')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL,
+        lease_until  INTEGER,
+        leased_by    TEXT,
+        last_error   TEXT,
+        finished_at  INTEGER
+      );
+      -- "is there an earlier active job of this key?" (the head-of-key rule)
+      CREATE INDEX ks_jobs_active_key ON ks_jobs (destination, ordering_key, id) WHERE state IN ('pending', 'leased');
+      -- claim scans the active jobs of one destination in id order and stops after \`limit\` heads
+      CREATE INDEX ks_jobs_active_id ON ks_jobs (destination, id) WHERE state IN ('pending', 'leased');
+      -- dueDestinations
+      CREATE INDEX ks_jobs_pending_due ON ks_jobs (destination, run_after) WHERE state = 'pending';
+      -- "is another job of this key leased right now?" (small: only in-flight jobs)
+      CREATE INDEX ks_jobs_leased_key ON ks_jobs (destination, ordering_key, lease_until) WHERE state = 'leased';
+      -- stats, listJobs, requeueJobs
+      CREATE INDEX ks_jobs_state ON ks_jobs (state, destination);
+      CREATE INDEX ks_jobs_done_finished ON ks_jobs (finished_at) WHERE state = 'done';
+
+      CREATE TABLE ks_deliveries (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id      INTEGER,
+        account     TEXT    NOT NULL,
+        destination TEXT    NOT NULL,
+        op          TEXT    NOT NULL,
+        subject     TEXT    NOT NULL,
+        status      TEXT    NOT NULL,
+        http_status INTEGER,
+        latency_ms  REAL    NOT NULL,
+        error       TEXT,
+        at          INTEGER NOT NULL
+      );
+      CREATE INDEX ks_deliveries_destination ON ks_deliveries (destination, id);
+      CREATE INDEX ks_deliveries_subject ON ks_deliveries (subject, id);
+      CREATE INDEX ks_deliveries_at ON ks_deliveries (at);
+
+      -- one row per occurrence; hitCounter trims a key's rows older than its window
+      CREATE TABLE ks_counters (
+        key TEXT    NOT NULL,
+        at  INTEGER NOT NULL
+      );
+      CREATE INDEX ks_counters_key_at ON ks_counters (key, at);
+
+      CREATE TABLE ks_marks (
+        key   TEXT    PRIMARY KEY,
+        until INTEGER NOT NULL
+      );
+
+      CREATE TABLE ks_kv (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        expires_at INTEGER
+      );
+
+      -- sliding-window log: one row per reserved send
+      CREATE TABLE ks_rate (
+        bucket TEXT    NOT NULL,
+        at     INTEGER NOT NULL
+      );
+      CREATE INDEX ks_rate_bucket_at ON ks_rate (bucket, at);
+
+      CREATE TABLE ks_email_leads (
+        account    TEXT    NOT NULL,
+        email      TEXT    NOT NULL,
+        lead_id    INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (account, email, lead_id)
+      );
+    `,
+  },
+];

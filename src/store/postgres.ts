@@ -1,0 +1,931 @@
+/**
+ * PostgreSQL implementation of Store (pg.Pool), for deployments with several processes.
+ *
+ * Concurrency model: every statement runs under READ COMMITTED. Cross-process exclusivity comes from
+ * row locks (claimJobs / claimInbox use FOR UPDATE SKIP LOCKED plus a lease column), unique indexes
+ * (inbox dedup, marks) and advisory locks (migrations, withLock, per-bucket rate limits, per-key
+ * counters). Multi-row writes use `unnest` of array parameters: one statement, one round trip,
+ * whatever the number of rows.
+ */
+import pg from 'pg';
+import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
+import { postgresMigrations } from './migrations/postgres.js';
+import type {
+  ClaimOptions,
+  DeliveryRecord,
+  DeliveryRow,
+  InboxEvent,
+  InsertResult,
+  Job,
+  JobFilter,
+  JobOutcome,
+  JobState,
+  NewInboxEvent,
+  NewJob,
+  QueueStats,
+  Store,
+} from './store.js';
+
+export interface PostgresStoreOptions {
+  /** Connections for queries (default 10). withLock uses a separate, smaller pool. */
+  poolSize?: number;
+  /** How long to wait for a connection before failing with STORE_UNAVAILABLE (default 5 s). */
+  connectTimeoutMs?: number;
+}
+
+/** Flush the group-commit queue right away once it holds this many events. */
+const GROUP_COMMIT_MAX_EVENTS = 500;
+const DEFAULT_LIST_LIMIT = 100;
+const MAX_LIST_LIMIT = 10_000;
+
+/** First key of the two-key advisory locks, so our locks cannot collide with another app's. */
+const LOCK_NS = { migrate: 0x6b73_0001, withLock: 0x6b73_0002, rate: 0x6b73_0003, counter: 0x6b73_0004 } as const;
+
+const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+export async function openPostgresStore(url: string, opts: PostgresStoreOptions = {}): Promise<Store> {
+  const { connectionString, schema } = parseUrl(url);
+  const poolSize = Math.max(1, opts.poolSize ?? 10);
+  const config: pg.PoolConfig = {
+    connectionString,
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 5_000,
+    idleTimeoutMillis: 30_000,
+    // Every ks_ table is found through search_path, so `?schema=x` needs no other change.
+    options: schema ? `-c search_path=${schema}` : undefined,
+    types: int8AsNumber,
+  };
+  const pool = new pg.Pool({ ...config, max: poolSize });
+  // A lock holder keeps its connection for the whole critical section; a separate pool means
+  // waiters for a lock can never take every connection the holder needs to finish its work.
+  const lockPool = new pg.Pool({ ...config, max: Math.max(2, Math.ceil(poolSize / 2)) });
+  // An idle connection that dies (server restart, network) must not crash the process: the pool
+  // drops it and the next query reconnects or fails with STORE_UNAVAILABLE.
+  const ignore = (): void => {};
+  pool.on('error', ignore);
+  lockPool.on('error', ignore);
+  return new PostgresStore(pool, lockPool, schema);
+}
+
+/** Strips our own `schema` parameter from the URL (pg would pass it on as a connection option). */
+function parseUrl(url: string): { connectionString: string; schema: string | null } {
+  const parsed = new URL(url);
+  const schema = parsed.searchParams.get('schema');
+  parsed.searchParams.delete('schema');
+  if (schema !== null && !SCHEMA_NAME.test(schema)) {
+    throw new Error(`invalid schema name "${schema}" in the database URL: use letters, digits and _`);
+  }
+  return { connectionString: parsed.toString(), schema: schema || null };
+}
+
+/** BIGINT (ids, ms timestamps, count(*)) as JS numbers: all of them fit in a double. */
+const int8AsNumber: pg.CustomTypesConfig = {
+  getTypeParser: (id, format) =>
+    id === pg.types.builtins.INT8 && format !== 'binary' ? (v: string) => Number(v) : pg.types.getTypeParser(id, format),
+};
+
+// ---------- errors ----------
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED',
+]);
+/** admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections, read-only transaction (failover). */
+const SERVER_CODES = new Set(['57P01', '57P02', '57P03', '53300', '25006']);
+const CONNECTION_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|connection error|Connection timeout/i;
+
+function isConnectionError(err: unknown): boolean {
+  const code = errorCode(err);
+  if (code !== undefined && (NETWORK_CODES.has(code) || SERVER_CODES.has(code) || code.startsWith('08'))) return true;
+  return CONNECTION_MESSAGES.test(errorMessage(err));
+}
+
+function mapPgError(err: unknown): unknown {
+  if (isStoreUnavailable(err) || !isConnectionError(err)) return err;
+  return new StoreUnavailableError(`PostgreSQL store unavailable: ${errorMessage(err)}`, { cause: err });
+}
+
+// ---------- rows (type aliases: pg wants an index-signature-compatible row type) ----------
+
+type InboxRow = {
+  id: number;
+  account: string;
+  source: string;
+  kind: string;
+  dedup_key: string;
+  payload: string;
+  received_at: number;
+  state: InboxEvent['state'];
+  attempts: number;
+};
+
+type JobRow = {
+  id: number;
+  account: string;
+  destination: string;
+  type: string;
+  ordering_key: string;
+  payload: string;
+  run_after: number;
+  inbox_id: number | null;
+  state: JobState;
+  attempts: number;
+  created_at: number;
+  lease_until: number | null;
+  leased_by: string | null;
+  last_error: string | null;
+};
+
+type DeliveryDbRow = {
+  id: number;
+  job_id: number | null;
+  account: string;
+  destination: string;
+  op: string;
+  subject: string;
+  status: DeliveryRecord['status'];
+  http_status: number | null;
+  latency_ms: number;
+  error: string | null;
+  at: number;
+};
+
+const INBOX_COLUMNS = 'id, account, source, kind, dedup_key, payload, received_at, state, attempts';
+const JOB_COLUMNS =
+  'id, account, destination, type, ordering_key, payload, run_after, inbox_id, state, attempts, created_at, lease_until, leased_by, last_error';
+
+function toInboxEvent(r: InboxRow): InboxEvent {
+  return {
+    id: r.id,
+    account: r.account,
+    source: r.source,
+    kind: r.kind,
+    dedupKey: r.dedup_key,
+    payload: JSON.parse(r.payload) as unknown,
+    receivedAt: r.received_at,
+    state: r.state,
+    attempts: r.attempts,
+  };
+}
+
+function toJob(r: JobRow): Job {
+  return {
+    id: r.id,
+    account: r.account,
+    destination: r.destination,
+    type: r.type,
+    orderingKey: r.ordering_key,
+    payload: JSON.parse(r.payload) as unknown,
+    runAfter: r.run_after,
+    inboxId: r.inbox_id,
+    state: r.state,
+    attempts: r.attempts,
+    createdAt: r.created_at,
+    leaseUntil: r.lease_until,
+    leasedBy: r.leased_by,
+    lastError: r.last_error,
+  };
+}
+
+function toDelivery(r: DeliveryDbRow): DeliveryRow {
+  return {
+    id: r.id,
+    jobId: r.job_id,
+    account: r.account,
+    destination: r.destination,
+    op: r.op,
+    subject: r.subject,
+    status: r.status,
+    httpStatus: r.http_status,
+    latencyMs: r.latency_ms,
+    error: r.error,
+    at: r.at,
+  };
+}
+
+function toJson(payload: unknown): string {
+  return JSON.stringify(payload) ?? 'null';
+}
+
+function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+function clampLimit(limit: number | undefined): number {
+  if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_LIST_LIMIT;
+  return Math.max(0, Math.min(MAX_LIST_LIMIT, Math.floor(limit)));
+}
+
+/** Collects `$n` placeholders and their values for queries whose shape depends on filters. */
+class SqlParams {
+  readonly values: unknown[] = [];
+  add(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}
+
+function jobConditions(filter: JobFilter, p: SqlParams): string[] {
+  const conds: string[] = [];
+  if (filter.state !== undefined) conds.push(`state = ${p.add(filter.state)}`);
+  if (filter.destination !== undefined) conds.push(`destination = ${p.add(filter.destination)}`);
+  if (filter.account !== undefined) conds.push(`account = ${p.add(filter.account)}`);
+  if (filter.since !== undefined) conds.push(`created_at >= ${p.add(filter.since)}`);
+  return conds;
+}
+
+/** See the SQLite store: dead jobs by default, chosen ids in any state, never leased ones. */
+function requeueTarget(filter: JobFilter & { ids?: number[] }): JobFilter | null {
+  if (filter.ids !== undefined && filter.ids.length === 0) return null;
+  const state = filter.state ?? (filter.ids ? undefined : 'dead');
+  if (state === 'leased') return null;
+  const target: JobFilter = { ...filter, state };
+  if (state === undefined) delete target.state;
+  return target;
+}
+
+// ---------- named mutex (same as in sqlite.ts; kept local so neither driver loads the other) ----------
+
+/** Per-name FIFO mutex: one connection per lock name per process waits on the advisory lock. */
+class NamedMutex {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async run<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(name) ?? Promise.resolve();
+    let release = (): void => {};
+    const mine = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const tail = previous.then(() => mine);
+    this.tails.set(name, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.tails.get(name) === tail) this.tails.delete(name);
+    }
+  }
+}
+
+// ---------- group commit ----------
+
+interface InboxInsertRow {
+  account: string;
+  source: string;
+  kind: string;
+  dedupKey: string;
+  payload: string;
+  receivedAt: number;
+}
+
+interface QueuedInsert {
+  rows: InboxInsertRow[];
+  resolve: (r: InsertResult) => void;
+  reject: (err: unknown) => void;
+}
+
+// ---------- the store ----------
+
+class PostgresStore implements Store {
+  readonly kind = 'postgres' as const;
+  private readonly localLocks = new NamedMutex();
+  /** Advisory lock keys are database-wide: the schema keeps two installations in one database apart. */
+  private readonly lockScope: string;
+  private closed = false;
+
+  private queue: QueuedInsert[] = [];
+  private queuedEvents = 0;
+  private flushScheduled = false;
+  private readonly writing = new Set<Promise<void>>();
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly lockPool: pg.Pool,
+    private readonly schema: string | null,
+  ) {
+    this.lockScope = schema ?? '';
+  }
+
+  // ---------- plumbing ----------
+
+  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
+    if (this.closed) throw new Error('store is closed');
+    try {
+      return await this.pool.query<R>(text, values);
+    } catch (err) {
+      throw mapPgError(err);
+    }
+  }
+
+  /**
+   * A checked-out client has no 'error' listener of the pool's: without ours, a connection dropped
+   * while we hold the client (e.g. during withLock's critical section) would crash the process.
+   */
+  private async checkout(pool: pg.Pool): Promise<{ client: pg.PoolClient; release: (broken: boolean) => void }> {
+    if (this.closed) throw new Error('store is closed');
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (err) {
+      throw mapPgError(err);
+    }
+    let lost = false;
+    const onError = (): void => {
+      lost = true;
+    };
+    client.on('error', onError);
+    return {
+      client,
+      release: (broken) => {
+        client.removeListener('error', onError);
+        client.release(broken || lost);
+      },
+    };
+  }
+
+  /** BEGIN ... COMMIT on one pooled connection; rolls back (or discards a broken connection) on error. */
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const { client, release } = await this.checkout(this.pool);
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      broken = isConnectionError(err);
+      if (!broken) await client.query('ROLLBACK').catch(() => (broken = true));
+      throw mapPgError(err);
+    } finally {
+      release(broken);
+    }
+  }
+
+  async migrate(): Promise<void> {
+    const { client, release } = await this.checkout(this.pool);
+    let broken = false;
+    try {
+      await client.query('SELECT pg_advisory_lock($1, hashtext($2))', [LOCK_NS.migrate, this.lockScope]);
+      try {
+        if (this.schema) await client.query(`CREATE SCHEMA IF NOT EXISTS "${this.schema}"`);
+        await client.query(
+          'CREATE TABLE IF NOT EXISTS ks_schema_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
+        );
+        const applied = new Set((await client.query<{ id: number }>('SELECT id FROM ks_schema_migrations')).rows.map((r) => r.id));
+        for (const m of postgresMigrations) {
+          if (applied.has(m.id)) continue;
+          await client.query('BEGIN');
+          try {
+            await client.query(m.sql);
+            await client.query('INSERT INTO ks_schema_migrations (id, name, applied_at) VALUES ($1, $2, $3)', [m.id, m.name, Date.now()]);
+            await client.query('COMMIT');
+          } catch (err) {
+            await client.query('ROLLBACK').catch(() => undefined);
+            throw err;
+          }
+        }
+      } finally {
+        await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_NS.migrate, this.lockScope]);
+      }
+    } catch (err) {
+      broken = isConnectionError(err);
+      throw mapPgError(err);
+    } finally {
+      release(broken);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.flushInbox();
+    await Promise.allSettled([...this.writing]);
+    this.closed = true;
+    await Promise.all([this.pool.end(), this.lockPool.end()]);
+  }
+
+  async ping(): Promise<void> {
+    await this.query('SELECT 1');
+  }
+
+  // ---------- inbox ----------
+
+  insertInbox(events: NewInboxEvent[]): Promise<InsertResult> {
+    if (this.closed) return Promise.reject(new Error('store is closed'));
+    if (events.length === 0) return Promise.resolve({ inserted: 0, duplicates: 0 });
+    let rows: InboxInsertRow[];
+    try {
+      // Serialize now, so a bad payload fails its own caller and not the whole batch.
+      rows = events.map((e) => ({
+        account: e.account,
+        source: e.source,
+        kind: e.kind,
+        dedupKey: e.dedupKey,
+        payload: toJson(e.payload),
+        receivedAt: e.receivedAt,
+      }));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<InsertResult>((resolve, reject) => {
+      this.queue.push({ rows, resolve, reject });
+      this.queuedEvents += rows.length;
+      if (this.queuedEvents >= GROUP_COMMIT_MAX_EVENTS) {
+        this.flushInbox();
+      } else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => {
+          this.flushScheduled = false;
+          this.flushInbox();
+        });
+      }
+    });
+  }
+
+  /** Sends the queued calls as one INSERT; several flushes may be in flight on different connections. */
+  private flushInbox(): void {
+    const batch = this.queue;
+    if (batch.length === 0) return;
+    this.queue = [];
+    this.queuedEvents = 0;
+    const done: Promise<void> = this.writeInboxBatch(batch).finally(() => this.writing.delete(done));
+    this.writing.add(done);
+  }
+
+  private async writeInboxBatch(batch: QueuedInsert[]): Promise<void> {
+    try {
+      const results = await this.insertInboxRows(batch);
+      batch.forEach((item, i) => item.resolve(results[i] ?? { inserted: 0, duplicates: 0 }));
+    } catch (err) {
+      if (batch.length === 1 || isStoreUnavailable(err)) {
+        for (const item of batch) item.reject(err);
+        return;
+      }
+      // One caller's rows broke the statement (e.g. a NUL byte in a key): retry callers one by one
+      // so only the culprit fails.
+      await Promise.all(
+        batch.map(async (item) => {
+          try {
+            const [result] = await this.insertInboxRows([item]);
+            item.resolve(result ?? { inserted: 0, duplicates: 0 });
+          } catch (single) {
+            item.reject(single);
+          }
+        }),
+      );
+    }
+  }
+
+  /**
+   * One INSERT ... ON CONFLICT DO NOTHING for every row of the batch (autocommit: durable when it
+   * returns). A key repeated inside the batch is sent once, owned by its first caller; RETURNING
+   * says which keys were new, so each caller gets its own counts.
+   */
+  private async insertInboxRows(batch: QueuedInsert[]): Promise<InsertResult[]> {
+    const results = batch.map(({ rows }) => ({ inserted: 0, duplicates: rows.length }));
+    const owner = new Map<string, number>();
+    const cols = { account: [] as string[], source: [] as string[], kind: [] as string[], dedupKey: [] as string[], payload: [] as string[], receivedAt: [] as number[] };
+    batch.forEach(({ rows }, i) => {
+      for (const r of rows) {
+        const key = `${r.account}\u0000${r.dedupKey}`;
+        if (owner.has(key)) continue;
+        owner.set(key, i);
+        cols.account.push(r.account);
+        cols.source.push(r.source);
+        cols.kind.push(r.kind);
+        cols.dedupKey.push(r.dedupKey);
+        cols.payload.push(r.payload);
+        cols.receivedAt.push(r.receivedAt);
+      }
+    });
+    const { rows } = await this.query<{ account: string; dedup_key: string }>(
+      `INSERT INTO ks_inbox (account, source, kind, dedup_key, payload, received_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+       ON CONFLICT (account, dedup_key) DO NOTHING
+       RETURNING account, dedup_key`,
+      [cols.account, cols.source, cols.kind, cols.dedupKey, cols.payload, cols.receivedAt],
+    );
+    for (const r of rows) {
+      const result = results[owner.get(`${r.account}\u0000${r.dedup_key}`) ?? -1];
+      if (!result) continue;
+      result.inserted++;
+      result.duplicates--;
+    }
+    return results;
+  }
+
+  async claimInbox(limit: number, leaseMs: number, now: number): Promise<InboxEvent[]> {
+    if (limit <= 0) return [];
+    // SKIP LOCKED: a row another router is claiming right now is left to it; the lease keeps it
+    // off everyone else's claims after that commit.
+    const { rows } = await this.query<InboxRow>(
+      `UPDATE ks_inbox i SET lease_until = $3, attempts = i.attempts + 1
+       FROM (SELECT id FROM ks_inbox
+             WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
+             ORDER BY id LIMIT $1
+             FOR UPDATE SKIP LOCKED) c
+       WHERE i.id = c.id
+       RETURNING ${INBOX_COLUMNS.split(', ').map((c) => `i.${c}`).join(', ')}`,
+      [limit, now, now + leaseMs],
+    );
+    return rows.sort((a, b) => a.id - b.id).map(toInboxEvent);
+  }
+
+  async routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void> {
+    await this.tx(async (c) => {
+      // `failed` rows may be routed too (a replay); `routed` ones are not routed twice. If another
+      // router routed an event after our lease expired, the jobs we built from it are dropped.
+      const { rows } = await c.query<{ id: number }>(
+        `UPDATE ks_inbox SET state = 'routed', lease_until = NULL
+         WHERE id = ANY($1::bigint[]) AND state <> 'routed' RETURNING id`,
+        [inboxIds],
+      );
+      const routedNow = new Set(rows.map((r) => r.id));
+      const lost = new Set(inboxIds.filter((id) => !routedNow.has(id)));
+      await insertJobs(
+        c,
+        jobs.filter((j) => j.inboxId === undefined || !lost.has(j.inboxId)),
+        Date.now(),
+      );
+    });
+  }
+
+  async failInbox(id: number, reason: string): Promise<void> {
+    await this.query(`UPDATE ks_inbox SET state = 'failed', last_error = $2, lease_until = NULL WHERE id = $1`, [id, reason]);
+  }
+
+  // ---------- jobs ----------
+
+  async enqueueJobs(jobs: NewJob[]): Promise<number[]> {
+    if (jobs.length === 0) return [];
+    const { client, release } = await this.checkout(this.pool);
+    let broken = false;
+    try {
+      return await insertJobs(client, jobs, Date.now());
+    } catch (err) {
+      broken = isConnectionError(err);
+      throw mapPgError(err);
+    } finally {
+      release(broken);
+    }
+  }
+
+  /**
+   * Head-of-key claim across processes. Why two claimers never hold one key at once:
+   * - the head row is taken with FOR UPDATE SKIP LOCKED, so while A is leasing it, B skips it;
+   * - B cannot take the *next* job of that key instead: in B's snapshot the head is still pending
+   *   or leased, so `NOT EXISTS (earlier active job)` rules the next job out;
+   * - a row changed by a transaction that committed after B's snapshot is re-checked by
+   *   PostgreSQL on its newest version when B locks it (READ COMMITTED), so a head that A has
+   *   just leased fails `lease_until < now` and is skipped too.
+   * The second NOT EXISTS keeps a key busy while any of its jobs is under a live lease, even a later
+   * one (an earlier job requeued, or committed late by a slow enqueue transaction).
+   */
+  async claimJobs(opts: ClaimOptions): Promise<Job[]> {
+    if (opts.limit <= 0) return [];
+    const { rows } = await this.query<JobRow>(
+      `WITH c AS (
+         SELECT j.id FROM ks_jobs j
+         WHERE j.destination = $1
+           AND j.state IN ('pending', 'leased')
+           AND ((j.state = 'pending' AND j.run_after <= $2) OR (j.state = 'leased' AND j.lease_until < $2))
+           AND NOT EXISTS (
+             SELECT 1 FROM ks_jobs e
+             WHERE e.destination = j.destination AND e.ordering_key = j.ordering_key
+               AND e.state IN ('pending', 'leased') AND e.id < j.id)
+           AND NOT EXISTS (
+             SELECT 1 FROM ks_jobs l
+             WHERE l.destination = j.destination AND l.ordering_key = j.ordering_key
+               AND l.state = 'leased' AND l.lease_until >= $2 AND l.id <> j.id)
+         ORDER BY j.id
+         LIMIT $3
+         FOR UPDATE OF j SKIP LOCKED)
+       UPDATE ks_jobs t SET state = 'leased', lease_until = $4, leased_by = $5, attempts = t.attempts + 1
+       FROM c WHERE t.id = c.id
+       RETURNING ${JOB_COLUMNS.split(', ').map((col) => `t.${col}`).join(', ')}`,
+      [opts.destination, opts.now, opts.limit, opts.now + opts.leaseMs, opts.workerId],
+    );
+    return rows.sort((a, b) => a.id - b.id).map(toJob);
+  }
+
+  async completeJobs(workerId: string, outcomes: JobOutcome[]): Promise<void> {
+    if (outcomes.length === 0) return;
+    // id order: the same lock order as claimers, so two completions never deadlock.
+    const sorted = [...outcomes].sort((a, b) => a.id - b.id);
+    // Only rows still leased by this worker: a stale worker's result is dropped. leased_by is kept
+    // after completion as "who ran it last".
+    await this.query(
+      `UPDATE ks_jobs j SET
+         state = CASE o.outcome WHEN 'retry' THEN 'pending' ELSE o.outcome END,
+         run_after = CASE WHEN o.outcome = 'retry' THEN o.run_after ELSE j.run_after END,
+         last_error = CASE WHEN o.outcome = 'done' THEN j.last_error ELSE o.error END,
+         lease_until = NULL,
+         finished_at = CASE WHEN o.outcome = 'retry' THEN j.finished_at ELSE $2 END
+       FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::text[]) AS o(id, outcome, run_after, error)
+       WHERE j.id = o.id AND j.state = 'leased' AND j.leased_by = $1`,
+      [
+        workerId,
+        Date.now(),
+        sorted.map((o) => o.id),
+        sorted.map((o) => o.outcome),
+        sorted.map((o) => (o.outcome === 'retry' ? o.runAfter : null)),
+        sorted.map((o) => (o.outcome === 'done' ? null : o.error)),
+      ],
+    );
+  }
+
+  async getJob(id: number): Promise<Job | null> {
+    const { rows } = await this.query<JobRow>(`SELECT ${JOB_COLUMNS} FROM ks_jobs WHERE id = $1`, [id]);
+    return rows[0] ? toJob(rows[0]) : null;
+  }
+
+  async listJobs(filter: JobFilter): Promise<Job[]> {
+    const p = new SqlParams();
+    const conds = jobConditions(filter, p);
+    const where = conds.length ? `WHERE ${conds.join(' AND ')}` : '';
+    const { rows } = await this.query<JobRow>(
+      `SELECT ${JOB_COLUMNS} FROM ks_jobs ${where} ORDER BY id DESC LIMIT ${p.add(clampLimit(filter.limit))}`,
+      p.values,
+    );
+    return rows.map(toJob);
+  }
+
+  async requeueJobs(filter: JobFilter & { ids?: number[] }): Promise<number> {
+    const target = requeueTarget(filter);
+    if (target === null) return 0;
+    const p = new SqlParams();
+    const runAfter = p.add(Date.now());
+    const conds = jobConditions(target, p);
+    conds.push(`state <> 'leased'`);
+    if (filter.ids) conds.push(`id = ANY(${p.add(filter.ids)}::bigint[])`);
+    const where = conds.join(' AND ');
+    // The conditions are repeated on the outer UPDATE so a row that changed meanwhile (a job that
+    // just got leased) is re-checked on its newest version.
+    const limited =
+      filter.limit !== undefined ? ` AND id IN (SELECT id FROM ks_jobs WHERE ${where} ORDER BY id LIMIT ${p.add(clampLimit(filter.limit))})` : '';
+    const result = await this.query(
+      `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ${runAfter}, lease_until = NULL, finished_at = NULL
+       WHERE ${where}${limited}`,
+      p.values,
+    );
+    return result.rowCount ?? 0;
+  }
+
+  async dueDestinations(now: number): Promise<string[]> {
+    // Walks the distinct destinations of active jobs through the index instead of grouping every row.
+    const { rows } = await this.query<{ dest: string }>(
+      `WITH RECURSIVE d(dest) AS (
+         SELECT (SELECT MIN(destination) FROM ks_jobs WHERE state IN ('pending', 'leased'))
+         UNION ALL
+         SELECT (SELECT MIN(destination) FROM ks_jobs WHERE state IN ('pending', 'leased') AND destination > d.dest)
+         FROM d WHERE d.dest IS NOT NULL)
+       SELECT dest FROM d
+       WHERE dest IS NOT NULL
+         AND (EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND state = 'pending' AND run_after <= $1)
+           OR EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND state = 'leased' AND lease_until < $1))`,
+      [now],
+    );
+    return rows.map((r) => r.dest);
+  }
+
+  // ---------- delivery log ----------
+
+  async logDeliveries(records: DeliveryRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.query(
+      `INSERT INTO ks_deliveries (job_id, account, destination, op, subject, status, http_status, latency_ms, error, at)
+       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+                            $8::float8[], $9::text[], $10::bigint[])`,
+      [
+        records.map((r) => r.jobId),
+        records.map((r) => r.account),
+        records.map((r) => r.destination),
+        records.map((r) => r.op),
+        records.map((r) => r.subject),
+        records.map((r) => r.status),
+        records.map((r) => r.httpStatus),
+        records.map((r) => r.latencyMs),
+        records.map((r) => r.error),
+        records.map((r) => r.at),
+      ],
+    );
+  }
+
+  async listDeliveries(filter: { destination?: string; subject?: string; limit?: number; since?: number }): Promise<DeliveryRow[]> {
+    const p = new SqlParams();
+    const conds: string[] = [];
+    if (filter.destination !== undefined) conds.push(`destination = ${p.add(filter.destination)}`);
+    if (filter.subject !== undefined) conds.push(`subject = ${p.add(filter.subject)}`);
+    if (filter.since !== undefined) conds.push(`at >= ${p.add(filter.since)}`);
+    const where = conds.length ? `WHERE ${conds.join(' AND ')}` : '';
+    const { rows } = await this.query<DeliveryDbRow>(
+      `SELECT * FROM ks_deliveries ${where} ORDER BY id DESC LIMIT ${p.add(clampLimit(filter.limit))}`,
+      p.values,
+    );
+    return rows.map(toDelivery);
+  }
+
+  // ---------- counters, marks ----------
+
+  async hitCounter(key: string, at: number, windowMs: number): Promise<number> {
+    // Serialized per key so concurrent hits from several processes get distinct, exact counts.
+    return this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS.counter, `${this.lockScope}:${key}`]);
+      // The CTEs' own insert is invisible to the outer SELECT (one snapshot): hence the + 1.
+      // The trimmed rows (at < from) and the counted ones (at >= from) do not overlap.
+      const { rows } = await c.query<{ n: number }>(
+        `WITH ins AS (INSERT INTO ks_counters (key, at) VALUES ($1, $2)),
+              trimmed AS (DELETE FROM ks_counters WHERE key = $1 AND at < $3)
+         SELECT COUNT(*) + 1 AS n FROM ks_counters WHERE key = $1 AND at >= $3 AND at <= $2`,
+        [key, at, at - windowMs],
+      );
+      return rows[0]?.n ?? 1;
+    });
+  }
+
+  async tryMark(key: string, now: number, ttlMs: number): Promise<boolean> {
+    // An unexpired mark fails the DO UPDATE's WHERE and returns no row; a concurrent insert of the
+    // same key waits for the first and then sees its (unexpired) mark.
+    const result = await this.query(
+      `INSERT INTO ks_marks (key, until) VALUES ($1, $2)
+       ON CONFLICT (key) DO UPDATE SET until = EXCLUDED.until WHERE ks_marks.until <= $3
+       RETURNING 1`,
+      [key, now + ttlMs, now],
+    );
+    return (result.rowCount ?? 0) > 0;
+  }
+
+  // ---------- kv ----------
+
+  async kvGet(key: string): Promise<string | null> {
+    const { rows } = await this.query<{ value: string }>(
+      'SELECT value FROM ks_kv WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)',
+      [key, Date.now()],
+    );
+    return rows[0]?.value ?? null;
+  }
+
+  async kvSet(key: string, value: string, ttlMs?: number, now?: number): Promise<void> {
+    const expiresAt = ttlMs === undefined ? null : (now ?? Date.now()) + ttlMs;
+    await this.query(
+      `INSERT INTO ks_kv (key, value, expires_at) VALUES ($1, $2, $3)
+       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at`,
+      [key, value, expiresAt],
+    );
+  }
+
+  async kvDelete(key: string): Promise<void> {
+    await this.query('DELETE FROM ks_kv WHERE key = $1', [key]);
+  }
+
+  /**
+   * Session advisory lock on a connection held for the whole of `fn`. Callers of this process queue
+   * on an in-process mutex first, so one name never ties up more than one connection here.
+   * If that connection dies mid-way the server releases the lock: the lock is as good as the
+   * connection, which is fine for its use (single-flight token refresh).
+   */
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.localLocks.run(name, async () => {
+      const { client, release } = await this.checkout(this.lockPool);
+      const key = [LOCK_NS.withLock, `${this.lockScope}:${name}`];
+      let broken = false;
+      try {
+        await client.query('SELECT pg_advisory_lock($1, hashtext($2))', key);
+      } catch (err) {
+        release(isConnectionError(err));
+        throw mapPgError(err);
+      }
+      try {
+        return await fn();
+      } finally {
+        await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', key).catch(() => (broken = true));
+        release(broken);
+      }
+    });
+  }
+
+  async reserveRate(bucket: string, limit: number, windowMs: number, now: number): Promise<number> {
+    return this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS.rate, `${this.lockScope}:${bucket}`]);
+      // One statement under the bucket lock: trim, count, record when there is room, and otherwise
+      // find the send whose expiry frees a slot (the (n - limit + 1)-th oldest in the window).
+      const { rows } = await c.query<{ n: number; nth: number | null }>(
+        `WITH trimmed AS (DELETE FROM ks_rate WHERE bucket = $1 AND at <= $2),
+              cnt AS (SELECT COUNT(*) AS n FROM ks_rate WHERE bucket = $1 AND at > $2),
+              ins AS (INSERT INTO ks_rate (bucket, at) SELECT $1::text, $4::bigint FROM cnt WHERE cnt.n < $3::bigint RETURNING 1)
+         SELECT cnt.n,
+                CASE WHEN cnt.n >= $3 THEN (
+                  SELECT w.at FROM (SELECT at, ROW_NUMBER() OVER (ORDER BY at) AS rn
+                                    FROM ks_rate WHERE bucket = $1 AND at > $2) w
+                  WHERE w.rn = cnt.n - $3 + 1) END AS nth
+         FROM cnt`,
+        [bucket, now - windowMs, limit, now],
+      );
+      const row = rows[0];
+      if (!row || row.n < limit) return 0;
+      return row.nth === null ? windowMs : Math.max(1, row.nth + windowMs - now);
+    });
+  }
+
+  // ---------- email index ----------
+
+  async indexEmail(account: string, email: string, leadId: number, updatedAt: number): Promise<void> {
+    await this.query(
+      `INSERT INTO ks_email_leads (account, email, lead_id, updated_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (account, email, lead_id) DO UPDATE SET updated_at = GREATEST(ks_email_leads.updated_at, EXCLUDED.updated_at)`,
+      [account, normalizeEmail(email), leadId, updatedAt],
+    );
+  }
+
+  async leadsByEmail(account: string, email: string): Promise<number[]> {
+    const { rows } = await this.query<{ lead_id: number }>(
+      'SELECT lead_id FROM ks_email_leads WHERE account = $1 AND email = $2 ORDER BY updated_at DESC, lead_id DESC',
+      [account, normalizeEmail(email)],
+    );
+    return rows.map((r) => r.lead_id);
+  }
+
+  async forgetEmail(account: string, email: string): Promise<void> {
+    const needle = normalizeEmail(email);
+    await this.tx(async (c) => {
+      await c.query('DELETE FROM ks_email_leads WHERE account = $1 AND email = $2', [account, needle]);
+      if (needle === '') return; // an empty needle would match every key
+      // Counter and mark keys are free-form strings built by the rules: any key containing the address goes.
+      await c.query('DELETE FROM ks_counters WHERE strpos(lower(key), $1) > 0', [needle]);
+      await c.query('DELETE FROM ks_marks WHERE strpos(lower(key), $1) > 0', [needle]);
+    });
+  }
+
+  // ---------- housekeeping ----------
+
+  async stats(_now: number): Promise<QueueStats> {
+    // One statement, one snapshot: the numbers add up.
+    const { rows } = await this.query<{ what: string; state: JobState | null; destination: string | null; n: number | null }>(
+      `SELECT 'inbox' AS what, NULL AS state, NULL AS destination, COUNT(*) AS n FROM ks_inbox WHERE state = 'pending'
+       UNION ALL
+       SELECT 'jobs', state, destination, COUNT(*) FROM ks_jobs GROUP BY state, destination
+       UNION ALL
+       SELECT 'oldest', NULL, NULL, MIN(created_at) FROM ks_jobs WHERE state IN ('pending', 'leased')`,
+    );
+    const stats: QueueStats = {
+      inboxPending: 0,
+      jobs: { pending: 0, leased: 0, done: 0, dead: 0 },
+      depthByDestination: {},
+      deadByDestination: {},
+      oldestPendingAt: null,
+    };
+    for (const r of rows) {
+      if (r.what === 'inbox') stats.inboxPending = r.n ?? 0;
+      else if (r.what === 'oldest') stats.oldestPendingAt = r.n;
+      else if (r.state !== null && r.destination !== null) {
+        const n = r.n ?? 0;
+        stats.jobs[r.state] += n;
+        if (r.state === 'pending' || r.state === 'leased') {
+          stats.depthByDestination[r.destination] = (stats.depthByDestination[r.destination] ?? 0) + n;
+        } else if (r.state === 'dead') {
+          stats.deadByDestination[r.destination] = n;
+        }
+      }
+    }
+    return stats;
+  }
+
+  /**
+   * Besides the documented three (done jobs, routed inbox rows, delivery logs) it drops counter,
+   * rate and mark rows and kv entries that expired before `before`. Returns every row removed.
+   */
+  async prune(before: number): Promise<number> {
+    const steps = [
+      `DELETE FROM ks_jobs WHERE state = 'done' AND finished_at < $1`,
+      `DELETE FROM ks_inbox WHERE state = 'routed' AND received_at < $1`,
+      'DELETE FROM ks_deliveries WHERE at < $1',
+      'DELETE FROM ks_counters WHERE at < $1',
+      'DELETE FROM ks_rate WHERE at < $1',
+      'DELETE FROM ks_marks WHERE until < $1',
+      'DELETE FROM ks_kv WHERE expires_at < $1',
+    ];
+    let removed = 0;
+    for (const sql of steps) removed += (await this.query(sql, [before])).rowCount ?? 0;
+    return removed;
+  }
+}
+
+/** Multi-row job insert; ids come back in input order (identity values follow the unnest order). */
+async function insertJobs(c: pg.PoolClient, jobs: NewJob[], now: number): Promise<number[]> {
+  if (jobs.length === 0) return [];
+  const { rows } = await c.query<{ id: number }>(
+    `INSERT INTO ks_jobs (account, destination, type, ordering_key, payload, run_after, inbox_id, created_at)
+     SELECT a, d, t, k, p, r, i, $8::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
+       AS u(a, d, t, k, p, r, i)
+     RETURNING id`,
+    [
+      jobs.map((j) => j.account),
+      jobs.map((j) => j.destination),
+      jobs.map((j) => j.type),
+      jobs.map((j) => j.orderingKey),
+      jobs.map((j) => toJson(j.payload)),
+      jobs.map((j) => j.runAfter ?? now),
+      jobs.map((j) => j.inboxId ?? null),
+      now,
+    ],
+  );
+  return rows.map((r) => r.id).sort((a, b) => a - b);
+}

@@ -1,0 +1,868 @@
+/**
+ * SQLite implementation of Store (better-sqlite3, WAL).
+ *
+ * better-sqlite3 is synchronous: every statement runs to completion on the event loop, so a
+ * transaction can never interleave with another call of this process. That makes most methods a
+ * single short synchronous transaction; the async signatures only exist for the interface.
+ *
+ * Throughput comes from group commit in insertInbox: with synchronous=FULL every commit is an
+ * fsync, so webhooks arriving in the same event-loop turn share one transaction (one fsync).
+ */
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
+import { sqliteMigrations } from './migrations/sqlite.js';
+import type {
+  ClaimOptions,
+  DeliveryRecord,
+  DeliveryRow,
+  InboxEvent,
+  InsertResult,
+  Job,
+  JobFilter,
+  JobOutcome,
+  JobState,
+  NewInboxEvent,
+  NewJob,
+  QueueStats,
+  Store,
+} from './store.js';
+
+export interface SqliteStoreOptions {
+  /** FULL (default): a resolved insert survives power loss. NORMAL: survives a process crash only. */
+  synchronous?: 'full' | 'normal';
+  /** How long a write waits for another connection's lock before failing with STORE_UNAVAILABLE. */
+  busyTimeoutMs?: number;
+}
+
+/** Flush the group-commit queue right away once it holds this many events (bounds latency and memory). */
+const GROUP_COMMIT_MAX_EVENTS = 500;
+/** prune deletes in chunks so one call never holds the write lock (and the event loop) for long. */
+const PRUNE_CHUNK = 5_000;
+const DEFAULT_LIST_LIMIT = 100;
+const MAX_LIST_LIMIT = 10_000;
+
+export async function openSqliteStore(file: string, opts: SqliteStoreOptions = {}): Promise<Store> {
+  try {
+    return new SqliteStore(file, opts);
+  } catch (err) {
+    throw mapSqliteError(err);
+  }
+}
+
+// ---------- rows ----------
+
+interface InboxRow {
+  id: number;
+  account: string;
+  source: string;
+  kind: string;
+  dedup_key: string;
+  payload: string;
+  received_at: number;
+  state: InboxEvent['state'];
+  attempts: number;
+}
+
+interface JobRow {
+  id: number;
+  account: string;
+  destination: string;
+  type: string;
+  ordering_key: string;
+  payload: string;
+  run_after: number;
+  inbox_id: number | null;
+  state: JobState;
+  attempts: number;
+  created_at: number;
+  lease_until: number | null;
+  leased_by: string | null;
+  last_error: string | null;
+}
+
+interface DeliveryDbRow {
+  id: number;
+  job_id: number | null;
+  account: string;
+  destination: string;
+  op: string;
+  subject: string;
+  status: DeliveryRecord['status'];
+  http_status: number | null;
+  latency_ms: number;
+  error: string | null;
+  at: number;
+}
+
+function toInboxEvent(r: InboxRow): InboxEvent {
+  return {
+    id: r.id,
+    account: r.account,
+    source: r.source,
+    kind: r.kind,
+    dedupKey: r.dedup_key,
+    payload: JSON.parse(r.payload) as unknown,
+    receivedAt: r.received_at,
+    state: r.state,
+    attempts: r.attempts,
+  };
+}
+
+function toJob(r: JobRow): Job {
+  return {
+    id: r.id,
+    account: r.account,
+    destination: r.destination,
+    type: r.type,
+    orderingKey: r.ordering_key,
+    payload: JSON.parse(r.payload) as unknown,
+    runAfter: r.run_after,
+    inboxId: r.inbox_id,
+    state: r.state,
+    attempts: r.attempts,
+    createdAt: r.created_at,
+    leaseUntil: r.lease_until,
+    leasedBy: r.leased_by,
+    lastError: r.last_error,
+  };
+}
+
+function toDelivery(r: DeliveryDbRow): DeliveryRow {
+  return {
+    id: r.id,
+    jobId: r.job_id,
+    account: r.account,
+    destination: r.destination,
+    op: r.op,
+    subject: r.subject,
+    status: r.status,
+    httpStatus: r.http_status,
+    latencyMs: r.latency_ms,
+    error: r.error,
+    at: r.at,
+  };
+}
+
+/** JSON text for a payload column; `undefined` (not JSON) is stored as null. */
+function toJson(payload: unknown): string {
+  return JSON.stringify(payload) ?? 'null';
+}
+
+function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+function clampLimit(limit: number | undefined): number {
+  if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_LIST_LIMIT;
+  return Math.max(0, Math.min(MAX_LIST_LIMIT, Math.floor(limit)));
+}
+
+/** Lock contention past busy_timeout, I/O failure, full disk: the database cannot take writes right now. */
+const UNAVAILABLE_CODES = ['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_CANTOPEN', 'SQLITE_PROTOCOL', 'SQLITE_READONLY'];
+
+function mapSqliteError(err: unknown): unknown {
+  const code = errorCode(err);
+  if (code !== undefined && UNAVAILABLE_CODES.some((c) => code === c || code.startsWith(`${c}_`))) {
+    return new StoreUnavailableError(`SQLite store unavailable (${code}): ${errorMessage(err)}`, { cause: err });
+  }
+  return err;
+}
+
+// ---------- named mutex ----------
+
+/**
+ * Per-name FIFO mutex. For SQLite it is the whole of withLock: a SQLite file is used by one
+ * process (deployments with several processes use PostgreSQL), and within the process the
+ * registry below is keyed by the database file, so two Store instances on one file exclude
+ * each other too.
+ */
+class NamedMutex {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async run<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(name) ?? Promise.resolve();
+    let release = (): void => {};
+    const mine = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const tail = previous.then(() => mine);
+    this.tails.set(name, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.tails.get(name) === tail) this.tails.delete(name);
+    }
+  }
+}
+
+const mutexByDatabase = new Map<string, NamedMutex>();
+let memoryDatabases = 0;
+
+// ---------- group commit ----------
+
+interface InboxInsertRow {
+  account: string;
+  source: string;
+  kind: string;
+  dedupKey: string;
+  payload: string;
+  receivedAt: number;
+}
+
+interface QueuedInsert {
+  rows: InboxInsertRow[];
+  resolve: (r: InsertResult) => void;
+  reject: (err: unknown) => void;
+}
+
+// ---------- the store ----------
+
+class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  private readonly db: Database.Database;
+  private readonly mutex: NamedMutex;
+  private prepared: Prepared | undefined;
+  private closed = false;
+
+  private queue: QueuedInsert[] = [];
+  private queuedEvents = 0;
+  private flushScheduled = false;
+
+  constructor(file: string, opts: SqliteStoreOptions) {
+    this.db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5_000 });
+    const synchronous = opts.synchronous === 'normal' ? 'NORMAL' : 'FULL';
+    // WAL: readers never block the writer; intake keeps writing while the dashboard reads.
+    // (`:memory:` silently stays in its own journal mode.)
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`synchronous = ${synchronous}`);
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('temp_store = MEMORY');
+
+    const dbKey = this.db.memory ? `:memory:#${++memoryDatabases}` : path.resolve(file);
+    let mutex = mutexByDatabase.get(dbKey);
+    if (!mutex) {
+      mutex = new NamedMutex();
+      mutexByDatabase.set(dbKey, mutex);
+    }
+    this.mutex = mutex;
+  }
+
+  /** Statements are prepared on first use: they need the tables, which exist only after migrate(). */
+  private get q(): Prepared {
+    if (this.closed) throw new Error('store is closed');
+    this.prepared ??= new Prepared(this.db);
+    return this.prepared;
+  }
+
+  /** Runs one synchronous unit of work, mapping lock/I-O failures to StoreUnavailableError. */
+  private async sync<T>(fn: (q: Prepared) => T): Promise<T> {
+    try {
+      return fn(this.q);
+    } catch (err) {
+      throw mapSqliteError(err);
+    }
+  }
+
+  async migrate(): Promise<void> {
+    if (this.closed) throw new Error('store is closed');
+    // BEGIN IMMEDIATE takes the write lock before reading ks_schema_migrations, so two processes
+    // opening a fresh file cannot both decide to apply step 1.
+    const apply = this.db.transaction(() => {
+      this.db.exec(`CREATE TABLE IF NOT EXISTS ks_schema_migrations (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+      const applied = new Set(
+        this.db
+          .prepare<[], { id: number }>('SELECT id FROM ks_schema_migrations')
+          .all()
+          .map((r) => r.id),
+      );
+      const record = this.db.prepare<[number, string, number]>(
+        'INSERT INTO ks_schema_migrations (id, name, applied_at) VALUES (?, ?, ?)',
+      );
+      for (const m of sqliteMigrations) {
+        if (applied.has(m.id)) continue;
+        this.db.exec(m.sql);
+        record.run(m.id, m.name, Date.now());
+      }
+    });
+    try {
+      apply.immediate();
+    } catch (err) {
+      throw mapSqliteError(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.flushInbox(); // callers already waiting get their commit before the handle goes away
+    this.closed = true;
+    this.db.close();
+  }
+
+  async ping(): Promise<void> {
+    await this.sync((q) => q.ping.get());
+  }
+
+  // ---------- inbox ----------
+
+  insertInbox(events: NewInboxEvent[]): Promise<InsertResult> {
+    if (this.closed) return Promise.reject(new Error('store is closed'));
+    if (events.length === 0) return Promise.resolve({ inserted: 0, duplicates: 0 });
+    let rows: InboxInsertRow[];
+    try {
+      // Serialize now, so a bad payload fails its own caller and not the whole batch.
+      rows = events.map((e) => ({
+        account: e.account,
+        source: e.source,
+        kind: e.kind,
+        dedupKey: e.dedupKey,
+        payload: toJson(e.payload),
+        receivedAt: e.receivedAt,
+      }));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<InsertResult>((resolve, reject) => {
+      this.queue.push({ rows, resolve, reject });
+      this.queuedEvents += rows.length;
+      if (this.queuedEvents >= GROUP_COMMIT_MAX_EVENTS) {
+        this.flushInbox();
+      } else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => {
+          this.flushScheduled = false;
+          this.flushInbox();
+        });
+      }
+    });
+  }
+
+  /** Commits every queued insertInbox call in one transaction, then settles each caller's promise. */
+  private flushInbox(): void {
+    const batch = this.queue;
+    if (batch.length === 0) return;
+    this.queue = [];
+    this.queuedEvents = 0;
+    try {
+      const results = this.q.insertInboxBatch.immediate(batch);
+      batch.forEach((item, i) => item.resolve(results[i] ?? { inserted: 0, duplicates: 0 }));
+    } catch (err) {
+      const mapped = mapSqliteError(err);
+      if (batch.length === 1 || isStoreUnavailable(mapped)) {
+        for (const item of batch) item.reject(mapped);
+        return;
+      }
+      // One caller's rows broke the batch (e.g. a NOT NULL violation): retry callers one by one
+      // so only the culprit fails.
+      for (const item of batch) {
+        try {
+          const [result] = this.q.insertInboxBatch.immediate([item]);
+          item.resolve(result ?? { inserted: 0, duplicates: 0 });
+        } catch (single) {
+          item.reject(mapSqliteError(single));
+        }
+      }
+    }
+  }
+
+  claimInbox(limit: number, leaseMs: number, now: number): Promise<InboxEvent[]> {
+    return this.sync((q) =>
+      q.claimInbox
+        .all({ limit, now, leaseUntil: now + leaseMs })
+        .sort((a, b) => a.id - b.id)
+        .map(toInboxEvent),
+    );
+  }
+
+  routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void> {
+    return this.sync((q) => q.routeInbox.immediate(inboxIds, jobs, Date.now()));
+  }
+
+  failInbox(id: number, reason: string): Promise<void> {
+    return this.sync((q) => {
+      q.failInbox.run(reason, id);
+    });
+  }
+
+  // ---------- jobs ----------
+
+  enqueueJobs(jobs: NewJob[]): Promise<number[]> {
+    if (jobs.length === 0) return Promise.resolve([]);
+    return this.sync((q) => q.enqueueJobs.immediate(jobs, Date.now()));
+  }
+
+  claimJobs(opts: ClaimOptions): Promise<Job[]> {
+    if (opts.limit <= 0) return Promise.resolve([]);
+    return this.sync((q) =>
+      q.claimJobs
+        .all({
+          destination: opts.destination,
+          now: opts.now,
+          limit: opts.limit,
+          leaseUntil: opts.now + opts.leaseMs,
+          workerId: opts.workerId,
+        })
+        .sort((a, b) => a.id - b.id)
+        .map(toJob),
+    );
+  }
+
+  completeJobs(workerId: string, outcomes: JobOutcome[]): Promise<void> {
+    if (outcomes.length === 0) return Promise.resolve();
+    return this.sync((q) => q.completeJobs.immediate(workerId, outcomes, Date.now()));
+  }
+
+  getJob(id: number): Promise<Job | null> {
+    return this.sync((q) => {
+      const row = q.getJob.get(id);
+      return row ? toJob(row) : null;
+    });
+  }
+
+  listJobs(filter: JobFilter): Promise<Job[]> {
+    return this.sync((q) => {
+      const { conds, params } = jobConditions(filter);
+      const where = conds.length ? `WHERE ${conds.join(' AND ')}` : '';
+      const sql = `SELECT * FROM ks_jobs ${where} ORDER BY id DESC LIMIT ?`;
+      return q.cached<JobRow>(sql).all(...params, clampLimit(filter.limit)).map(toJob);
+    });
+  }
+
+  requeueJobs(filter: JobFilter & { ids?: number[] }): Promise<number> {
+    const target = requeueTarget(filter);
+    if (target === null) return Promise.resolve(0);
+    return this.sync((q) => {
+      const { conds, params } = jobConditions(target);
+      conds.push(`state <> 'leased'`);
+      if (filter.ids) {
+        conds.push('id IN (SELECT value FROM json_each(?))');
+        params.push(JSON.stringify(filter.ids));
+      }
+      const limit = filter.limit !== undefined ? ` ORDER BY id LIMIT ${clampLimit(filter.limit)}` : '';
+      const sql = `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ?, lease_until = NULL, finished_at = NULL
+        WHERE id IN (SELECT id FROM ks_jobs WHERE ${conds.join(' AND ')}${limit})`;
+      return q.cached(sql).run(Date.now(), ...params).changes;
+    });
+  }
+
+  dueDestinations(now: number): Promise<string[]> {
+    return this.sync((q) => q.dueDestinations.all(now, now).map((r) => r.dest));
+  }
+
+  // ---------- delivery log ----------
+
+  logDeliveries(records: DeliveryRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    return this.sync((q) => q.logDeliveries.immediate(records));
+  }
+
+  listDeliveries(filter: { destination?: string; subject?: string; limit?: number; since?: number }): Promise<DeliveryRow[]> {
+    return this.sync((q) => {
+      const conds: string[] = [];
+      const params: (string | number)[] = [];
+      if (filter.destination !== undefined) {
+        conds.push('destination = ?');
+        params.push(filter.destination);
+      }
+      if (filter.subject !== undefined) {
+        conds.push('subject = ?');
+        params.push(filter.subject);
+      }
+      if (filter.since !== undefined) {
+        conds.push('at >= ?');
+        params.push(filter.since);
+      }
+      const where = conds.length ? `WHERE ${conds.join(' AND ')}` : '';
+      const sql = `SELECT * FROM ks_deliveries ${where} ORDER BY id DESC LIMIT ?`;
+      return q.cached<DeliveryDbRow>(sql).all(...params, clampLimit(filter.limit)).map(toDelivery);
+    });
+  }
+
+  // ---------- counters, marks ----------
+
+  hitCounter(key: string, at: number, windowMs: number): Promise<number> {
+    return this.sync((q) => q.hitCounter.immediate(key, at, windowMs));
+  }
+
+  tryMark(key: string, now: number, ttlMs: number): Promise<boolean> {
+    return this.sync((q) => q.tryMark.run(key, now + ttlMs, now).changes > 0);
+  }
+
+  // ---------- kv ----------
+
+  kvGet(key: string): Promise<string | null> {
+    return this.sync((q) => q.kvGet.get(key, Date.now())?.value ?? null);
+  }
+
+  kvSet(key: string, value: string, ttlMs?: number, now?: number): Promise<void> {
+    const expiresAt = ttlMs === undefined ? null : (now ?? Date.now()) + ttlMs;
+    return this.sync((q) => {
+      q.kvSet.run(key, value, expiresAt);
+    });
+  }
+
+  kvDelete(key: string): Promise<void> {
+    return this.sync((q) => {
+      q.kvDelete.run(key);
+    });
+  }
+
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.mutex.run(name, fn);
+  }
+
+  reserveRate(bucket: string, limit: number, windowMs: number, now: number): Promise<number> {
+    return this.sync((q) => q.reserveRate.immediate(bucket, limit, windowMs, now));
+  }
+
+  // ---------- email index ----------
+
+  indexEmail(account: string, email: string, leadId: number, updatedAt: number): Promise<void> {
+    return this.sync((q) => {
+      q.indexEmail.run(account, normalizeEmail(email), leadId, updatedAt);
+    });
+  }
+
+  leadsByEmail(account: string, email: string): Promise<number[]> {
+    return this.sync((q) => q.leadsByEmail.all(account, normalizeEmail(email)).map((r) => r.lead_id));
+  }
+
+  forgetEmail(account: string, email: string): Promise<void> {
+    return this.sync((q) => q.forgetEmail.immediate(account, normalizeEmail(email)));
+  }
+
+  // ---------- housekeeping ----------
+
+  stats(_now: number): Promise<QueueStats> {
+    return this.sync((q) => q.stats.deferred());
+  }
+
+  async prune(before: number): Promise<number> {
+    let removed = 0;
+    for (const stmt of this.q.pruneSteps) {
+      for (;;) {
+        const n = await this.sync(() => stmt.run(before, PRUNE_CHUNK).changes);
+        removed += n;
+        if (n < PRUNE_CHUNK) break;
+        // let intake's group commits in between chunks
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    }
+    return removed;
+  }
+}
+
+/**
+ * Which jobs requeueJobs touches: dead ones by default; with `ids`, the chosen jobs in any state
+ * (a done job can be replayed) unless `state` narrows it. Never leased jobs: they still belong
+ * to a worker, and requeueing one would run it twice. Null: nothing to do.
+ */
+function requeueTarget(filter: JobFilter & { ids?: number[] }): JobFilter | null {
+  if (filter.ids !== undefined && filter.ids.length === 0) return null;
+  const state = filter.state ?? (filter.ids ? undefined : 'dead');
+  if (state === 'leased') return null;
+  const target: JobFilter = { ...filter, state };
+  if (state === undefined) delete target.state;
+  return target;
+}
+
+/** WHERE terms for JobFilter (limit is applied by the caller). `since` compares createdAt. */
+function jobConditions(filter: JobFilter): { conds: string[]; params: (string | number)[] } {
+  const conds: string[] = [];
+  const params: (string | number)[] = [];
+  if (filter.state !== undefined) {
+    conds.push('state = ?');
+    params.push(filter.state);
+  }
+  if (filter.destination !== undefined) {
+    conds.push('destination = ?');
+    params.push(filter.destination);
+  }
+  if (filter.account !== undefined) {
+    conds.push('account = ?');
+    params.push(filter.account);
+  }
+  if (filter.since !== undefined) {
+    conds.push('created_at >= ?');
+    params.push(filter.since);
+  }
+  return { conds, params };
+}
+
+// ---------- prepared statements and transactions ----------
+
+type Params = Record<string, string | number | null>;
+
+class Prepared {
+  private readonly cache = new Map<string, Database.Statement<unknown[], unknown>>();
+
+  readonly ping;
+  readonly claimInbox;
+  readonly failInbox;
+  readonly claimJobs;
+  readonly getJob;
+  readonly dueDestinations;
+  readonly tryMark;
+  readonly kvGet;
+  readonly kvSet;
+  readonly kvDelete;
+  readonly indexEmail;
+  readonly leadsByEmail;
+  readonly pruneSteps;
+
+  readonly insertInboxBatch;
+  readonly routeInbox;
+  readonly enqueueJobs;
+  readonly completeJobs;
+  readonly logDeliveries;
+  readonly hitCounter;
+  readonly reserveRate;
+  readonly forgetEmail;
+  readonly stats;
+
+  constructor(private readonly db: Database.Database) {
+    this.ping = db.prepare<[], { ok: number }>('SELECT 1 AS ok');
+
+    const insertInbox = db.prepare<[string, string, string, string, string, number]>(
+      `INSERT INTO ks_inbox (account, source, kind, dedup_key, payload, received_at)
+       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, dedup_key) DO NOTHING`,
+    );
+    this.insertInboxBatch = db.transaction((batch: QueuedInsert[]): InsertResult[] =>
+      batch.map(({ rows }) => {
+        let inserted = 0;
+        for (const r of rows) {
+          inserted += insertInbox.run(r.account, r.source, r.kind, r.dedupKey, r.payload, r.receivedAt).changes;
+        }
+        return { inserted, duplicates: rows.length - inserted };
+      }),
+    );
+
+    // A pending row whose lease is absent or expired; the lease keeps a second router off it.
+    this.claimInbox = db.prepare<Params, InboxRow>(
+      `UPDATE ks_inbox SET lease_until = @leaseUntil, attempts = attempts + 1
+       WHERE id IN (
+         SELECT id FROM ks_inbox INDEXED BY ks_inbox_pending
+         WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < @now)
+         ORDER BY id LIMIT @limit)
+       RETURNING id, account, source, kind, dedup_key, payload, received_at, state, attempts`,
+    );
+
+    // `failed` rows may be routed too (a replay); `routed` rows are not routed twice.
+    const markRouted = db.prepare<[number]>(
+      `UPDATE ks_inbox SET state = 'routed', lease_until = NULL WHERE id = ? AND state <> 'routed'`,
+    );
+    const insertJob = db.prepare<[string, string, string, string, string, number, number | null, number]>(
+      `INSERT INTO ks_jobs (account, destination, type, ordering_key, payload, run_after, inbox_id, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const insertJobs = (jobs: NewJob[], now: number): number[] =>
+      jobs.map(
+        (j) =>
+          Number(
+            insertJob.run(j.account, j.destination, j.type, j.orderingKey, toJson(j.payload), j.runAfter ?? now, j.inboxId ?? null, now)
+              .lastInsertRowid,
+          ),
+      );
+    this.enqueueJobs = db.transaction(insertJobs);
+    this.routeInbox = db.transaction((inboxIds: number[], jobs: NewJob[], now: number): void => {
+      // Another router may have routed an event after our lease expired: its jobs exist already,
+      // so the jobs we built from that event are dropped instead of duplicated.
+      const lost = new Set(inboxIds.filter((id) => markRouted.run(id).changes === 0));
+      insertJobs(
+        jobs.filter((j) => j.inboxId === undefined || !lost.has(j.inboxId)),
+        now,
+      );
+    });
+
+    this.failInbox = db.prepare<[string, number]>(
+      `UPDATE ks_inbox SET state = 'failed', last_error = ?, lease_until = NULL WHERE id = ?`,
+    );
+
+    // Head-of-key rule: a job is claimable only if no earlier job of its (destination, ordering_key)
+    // is pending/leased, and no other job of the key is under a live lease (the latter only matters
+    // when an earlier job was requeued after a later one started). One statement = one write
+    // transaction, taken before the SELECT runs, so two claimers never see the same head.
+    this.claimJobs = db.prepare<Params, JobRow>(
+      `UPDATE ks_jobs SET state = 'leased', lease_until = @leaseUntil, leased_by = @workerId, attempts = attempts + 1
+       WHERE id IN (
+         SELECT j.id FROM ks_jobs j INDEXED BY ks_jobs_active_id
+         WHERE j.destination = @destination
+           AND j.state IN ('pending', 'leased')
+           AND ((j.state = 'pending' AND j.run_after <= @now) OR (j.state = 'leased' AND j.lease_until < @now))
+           AND NOT EXISTS (
+             SELECT 1 FROM ks_jobs e INDEXED BY ks_jobs_active_key
+             WHERE e.destination = j.destination AND e.ordering_key = j.ordering_key
+               AND e.state IN ('pending', 'leased') AND e.id < j.id)
+           AND NOT EXISTS (
+             SELECT 1 FROM ks_jobs l INDEXED BY ks_jobs_leased_key
+             WHERE l.destination = j.destination AND l.ordering_key = j.ordering_key
+               AND l.state = 'leased' AND l.lease_until >= @now AND l.id <> j.id)
+         ORDER BY j.id
+         LIMIT @limit)
+       RETURNING *`,
+    );
+
+    // Only rows still leased by this worker: a stale worker (lease expired, job re-claimed) is ignored.
+    // leased_by is kept after completion as "who ran it last".
+    const done = db.prepare<[number, number, string]>(
+      `UPDATE ks_jobs SET state = 'done', lease_until = NULL, finished_at = ?
+       WHERE id = ? AND state = 'leased' AND leased_by = ?`,
+    );
+    const retry = db.prepare<[number, string, number, string]>(
+      `UPDATE ks_jobs SET state = 'pending', run_after = ?, last_error = ?, lease_until = NULL
+       WHERE id = ? AND state = 'leased' AND leased_by = ?`,
+    );
+    const dead = db.prepare<[string, number, number, string]>(
+      `UPDATE ks_jobs SET state = 'dead', last_error = ?, lease_until = NULL, finished_at = ?
+       WHERE id = ? AND state = 'leased' AND leased_by = ?`,
+    );
+    this.completeJobs = db.transaction((workerId: string, outcomes: JobOutcome[], now: number): void => {
+      for (const o of outcomes) {
+        if (o.outcome === 'done') done.run(now, o.id, workerId);
+        else if (o.outcome === 'retry') retry.run(o.runAfter, o.error, o.id, workerId);
+        else dead.run(o.error, now, o.id, workerId);
+      }
+    });
+
+    this.getJob = db.prepare<[number], JobRow>('SELECT * FROM ks_jobs WHERE id = ?');
+
+    // Walks the distinct destinations of active jobs through the index (a few lookups each)
+    // instead of grouping every pending row.
+    this.dueDestinations = db.prepare<[number, number], { dest: string }>(
+      `WITH RECURSIVE d(dest) AS (
+         SELECT (SELECT MIN(destination) FROM ks_jobs WHERE state IN ('pending', 'leased'))
+         UNION ALL
+         SELECT (SELECT MIN(destination) FROM ks_jobs WHERE state IN ('pending', 'leased') AND destination > d.dest)
+         FROM d WHERE d.dest IS NOT NULL)
+       SELECT dest FROM d
+       WHERE dest IS NOT NULL
+         AND (EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND state = 'pending' AND run_after <= ?)
+           OR EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND state = 'leased' AND lease_until < ?))`,
+    );
+
+    const insertDelivery = db.prepare<[number | null, string, string, string, string, string, number | null, number, string | null, number]>(
+      `INSERT INTO ks_deliveries (job_id, account, destination, op, subject, status, http_status, latency_ms, error, at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.logDeliveries = db.transaction((records: DeliveryRecord[]): void => {
+      for (const r of records) {
+        insertDelivery.run(r.jobId, r.account, r.destination, r.op, r.subject, r.status, r.httpStatus, r.latencyMs, r.error, r.at);
+      }
+    });
+
+    const counterInsert = db.prepare<[string, number]>('INSERT INTO ks_counters (key, at) VALUES (?, ?)');
+    const counterTrim = db.prepare<[string, number]>('DELETE FROM ks_counters WHERE key = ? AND at < ?');
+    const counterCount = db.prepare<[string, number, number], { n: number }>(
+      'SELECT COUNT(*) AS n FROM ks_counters WHERE key = ? AND at >= ? AND at <= ?',
+    );
+    this.hitCounter = db.transaction((key: string, at: number, windowMs: number): number => {
+      counterInsert.run(key, at);
+      counterTrim.run(key, at - windowMs);
+      return counterCount.get(key, at - windowMs, at)?.n ?? 0;
+    });
+
+    // The WHERE on DO UPDATE makes an unexpired mark a no-op, so changes() says who set it.
+    this.tryMark = db.prepare<[string, number, number]>(
+      `INSERT INTO ks_marks (key, until) VALUES (?, ?)
+       ON CONFLICT (key) DO UPDATE SET until = excluded.until WHERE ks_marks.until <= ?`,
+    );
+
+    this.kvGet = db.prepare<[string, number], { value: string }>(
+      'SELECT value FROM ks_kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)',
+    );
+    this.kvSet = db.prepare<[string, string, number | null]>(
+      `INSERT INTO ks_kv (key, value, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`,
+    );
+    this.kvDelete = db.prepare<[string]>('DELETE FROM ks_kv WHERE key = ?');
+
+    const rateTrim = db.prepare<[string, number]>('DELETE FROM ks_rate WHERE bucket = ? AND at <= ?');
+    const rateCount = db.prepare<[string, number], { n: number }>('SELECT COUNT(*) AS n FROM ks_rate WHERE bucket = ? AND at > ?');
+    const rateNth = db.prepare<[string, number, number], { at: number }>(
+      'SELECT at FROM ks_rate WHERE bucket = ? AND at > ? ORDER BY at LIMIT 1 OFFSET ?',
+    );
+    const rateInsert = db.prepare<[string, number]>('INSERT INTO ks_rate (bucket, at) VALUES (?, ?)');
+    this.reserveRate = db.transaction((bucket: string, limit: number, windowMs: number, now: number): number => {
+      const from = now - windowMs;
+      rateTrim.run(bucket, from);
+      const count = rateCount.get(bucket, from)?.n ?? 0;
+      if (count < limit) {
+        rateInsert.run(bucket, now);
+        return 0;
+      }
+      // A slot frees when the (count - limit + 1)-th oldest send leaves the window.
+      const nth = rateNth.get(bucket, from, count - limit);
+      return nth ? Math.max(1, nth.at + windowMs - now) : windowMs;
+    });
+
+    this.indexEmail = db.prepare<[string, string, number, number]>(
+      `INSERT INTO ks_email_leads (account, email, lead_id, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (account, email, lead_id) DO UPDATE SET updated_at = max(updated_at, excluded.updated_at)`,
+    );
+    this.leadsByEmail = db.prepare<[string, string], { lead_id: number }>(
+      'SELECT lead_id FROM ks_email_leads WHERE account = ? AND email = ? ORDER BY updated_at DESC, lead_id DESC',
+    );
+    const forgetIndex = db.prepare<[string, string]>('DELETE FROM ks_email_leads WHERE account = ? AND email = ?');
+    // Counter and mark keys are free-form strings built by the rules: any key containing the address goes.
+    const forgetCounters = db.prepare<[string]>('DELETE FROM ks_counters WHERE instr(lower(key), ?) > 0');
+    const forgetMarks = db.prepare<[string]>('DELETE FROM ks_marks WHERE instr(lower(key), ?) > 0');
+    this.forgetEmail = db.transaction((account: string, email: string): void => {
+      forgetIndex.run(account, email);
+      if (email === '') return; // an empty needle would match every key
+      forgetCounters.run(email);
+      forgetMarks.run(email);
+    });
+
+    const inboxPending = db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ks_inbox WHERE state = 'pending'`);
+    const jobCounts = db.prepare<[], { state: JobState; destination: string; n: number }>(
+      'SELECT state, destination, COUNT(*) AS n FROM ks_jobs GROUP BY state, destination',
+    );
+    const oldest = db.prepare<[], { at: number | null }>(
+      `SELECT MIN(created_at) AS at FROM ks_jobs WHERE state IN ('pending', 'leased')`,
+    );
+    this.stats = db.transaction((): QueueStats => {
+      const stats: QueueStats = {
+        inboxPending: inboxPending.get()?.n ?? 0,
+        jobs: { pending: 0, leased: 0, done: 0, dead: 0 },
+        depthByDestination: {},
+        deadByDestination: {},
+        oldestPendingAt: oldest.get()?.at ?? null,
+      };
+      for (const r of jobCounts.all()) {
+        stats.jobs[r.state] += r.n;
+        if (r.state === 'pending' || r.state === 'leased') {
+          stats.depthByDestination[r.destination] = (stats.depthByDestination[r.destination] ?? 0) + r.n;
+        } else if (r.state === 'dead') {
+          stats.deadByDestination[r.destination] = r.n;
+        }
+      }
+      return stats;
+    });
+
+    // Each step deletes at most `chunk` rows older than `before`; besides the documented three
+    // (done jobs, routed inbox rows, delivery logs) it drops expired counter/rate/mark/kv rows.
+    const step = (sql: string) => db.prepare<[number, number]>(sql);
+    this.pruneSteps = [
+      step(`DELETE FROM ks_jobs WHERE id IN (SELECT id FROM ks_jobs WHERE state = 'done' AND finished_at < ? LIMIT ?)`),
+      step(`DELETE FROM ks_inbox WHERE id IN (SELECT id FROM ks_inbox WHERE state = 'routed' AND received_at < ? LIMIT ?)`),
+      step('DELETE FROM ks_deliveries WHERE id IN (SELECT id FROM ks_deliveries WHERE at < ? LIMIT ?)'),
+      step('DELETE FROM ks_counters WHERE rowid IN (SELECT rowid FROM ks_counters WHERE at < ? LIMIT ?)'),
+      step('DELETE FROM ks_rate WHERE rowid IN (SELECT rowid FROM ks_rate WHERE at < ? LIMIT ?)'),
+      step('DELETE FROM ks_marks WHERE rowid IN (SELECT rowid FROM ks_marks WHERE until < ? LIMIT ?)'),
+      step('DELETE FROM ks_kv WHERE rowid IN (SELECT rowid FROM ks_kv WHERE expires_at < ? LIMIT ?)'),
+    ];
+  }
+
+  /** Statements whose SQL depends on which filters are set: prepared once per shape. */
+  cached<R = unknown>(sql: string): Database.Statement<unknown[], R> {
+    let stmt = this.cache.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare<unknown[], unknown>(sql);
+      this.cache.set(sql, stmt);
+    }
+    return stmt as Database.Statement<unknown[], R>;
+  }
+}

@@ -1,0 +1,804 @@
+/**
+ * One conformance suite for every Store implementation: SQLite (a temp file, and `:memory:` for
+ * what needs no second connection) and PostgreSQL (a fresh schema per test, dropped afterwards).
+ *
+ * PostgreSQL comes from TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test). When it
+ * is unreachable the PostgreSQL run is skipped, unless REQUIRE_POSTGRES=1 (then it fails).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, test, type TestContext } from 'node:test';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { openStore } from '../../src/store/open.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import { openPostgresStore } from '../../src/store/postgres.js';
+import { StoreUnavailableError } from '../../src/store/errors.js';
+import type { Job, NewInboxEvent, NewJob, Store } from '../../src/store/store.js';
+
+// ---------- backends ----------
+
+/** One empty database; `open` may be called several times to get stores sharing it. */
+interface TestDatabase {
+  open(): Promise<Store>;
+  dispose(): Promise<void>;
+}
+
+interface Backend {
+  name: string;
+  /** False for `:memory:`: every open() is a separate database. */
+  shared: boolean;
+  fresh(): Promise<TestDatabase>;
+}
+
+const sqliteFile: Backend = {
+  name: 'sqlite (file)',
+  shared: true,
+  async fresh() {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ks-store-'));
+    return {
+      open: () => openStore(`sqlite:${path.join(dir, 'nested', 'ks.db')}`),
+      dispose: async () => rmSync(dir, { recursive: true, force: true }),
+    };
+  },
+};
+
+const sqliteMemory: Backend = {
+  name: 'sqlite (:memory:)',
+  shared: false,
+  async fresh() {
+    return { open: () => openStore('sqlite::memory:'), dispose: async () => {} };
+  },
+};
+
+const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+function postgres(adminUrl: string): Backend {
+  return {
+    name: 'postgres',
+    shared: true,
+    async fresh() {
+      const schema = `ks_test_${Math.random().toString(36).slice(2, 10)}`;
+      const admin = new pg.Client({ connectionString: adminUrl });
+      await admin.connect();
+      await admin.query(`CREATE SCHEMA ${schema}`);
+      await admin.end();
+      const url = new URL(adminUrl);
+      url.searchParams.set('schema', schema);
+      return {
+        open: () => openStore(url.toString()),
+        async dispose() {
+          const c = new pg.Client({ connectionString: adminUrl });
+          await c.connect();
+          await c.query(`DROP SCHEMA ${schema} CASCADE`);
+          await c.end();
+        },
+      };
+    },
+  };
+}
+
+async function postgresReachable(url: string): Promise<string | null> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3_000 });
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    await c.query('SELECT 1');
+    return null;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+// ---------- helpers ----------
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function ev(dedupKey: string, over: Partial<NewInboxEvent> = {}): NewInboxEvent {
+  return {
+    account: 'acc',
+    source: 'kommo',
+    kind: 'lead.stage_changed',
+    dedupKey,
+    payload: { key: dedupKey, nested: { n: 1, s: 'é"\'\\' } },
+    receivedAt: 1_700_000_000_000,
+    ...over,
+  };
+}
+
+function job(orderingKey: string, over: Partial<NewJob> = {}): NewJob {
+  return { account: 'acc', destination: 'dest', type: 'sync.ops@1', orderingKey, payload: { k: orderingKey }, ...over };
+}
+
+/** Runs `fn` against a fresh store (and database), closing and dropping both afterwards. */
+async function withStore(backend: Backend, fn: (s: Store, db: TestDatabase) => Promise<void>): Promise<void> {
+  const db = await backend.fresh();
+  const store = await db.open();
+  try {
+    await fn(store, db);
+  } finally {
+    await store.close();
+    await db.dispose();
+  }
+}
+
+async function claimIds(s: Store, destination: string, now: number, workerId = 'w1', limit = 100, leaseMs = 60_000): Promise<number[]> {
+  return (await s.claimJobs({ destination, limit, leaseMs, workerId, now })).map((j) => j.id);
+}
+
+// ---------- the suite ----------
+
+function conformance(backend: Backend): void {
+  const sharedTest = backend.shared ? test : test.skip;
+  const it = (name: string, fn: (s: Store, db: TestDatabase, t: TestContext) => Promise<void>) =>
+    test(name, (t) => withStore(backend, (s, db) => fn(s, db, t)));
+
+  it('migrate is idempotent', async (s) => {
+    await s.migrate();
+    await s.migrate();
+    await s.ping();
+    assert.equal((await s.stats(Date.now())).inboxPending, 0);
+  });
+
+  sharedTest('several stores migrating one database at once do not race', async () => {
+    const db = await backend.fresh();
+    try {
+      const stores = await Promise.all([db.open(), db.open(), db.open()]);
+      await Promise.all(stores.map((s) => s.migrate()));
+      assert.deepEqual(await stores[0]!.insertInbox([ev('a')]), { inserted: 1, duplicates: 0 });
+      assert.deepEqual(await stores[1]!.insertInbox([ev('a')]), { inserted: 0, duplicates: 1 });
+      await Promise.all(stores.map((s) => s.close()));
+    } finally {
+      await db.dispose();
+    }
+  });
+
+  // ----- inbox -----
+
+  it('insertInbox stores once per (account, dedupKey) and counts duplicates', async (s) => {
+    assert.deepEqual(await s.insertInbox([ev('a'), ev('b')]), { inserted: 2, duplicates: 0 });
+    assert.deepEqual(await s.insertInbox([ev('a')]), { inserted: 0, duplicates: 1 });
+    assert.deepEqual(await s.insertInbox([ev('c'), ev('c'), ev('b')]), { inserted: 1, duplicates: 2 });
+    // same key, other account: a different event
+    assert.deepEqual(await s.insertInbox([ev('a', { account: 'other' })]), { inserted: 1, duplicates: 0 });
+    assert.deepEqual(await s.insertInbox([]), { inserted: 0, duplicates: 0 });
+    assert.equal((await s.stats(Date.now())).inboxPending, 4);
+
+    const rows = await s.claimInbox(10, 1_000, Date.now());
+    assert.deepEqual(
+      rows.map((r) => [r.account, r.dedupKey]),
+      [['acc', 'a'], ['acc', 'b'], ['acc', 'c'], ['other', 'a']],
+    );
+    const first = rows[0]!;
+    assert.deepEqual(first.payload, { key: 'a', nested: { n: 1, s: 'é"\'\\' } });
+    assert.equal(first.receivedAt, 1_700_000_000_000);
+    assert.equal(first.source, 'kommo');
+    assert.equal(first.kind, 'lead.stage_changed');
+    assert.equal(first.state, 'pending');
+    assert.equal(first.attempts, 1);
+    assert.equal(typeof first.id, 'number');
+  });
+
+  it('insertInbox dedups across the callers of one group-commit batch, each with its own counts', async (s) => {
+    const results = await Promise.all([
+      s.insertInbox([ev('x')]),
+      s.insertInbox([ev('x'), ev('y')]),
+      s.insertInbox([ev('y')]),
+      s.insertInbox([ev('z'), ev('z')]),
+    ]);
+    assert.deepEqual(results, [
+      { inserted: 1, duplicates: 0 },
+      { inserted: 1, duplicates: 1 },
+      { inserted: 0, duplicates: 1 },
+      { inserted: 1, duplicates: 1 },
+    ]);
+    assert.equal((await s.stats(Date.now())).inboxPending, 3);
+  });
+
+  it('a bad caller in a group-commit batch fails alone', async (s) => {
+    const bad = ev('bad', { account: null as unknown as string });
+    const [good1, broken, good2] = await Promise.allSettled([
+      s.insertInbox([ev('g1')]),
+      s.insertInbox([bad]),
+      s.insertInbox([ev('g2'), ev('g1')]),
+    ]);
+    assert.deepEqual(good1, { status: 'fulfilled', value: { inserted: 1, duplicates: 0 } });
+    assert.equal(broken?.status, 'rejected');
+    assert.deepEqual(good2, { status: 'fulfilled', value: { inserted: 1, duplicates: 1 } });
+    assert.equal((await s.stats(Date.now())).inboxPending, 2);
+  });
+
+  it('1,000 concurrent insertInbox calls are all stored (and durable across reopen)', async (s, db) => {
+    const calls = Array.from({ length: 1_000 }, (_, i) => s.insertInbox([ev(`k${i}`), ev(`k${i % 10}`)]));
+    const results = await Promise.all(calls);
+    const inserted = results.reduce((n, r) => n + r.inserted, 0);
+    const duplicates = results.reduce((n, r) => n + r.duplicates, 0);
+    assert.equal(inserted, 1_000);
+    assert.equal(duplicates, 1_000);
+    if (backend.shared) {
+      const again = await db.open();
+      try {
+        assert.equal((await again.stats(Date.now())).inboxPending, 1_000);
+        assert.equal((await again.claimInbox(2_000, 1_000, Date.now())).length, 1_000);
+      } finally {
+        await again.close();
+      }
+    } else {
+      assert.equal((await s.stats(Date.now())).inboxPending, 1_000);
+    }
+  });
+
+  it('claimInbox leases in id order; routeInbox inserts jobs and marks routed atomically', async (s) => {
+    await s.insertInbox([1, 2, 3, 4, 5].map((i) => ev(`e${i}`)));
+    const now = Date.now();
+    const first = await s.claimInbox(3, 1_000, now);
+    assert.deepEqual(first.map((r) => r.dedupKey), ['e1', 'e2', 'e3']);
+    // leased rows are skipped by a second router
+    const second = await s.claimInbox(10, 1_000, now + 10);
+    assert.deepEqual(second.map((r) => r.dedupKey), ['e4', 'e5']);
+    assert.deepEqual(await s.claimInbox(10, 1_000, now + 20), []);
+
+    const [e1, e2, e3] = first;
+    await s.routeInbox([e1!.id, e2!.id], [job('k1', { inboxId: e1!.id }), job('k2', { inboxId: e2!.id }), job('k2b', { inboxId: e2!.id })]);
+    let stats = await s.stats(now);
+    assert.equal(stats.inboxPending, 3);
+    assert.equal(stats.jobs.pending, 3);
+    const jobs = await s.listJobs({});
+    assert.deepEqual(jobs.map((j) => j.inboxId).sort(), [e1!.id, e2!.id, e2!.id].sort());
+
+    // Atomic: a job that cannot be inserted rolls the routing back.
+    await assert.rejects(s.routeInbox([e3!.id], [job('ok', { inboxId: e3!.id }), job('bad', { destination: null as unknown as string })]));
+    stats = await s.stats(now);
+    assert.equal(stats.inboxPending, 3);
+    assert.equal(stats.jobs.pending, 3);
+
+    // After the lease expires the unrouted rows come back, with one more attempt.
+    const retried = await s.claimInbox(10, 1_000, now + 1_500);
+    assert.deepEqual(retried.map((r) => [r.dedupKey, r.attempts]), [['e3', 2], ['e4', 2], ['e5', 2]]);
+
+    // Routing an event that was routed already (another router won) adds no duplicate jobs.
+    await s.routeInbox([e1!.id], [job('k1', { inboxId: e1!.id })]);
+    assert.equal((await s.stats(now)).jobs.pending, 3);
+
+    // failInbox keeps the row but takes it out of the pending set.
+    await s.failInbox(e3!.id, 'bad payload');
+    assert.equal((await s.stats(now)).inboxPending, 2);
+    assert.deepEqual((await s.claimInbox(10, 1_000, now + 5_000)).map((r) => r.dedupKey), ['e4', 'e5']);
+  });
+
+  // ----- jobs -----
+
+  it('enqueueJobs returns ids in input order and stores every field', async (s) => {
+    const before = Date.now();
+    const ids = await s.enqueueJobs([job('a', { runAfter: 5 }), job('b', { inboxId: 42 }), job('c')]);
+    assert.equal(ids.length, 3);
+    assert.ok(ids[0]! < ids[1]! && ids[1]! < ids[2]!);
+    const a = await s.getJob(ids[0]!);
+    assert.deepEqual(a, {
+      id: ids[0]!,
+      account: 'acc',
+      destination: 'dest',
+      type: 'sync.ops@1',
+      orderingKey: 'a',
+      payload: { k: 'a' },
+      runAfter: 5,
+      inboxId: null,
+      state: 'pending',
+      attempts: 0,
+      createdAt: a!.createdAt,
+      leaseUntil: null,
+      leasedBy: null,
+      lastError: null,
+    } satisfies Job);
+    assert.ok(a!.createdAt >= before && a!.createdAt <= Date.now());
+    const b = await s.getJob(ids[1]!);
+    assert.equal(b!.inboxId, 42);
+    assert.ok(b!.runAfter >= before && b!.runAfter <= Date.now());
+    assert.equal(await s.getJob(999_999), null);
+    assert.deepEqual(await s.enqueueJobs([]), []);
+  });
+
+  it('claimJobs hands out only the head job of each ordering key', async (s) => {
+    const [a1, a2, a3, b1] = await s.enqueueJobs([job('A'), job('A'), job('A'), job('B')]);
+    const [other] = await s.enqueueJobs([job('A', { destination: 'other' })]);
+    let now = Date.now();
+    const claimed = await s.claimJobs({ destination: 'dest', limit: 10, leaseMs: 60_000, workerId: 'w1', now });
+    assert.deepEqual(claimed.map((j) => j.id), [a1, b1]);
+    assert.deepEqual(claimed.map((j) => [j.state, j.attempts, j.leasedBy, j.leaseUntil]), [
+      ['leased', 1, 'w1', now + 60_000],
+      ['leased', 1, 'w1', now + 60_000],
+    ]);
+    assert.deepEqual(await claimIds(s, 'dest', now), []);
+    // another destination's queue is independent
+    assert.deepEqual(await claimIds(s, 'other', now), [other]);
+
+    await s.completeJobs('w1', [{ id: a1!, outcome: 'done' }]);
+    assert.equal((await s.getJob(a1!))!.state, 'done');
+    assert.deepEqual(await claimIds(s, 'dest', now), [a2]);
+
+    // A retrying job (future runAfter) blocks the later jobs of its key, not other keys.
+    await s.completeJobs('w1', [{ id: a2!, outcome: 'retry', runAfter: now + 10_000, error: 'HTTP 503' }]);
+    const retrying = await s.getJob(a2!);
+    assert.deepEqual([retrying!.state, retrying!.runAfter, retrying!.lastError, retrying!.leaseUntil], ['pending', now + 10_000, 'HTTP 503', null]);
+    const [c1] = await s.enqueueJobs([job('C')]);
+    now = Date.now();
+    assert.deepEqual(await claimIds(s, 'dest', now), [c1]);
+    assert.deepEqual(await claimIds(s, 'dest', now + 10_000), [a2]);
+    assert.equal((await s.getJob(a2!))!.attempts, 2);
+
+    // A dead job does not block its key.
+    await s.completeJobs('w1', [{ id: a2!, outcome: 'dead', error: 'HTTP 400: bad email' }]);
+    const dead = await s.getJob(a2!);
+    assert.deepEqual([dead!.state, dead!.lastError], ['dead', 'HTTP 400: bad email']);
+    assert.deepEqual(await claimIds(s, 'dest', now + 10_000), [a3]);
+  });
+
+  it('claimJobs respects limit and runAfter, in id order', async (s) => {
+    const now = Date.now();
+    const ids = await s.enqueueJobs([job('1', { runAfter: now - 10 }), job('2', { runAfter: now + 1_000 }), job('3', { runAfter: now }), job('4', { runAfter: now - 5 })]);
+    assert.deepEqual(await claimIds(s, 'dest', now, 'w', 2), [ids[0], ids[2]]);
+    assert.deepEqual(await claimIds(s, 'dest', now, 'w', 2), [ids[3]]);
+    assert.deepEqual(await claimIds(s, 'dest', now + 1_000, 'w', 2), [ids[1]]);
+  });
+
+  it('an expired lease can be claimed by another worker; the stale worker is ignored', async (s) => {
+    const [id] = await s.enqueueJobs([job('K')]);
+    const [later] = await s.enqueueJobs([job('K')]);
+    const now = Date.now();
+    assert.deepEqual(await claimIds(s, 'dest', now, 'w1', 10, 1_000), [id]);
+    assert.deepEqual(await claimIds(s, 'dest', now + 500, 'w2', 10, 1_000), []);
+    assert.deepEqual(await claimIds(s, 'dest', now + 1_000, 'w2', 10, 1_000), []); // lease_until is still >= now
+    const reclaimed = await s.claimJobs({ destination: 'dest', limit: 10, leaseMs: 1_000, workerId: 'w2', now: now + 1_001 });
+    assert.deepEqual(reclaimed.map((j) => [j.id, j.attempts, j.leasedBy]), [[id, 2, 'w2']]);
+
+    await s.completeJobs('w1', [{ id: id!, outcome: 'dead', error: 'stale' }]);
+    const still = await s.getJob(id!);
+    assert.deepEqual([still!.state, still!.leasedBy, still!.lastError], ['leased', 'w2', null]);
+    assert.deepEqual(await claimIds(s, 'dest', now + 1_002, 'w3'), []); // key still held by w2
+
+    await s.completeJobs('w2', [{ id: id!, outcome: 'done' }]);
+    assert.equal((await s.getJob(id!))!.state, 'done');
+    // completing twice changes nothing
+    await s.completeJobs('w2', [{ id: id!, outcome: 'dead', error: 'late' }]);
+    assert.equal((await s.getJob(id!))!.state, 'done');
+    assert.deepEqual(await claimIds(s, 'dest', now + 1_003, 'w3'), [later]);
+  });
+
+  it('a requeued earlier job does not run while a later job of its key is leased', async (s) => {
+    const [first, second] = await s.enqueueJobs([job('K'), job('K')]);
+    const now = Date.now();
+    await claimIds(s, 'dest', now);
+    await s.completeJobs('w1', [{ id: first!, outcome: 'dead', error: 'x' }]);
+    assert.deepEqual(await claimIds(s, 'dest', now), [second]);
+    assert.equal(await s.requeueJobs({ ids: [first!] }), 1);
+    assert.deepEqual(await claimIds(s, 'dest', Date.now() + 1_000), []);
+    await s.completeJobs('w1', [{ id: second!, outcome: 'done' }]);
+    assert.deepEqual(await claimIds(s, 'dest', Date.now() + 1_000), [first]);
+  });
+
+  sharedTest('concurrent claimers on 3 stores: a key is never held twice, every job runs once, in key order', { timeout: 120_000 }, async () => {
+    const db = await backend.fresh();
+    const stores = [await db.open(), await db.open(), await db.open()];
+    try {
+      const JOBS = 2_000;
+      const KEYS = 200;
+      const ids = await stores[0]!.enqueueJobs(Array.from({ length: JOBS }, (_, i) => job(`key${i % KEYS}`, { payload: { i } })));
+      const keyOf = new Map(ids.map((id, i) => [id, `key${i % KEYS}`]));
+      const holder = new Map<string, number>();
+      const claims = new Map<number, number>();
+      const lastDone = new Map<string, number>();
+      let completed = 0;
+      let maxHeld = 0;
+
+      const claimer = async (s: Store, n: number): Promise<void> => {
+        while (completed < JOBS) {
+          const jobs = await s.claimJobs({ destination: 'dest', limit: 25, leaseMs: 600_000, workerId: `w${n}`, now: Date.now() });
+          if (jobs.length === 0) {
+            await sleep(1);
+            continue;
+          }
+          for (const j of jobs) {
+            const key = keyOf.get(j.id)!;
+            assert.equal(holder.get(key), undefined, `key ${key} claimed by w${n} while held by w${holder.get(key)}`);
+            holder.set(key, n);
+            claims.set(j.id, (claims.get(j.id) ?? 0) + 1);
+          }
+          maxHeld = Math.max(maxHeld, holder.size);
+          await sleep(Math.random() * 3);
+          for (const j of jobs) {
+            const key = keyOf.get(j.id)!;
+            assert.ok((lastDone.get(key) ?? 0) < j.id, `key ${key}: job ${j.id} ran after a later one`);
+            lastDone.set(key, j.id);
+            // released before the commit: a claim of the next job can only succeed after it
+            holder.delete(key);
+          }
+          await s.completeJobs(`w${n}`, jobs.map((j) => ({ id: j.id, outcome: 'done' as const })));
+          completed += jobs.length;
+        }
+      };
+      await Promise.all(stores.map((s, n) => claimer(s, n)));
+
+      assert.equal(completed, JOBS);
+      assert.equal(claims.size, JOBS);
+      assert.ok([...claims.values()].every((c) => c === 1), 'a job was handed out twice');
+      const stats = await stores[1]!.stats(Date.now());
+      assert.deepEqual(stats.jobs, { pending: 0, leased: 0, done: JOBS, dead: 0 });
+      assert.ok(maxHeld > 1, 'claimers never overlapped; the test proved nothing');
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+      await db.dispose();
+    }
+  });
+
+  it('listJobs filters and orders newest first; requeueJobs revives dead jobs', async (s) => {
+    const ids = await s.enqueueJobs([job('a', { destination: 'r' }), job('b', { destination: 'r' }), job('c', { destination: 'r' }), job('d', { destination: 'q', account: 'acc2' })]);
+    const now = Date.now();
+    await claimIds(s, 'r', now);
+    await claimIds(s, 'q', now);
+    await s.completeJobs('w1', [
+      { id: ids[0]!, outcome: 'dead', error: 'e1' },
+      { id: ids[1]!, outcome: 'dead', error: 'e2' },
+      { id: ids[2]!, outcome: 'done' },
+      { id: ids[3]!, outcome: 'dead', error: 'e4' },
+    ]);
+    assert.deepEqual((await s.listJobs({ state: 'dead' })).map((j) => j.id), [ids[3], ids[1], ids[0]]);
+    assert.deepEqual((await s.listJobs({ state: 'dead', destination: 'r', limit: 1 })).map((j) => j.id), [ids[1]]);
+    assert.deepEqual((await s.listJobs({ account: 'acc2' })).map((j) => j.id), [ids[3]]);
+    assert.deepEqual((await s.listJobs({ since: Date.now() + 60_000 })).map((j) => j.id), []);
+    assert.equal((await s.listJobs({ since: now - 60_000 })).length, 4);
+
+    assert.equal(await s.requeueJobs({ destination: 'r' }), 2);
+    const revived = await s.getJob(ids[0]!);
+    assert.deepEqual([revived!.state, revived!.attempts, revived!.lastError], ['pending', 0, 'e1']);
+    assert.ok(revived!.runAfter <= Date.now());
+    assert.deepEqual(await claimIds(s, 'r', Date.now()), [ids[0], ids[1]]);
+    assert.equal(await s.requeueJobs({ destination: 'r' }), 0);
+    // chosen ids, any state but leased: a done job is replayed, the leased ones are left alone
+    assert.equal(await s.requeueJobs({ ids: [ids[2]!, ids[0]!] }), 1);
+    assert.equal((await s.getJob(ids[2]!))!.state, 'pending');
+    assert.equal((await s.getJob(ids[0]!))!.state, 'leased');
+    assert.equal(await s.requeueJobs({ state: 'dead', since: Date.now() + 60_000 }), 0);
+    assert.equal(await s.requeueJobs({}), 1);
+    assert.equal(await s.requeueJobs({ ids: [] }), 0);
+  });
+
+  it('dueDestinations lists destinations with due or lease-expired jobs', async (s) => {
+    const now = Date.now();
+    await s.enqueueJobs([
+      job('a', { destination: 'd1', runAfter: now - 1 }),
+      job('b', { destination: 'd2', runAfter: now + 5_000 }),
+      job('c', { destination: 'd3', runAfter: now }),
+    ]);
+    assert.deepEqual((await s.dueDestinations(now)).sort(), ['d1', 'd3']);
+    await claimIds(s, 'd1', now, 'w', 10, 1_000);
+    assert.deepEqual((await s.dueDestinations(now)).sort(), ['d3']);
+    assert.deepEqual((await s.dueDestinations(now + 1_001)).sort(), ['d1', 'd3']);
+    assert.deepEqual((await s.dueDestinations(now + 5_000)).sort(), ['d1', 'd2', 'd3']);
+  });
+
+  // ----- delivery log -----
+
+  it('logDeliveries / listDeliveries round-trip and filter', async (s) => {
+    const base = { account: 'acc', op: 'upsertPerson', status: 'ok' as const, httpStatus: 200, latencyMs: 12.5, error: null };
+    await s.logDeliveries([
+      { ...base, jobId: 1, destination: 'cio', subject: 'a@x.io', at: 1_000 },
+      { ...base, jobId: null, destination: 'cio', subject: 'b@x.io', at: 2_000, status: 'retry', httpStatus: null, error: 'timeout' },
+      { ...base, jobId: 3, destination: 'seg', subject: 'a@x.io', at: 3_000 },
+    ]);
+    await s.logDeliveries([]);
+    const all = await s.listDeliveries({});
+    assert.deepEqual(all.map((d) => d.at), [3_000, 2_000, 1_000]);
+    const second = all[1]!;
+    assert.deepEqual({ ...second, id: 0 }, { id: 0, jobId: null, account: 'acc', destination: 'cio', op: 'upsertPerson', subject: 'b@x.io', status: 'retry', httpStatus: null, latencyMs: 12.5, error: 'timeout', at: 2_000 });
+    assert.deepEqual((await s.listDeliveries({ destination: 'cio' })).map((d) => d.at), [2_000, 1_000]);
+    assert.deepEqual((await s.listDeliveries({ subject: 'a@x.io' })).map((d) => d.at), [3_000, 1_000]);
+    assert.deepEqual((await s.listDeliveries({ since: 2_000 })).map((d) => d.at), [3_000, 2_000]);
+    assert.deepEqual((await s.listDeliveries({ limit: 1 })).map((d) => d.at), [3_000]);
+  });
+
+  // ----- counters, marks, kv -----
+
+  it('hitCounter counts occurrences in [at - window, at]', async (s) => {
+    const t = 1_000_000;
+    assert.equal(await s.hitCounter('k', t, 100), 1);
+    assert.equal(await s.hitCounter('k', t + 50, 100), 2);
+    assert.equal(await s.hitCounter('k', t + 100, 100), 3);
+    assert.equal(await s.hitCounter('k', t + 101, 100), 3); // t fell out
+    assert.equal(await s.hitCounter('other', t + 101, 100), 1);
+    assert.equal(await s.hitCounter('k', t + 400, 100), 1);
+  });
+
+  it('concurrent hitCounter calls get distinct counts', async (s) => {
+    const counts = await Promise.all(Array.from({ length: 20 }, () => s.hitCounter('burst', 5_000, 1_000)));
+    assert.deepEqual(counts.sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1));
+  });
+
+  it('tryMark sets a mark only when absent or expired', async (s) => {
+    assert.equal(await s.tryMark('m', 1_000, 500), true);
+    assert.equal(await s.tryMark('m', 1_200, 500), false);
+    assert.equal(await s.tryMark('m', 1_499, 500), false);
+    assert.equal(await s.tryMark('m', 1_500, 500), true);
+    assert.equal(await s.tryMark('m', 1_600, 500), false);
+    assert.equal(await s.tryMark('n', 1_600, 500), true);
+    const racers = await Promise.all(Array.from({ length: 10 }, () => s.tryMark('race', 10_000, 1_000)));
+    assert.equal(racers.filter(Boolean).length, 1);
+  });
+
+  it('kv get/set/delete with ttl', async (s) => {
+    assert.equal(await s.kvGet('missing'), null);
+    await s.kvSet('a', '1');
+    assert.equal(await s.kvGet('a'), '1');
+    await s.kvSet('a', '2');
+    assert.equal(await s.kvGet('a'), '2');
+    await s.kvSet('t', 'fresh', 60_000);
+    assert.equal(await s.kvGet('t'), 'fresh');
+    await s.kvSet('e', 'old', 1_000, Date.now() - 2_000);
+    assert.equal(await s.kvGet('e'), null);
+    await s.kvSet('e', 'new');
+    assert.equal(await s.kvGet('e'), 'new');
+    await s.kvDelete('a');
+    assert.equal(await s.kvGet('a'), null);
+    await s.kvDelete('a');
+  });
+
+  it('reserveRate is a sliding window that never admits more than limit', async (s) => {
+    const t = 1_000_000;
+    assert.equal(await s.reserveRate('b', 3, 1_000, t), 0);
+    assert.equal(await s.reserveRate('b', 3, 1_000, t + 10), 0);
+    assert.equal(await s.reserveRate('b', 3, 1_000, t + 20), 0);
+    assert.equal(await s.reserveRate('b', 3, 1_000, t + 30), 970);
+    assert.equal(await s.reserveRate('b', 3, 1_000, t + 999), 1);
+    assert.equal(await s.reserveRate('b', 3, 1_000, t + 1_000), 0); // t left (now - window, now]
+    assert.equal(await s.reserveRate('b', 3, 1_000, t + 1_001), 9); // oldest left is t + 10
+    assert.equal(await s.reserveRate('other', 3, 1_000, t + 1_001), 0);
+    assert.equal(await s.reserveRate('zero', 0, 1_000, t), 1_000);
+
+    // Randomized: replay of every granted send must never show more than `limit` in any window.
+    const limit = 5;
+    const windowMs = 100;
+    const granted: number[] = [];
+    let now = 2_000_000;
+    for (let i = 0; i < 300; i++) {
+      now += Math.floor(Math.random() * 15);
+      const wait = await s.reserveRate('rnd', limit, windowMs, now);
+      if (wait === 0) granted.push(now);
+      else assert.ok(wait > 0 && wait <= windowMs);
+    }
+    for (const at of granted) {
+      assert.ok(granted.filter((g) => g > at - windowMs && g <= at).length <= limit, `more than ${limit} sends in the window ending ${at}`);
+    }
+    assert.ok(granted.length > 20);
+  });
+
+  it('concurrent reserveRate calls admit exactly limit', async (s, db) => {
+    const stores = backend.shared ? [s, await db.open()] : [s];
+    try {
+      const waits = await Promise.all(Array.from({ length: 40 }, (_, i) => stores[i % stores.length]!.reserveRate('c', 7, 60_000, 5_000_000)));
+      assert.equal(waits.filter((w) => w === 0).length, 7);
+      assert.ok(waits.filter((w) => w !== 0).every((w) => w === 60_000));
+    } finally {
+      if (stores[1]) await stores[1].close();
+    }
+  });
+
+  // ----- email index -----
+
+  it('email index: normalized, most recently updated first; forgetEmail erases it and its counters', async (s) => {
+    await s.indexEmail('acc', ' Foo@Example.com ', 1, 100);
+    await s.indexEmail('acc', 'foo@example.com', 2, 300);
+    await s.indexEmail('acc', 'FOO@example.COM', 3, 200);
+    await s.indexEmail('acc2', 'foo@example.com', 9, 100);
+    assert.deepEqual(await s.leadsByEmail('acc', 'foo@EXAMPLE.com  '), [2, 3, 1]);
+    await s.indexEmail('acc', 'foo@example.com', 1, 400);
+    assert.deepEqual(await s.leadsByEmail('acc', 'foo@example.com'), [1, 2, 3]);
+    await s.indexEmail('acc', 'foo@example.com', 1, 50); // an older update does not move it back
+    assert.deepEqual(await s.leadsByEmail('acc', 'foo@example.com'), [1, 2, 3]);
+    assert.deepEqual(await s.leadsByEmail('acc', 'nobody@example.com'), []);
+
+    assert.equal(await s.hitCounter('opens:foo@example.com', 1_000, 10_000), 1);
+    assert.equal(await s.hitCounter('opens:bar@example.com', 1_000, 10_000), 1);
+    assert.equal(await s.tryMark('hot:Foo@Example.com', 1_000, 10_000), true);
+
+    await s.forgetEmail('acc', 'FOO@example.com');
+    assert.deepEqual(await s.leadsByEmail('acc', 'foo@example.com'), []);
+    assert.deepEqual(await s.leadsByEmail('acc2', 'foo@example.com'), [9]);
+    assert.equal(await s.hitCounter('opens:foo@example.com', 1_001, 10_000), 1);
+    assert.equal(await s.hitCounter('opens:bar@example.com', 1_001, 10_000), 2);
+    assert.equal(await s.tryMark('hot:Foo@Example.com', 1_001, 10_000), true);
+    await s.forgetEmail('acc', '  '); // must not wipe every counter
+    assert.equal(await s.hitCounter('opens:bar@example.com', 1_002, 10_000), 3);
+  });
+
+  // ----- stats, prune -----
+
+  it('stats reports queue numbers', async (s) => {
+    await s.insertInbox([ev('i1'), ev('i2'), ev('i3')]);
+    const [routed] = await s.claimInbox(1, 1_000, Date.now());
+    await s.routeInbox([routed!.id], []);
+    const ids = await s.enqueueJobs([
+      job('a', { destination: 'x' }),
+      job('b', { destination: 'x' }),
+      job('c', { destination: 'x' }),
+      job('d', { destination: 'x' }),
+      job('e', { destination: 'y' }),
+      job('f', { destination: 'y' }),
+    ]);
+    const now = Date.now();
+    await claimIds(s, 'x', now, 'w', 2); // a, b
+    await claimIds(s, 'y', now, 'w', 1); // e
+    await s.completeJobs('w', [
+      { id: ids[0]!, outcome: 'done' },
+      { id: ids[4]!, outcome: 'dead', error: 'no' },
+    ]);
+    const stats = await s.stats(now);
+    assert.deepEqual(stats, {
+      inboxPending: 2,
+      jobs: { pending: 3, leased: 1, done: 1, dead: 1 },
+      depthByDestination: { x: 3, y: 1 },
+      deadByDestination: { y: 1 },
+      oldestPendingAt: (await s.getJob(ids[1]!))!.createdAt,
+    });
+    const empty = await (async () => {
+      await s.completeJobs('w', [{ id: ids[1]!, outcome: 'done' }]);
+      return s.stats(now);
+    })();
+    assert.equal(empty.jobs.leased, 0);
+  });
+
+  it('prune removes old done jobs, routed inbox rows and delivery logs only', async (s) => {
+    await s.insertInbox([ev('old', { receivedAt: 1_000 }), ev('pending', { receivedAt: 1_000 }), ev('new', { receivedAt: Date.now() + 3_600_000 })]);
+    const claimed = await s.claimInbox(10, 1_000, Date.now());
+    const byKey = new Map(claimed.map((r) => [r.dedupKey, r.id]));
+    await s.routeInbox([byKey.get('old')!, byKey.get('new')!], []);
+    const ids = await s.enqueueJobs([job('done'), job('dead'), job('pending', { runAfter: Date.now() + 60_000 })]);
+    await claimIds(s, 'dest', Date.now());
+    await s.completeJobs('w1', [
+      { id: ids[0]!, outcome: 'done' },
+      { id: ids[1]!, outcome: 'dead', error: 'x' },
+    ]);
+    const base = { jobId: null, account: 'acc', destination: 'd', op: 'op', subject: 's', status: 'ok' as const, httpStatus: 200, latencyMs: 1, error: null };
+    await s.logDeliveries([{ ...base, at: 1_000 }, { ...base, at: Date.now() + 3_600_000 }]);
+
+    assert.equal(await s.prune(500), 0);
+    assert.equal(await s.prune(Date.now() + 1), 3);
+    assert.equal(await s.getJob(ids[0]!), null);
+    assert.equal((await s.getJob(ids[1]!))!.state, 'dead');
+    assert.equal((await s.getJob(ids[2]!))!.state, 'pending');
+    assert.equal((await s.listDeliveries({})).length, 1);
+    assert.equal((await s.stats(Date.now())).inboxPending, 1);
+    // a pruned event's key is free again (only routed rows past retention are pruned)
+    assert.deepEqual(await s.insertInbox([ev('old'), ev('new')]), { inserted: 1, duplicates: 1 });
+    assert.equal(await s.prune(Date.now() + 1), 0);
+  });
+
+  // ----- withLock -----
+
+  it('withLock runs one holder at a time per name, releases on error, returns the result', async (s, db) => {
+    const stores = backend.shared ? [s, await db.open()] : [s, s];
+    try {
+      let inside = 0;
+      let maxInside = 0;
+      const order: number[] = [];
+      await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          stores[i % 2]!.withLock('refresh', async () => {
+            inside++;
+            maxInside = Math.max(maxInside, inside);
+            await sleep(3);
+            order.push(i);
+            inside--;
+          }),
+        ),
+      );
+      assert.equal(maxInside, 1);
+      assert.equal(order.length, 12);
+
+      await assert.rejects(stores[1]!.withLock('refresh', async () => Promise.reject(new Error('boom'))), /boom/);
+      assert.equal(await stores[0]!.withLock('refresh', async () => 42), 42);
+
+      // different names do not wait for each other
+      let releaseA = (): void => {};
+      const holdingA = stores[0]!.withLock('a', () => new Promise<void>((r) => (releaseA = r)));
+      await sleep(20);
+      const b = await Promise.race([stores[1]!.withLock('b', async () => 'b'), sleep(2_000).then(() => 'timeout')]);
+      assert.equal(b, 'b');
+      releaseA();
+      await holdingA;
+    } finally {
+      if (backend.shared) await stores[1]!.close();
+    }
+  });
+
+  it('timing: 10,000 concurrent insertInbox calls', async (s, _db, t) => {
+    const started = performance.now();
+    const results = await Promise.all(Array.from({ length: 10_000 }, (_, i) => s.insertInbox([ev(`t${i}`)])));
+    const ms = performance.now() - started;
+    assert.equal(results.reduce((n, r) => n + r.inserted, 0), 10_000);
+    t.diagnostic(`${backend.name}: 10,000 concurrent insertInbox calls took ${ms.toFixed(0)} ms (${Math.round(10_000 / (ms / 1000))} events/s)`);
+  });
+}
+
+// ---------- implementation-specific checks ----------
+
+describe('store URLs', () => {
+  test('openStore rejects an unknown scheme, naming the accepted forms', async () => {
+    await assert.rejects(openStore('mysql://u:secret@h/db'), (err: Error) => {
+      assert.match(err.message, /sqlite:\.\/file\.db/);
+      assert.match(err.message, /postgres:\/\//);
+      assert.doesNotMatch(err.message, /secret/);
+      return true;
+    });
+  });
+});
+
+describe('sqlite specifics', () => {
+  test('a write blocked past busy_timeout fails with STORE_UNAVAILABLE', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ks-busy-'));
+    const file = path.join(dir, 'ks.db');
+    const store = await openSqliteStore(file, { busyTimeoutMs: 50 });
+    await store.migrate();
+    const other = new Database(file);
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      await assert.rejects(store.insertInbox([ev('a')]), (err: unknown) => {
+        assert.ok(err instanceof StoreUnavailableError);
+        assert.equal(err.code, 'STORE_UNAVAILABLE');
+        return true;
+      });
+      other.exec('ROLLBACK');
+      assert.deepEqual(await store.insertInbox([ev('a')]), { inserted: 1, duplicates: 0 });
+    } finally {
+      other.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('synchronous=normal is accepted', async () => {
+    const store = await openSqliteStore(':memory:', { synchronous: 'normal' });
+    await store.migrate();
+    assert.deepEqual(await store.insertInbox([ev('a')]), { inserted: 1, duplicates: 0 });
+    await store.close();
+  });
+});
+
+describe('postgres specifics', () => {
+  test('an unreachable server gives STORE_UNAVAILABLE, not a crash', async () => {
+    const store = await openPostgresStore('postgres://postgres@127.0.0.1:1/test', { connectTimeoutMs: 1_000 });
+    try {
+      const calls = [
+        () => store.ping(),
+        () => store.insertInbox([ev('a')]),
+        () => store.claimJobs({ destination: 'd', limit: 1, leaseMs: 1, workerId: 'w', now: 0 }),
+        () => store.withLock('x', async () => 1),
+      ];
+      for (const call of calls) {
+        await assert.rejects(call(), (err: unknown) => {
+          assert.ok(err instanceof StoreUnavailableError, String(err));
+          assert.equal(err.code, 'STORE_UNAVAILABLE');
+          return true;
+        });
+      }
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+// ---------- run ----------
+
+describe(sqliteFile.name, () => conformance(sqliteFile));
+describe(sqliteMemory.name, () => conformance(sqliteMemory));
+
+const unreachable = await postgresReachable(PG_URL);
+if (unreachable === null) {
+  describe('postgres', () => conformance(postgres(PG_URL)));
+} else if (process.env.REQUIRE_POSTGRES === '1') {
+  test('postgres', () => assert.fail(`PostgreSQL not reachable at ${PG_URL} (${unreachable}) and REQUIRE_POSTGRES=1`));
+} else {
+  test('postgres', (t) => t.skip(`PostgreSQL not reachable at ${PG_URL}; set TEST_DATABASE_URL`));
+}
