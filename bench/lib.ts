@@ -96,18 +96,18 @@ export function runCleanups(): Promise<void> {
 process.on('exit', () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 });
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.once(sig, () => {
-    progress(`${sig}: stopping`);
-    void runCleanups().finally(() => process.exit(130));
-  });
-}
 
 /**
  * Runs the bench body with cleanup on every path, and a hard deadline so the script always ends.
  * Exit code: 0 when `main` resolves true, 1 when it resolves false (a target or check failed) or throws.
  */
 export function runBench(main: () => Promise<boolean>, deadlineMs: number): void {
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      progress(`${sig}: stopping`);
+      void runCleanups().finally(() => process.exit(130));
+    });
+  }
   const deadline = setTimeout(() => {
     progress(`deadline of ${Math.round(deadlineMs / 1000)} s reached: aborting`);
     void runCleanups().finally(() => process.exit(3));

@@ -88,7 +88,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       metrics,
       accounts,
       batch: w.routeBatch,
-      leaseMs: 30_000,
+      leaseMs: w.lease,
       pollMs: w.poll,
       onJobs: () => wk.wake(),
     });

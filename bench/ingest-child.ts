@@ -1,0 +1,32 @@
+/**
+ * Intake-only service process for `bench/ingest.ts --role intake`: the same startService() that
+ * `kommo-sync serve` runs, with the same config, but `work: false` (no router, no workers), so the
+ * measurement is webhook intake alone: HTTP + parse + durable insert.
+ *
+ *   node --import tsx bench/ingest-child.ts --config FILE --port N
+ */
+import { loadConfigFile } from '../src/config/load.js';
+import { createLogger } from '../src/observability/logger.js';
+import { startService } from '../src/runtime/service.js';
+import { HOST, parseFlags } from './lib.js';
+
+const flags = parseFlags(process.argv.slice(2), ['config', 'port'] as const);
+if (!flags.config || !flags.port) throw new Error('usage: ingest-child.ts --config FILE --port N');
+const loaded = loadConfigFile(flags.config);
+const log = createLogger(loaded.config.log);
+const service = await startService({ loaded, log, intake: true, work: false, port: Number(flags.port), host: HOST });
+
+let stopping = false;
+const stop = (): void => {
+  if (stopping) return;
+  stopping = true;
+  service.close().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`close failed: ${String(err)}\n`);
+      process.exit(1);
+    },
+  );
+};
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);
