@@ -46,7 +46,7 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
 
 export function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true });
   const where = (path: Array<string | number>): string => `${file}:${lineOf(doc, lines, path)} ${formatPath(path)}`;
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => `${file}:${e.linePos?.[0]?.line ?? '?'} YAML syntax: ${e.message.split('\n')[0]}`));
@@ -111,7 +111,8 @@ function describeIssue(issue: z.core.$ZodIssue, base: Array<string | number>, ro
   const rel = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
   const path = [...base, ...rel];
   if (issue.code === 'unrecognized_keys') {
-    return `${where(path)}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    // Point at the (first) unknown key's own line: that is the line to fix.
+    return `${where([...path, issue.keys[0]!])}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
   }
   const got = valueAt(root, rel);
   const gotText = got === undefined ? 'nothing' : describeValue(got, path);
