@@ -14,6 +14,7 @@ import { createKommoClient, type KommoClient } from '../kommo/client.js';
 import { deliverKommoOps } from '../kommo/deliver.js';
 import { StoreEchoMarks } from '../kommo/echo.js';
 import { KommoLoader, mainContactId } from '../kommo/loader.js';
+import type { KommoOp } from '../kommo/ops.js';
 import type { Metrics } from '../observability/metrics.js';
 import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from '../queue/jobs.js';
 import type { AccountRouting } from '../queue/router.js';
@@ -173,7 +174,7 @@ export class AccountRuntime implements AccountRouting {
     if (e.contact?.email) await this.store.indexEmail(this.name, e.contact.email, e.lead.id, e.lead.updatedAt);
   }
 
-  async engagement(ev: EngagementEvent): Promise<{ leadId: number; ops: import('../kommo/ops.js').KommoOp[] } | null> {
+  async engagement(ev: EngagementEvent): Promise<{ leadId: number; ops: KommoOp[] } | null> {
     await this.init();
     const match = await findLeadForEmail(ev.email, {
       indexed: (email) => this.store.leadsByEmail(this.name, email),
