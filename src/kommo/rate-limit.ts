@@ -23,12 +23,16 @@ export interface RateLimiter {
 /**
  * Our promise is "Kommo never sees more than N requests in any 1000 ms". The in-process limiter
  * measures from the response, which can only come after Kommo saw the request, so it needs only a
- * small margin for timer granularity; the store-backed one can only measure from the grant and
- * keeps a larger one.
+ * small margin for timer granularity. The store-backed one can only measure from the grant: the
+ * promise then holds while a request reaches Kommo within (margin) ms of its grant, so the margin
+ * covers event-loop stalls, waits for the store's bucket lock, the network and clock skew between
+ * machines (keep them NTP-synced). 300 ms brings the shared budget to about 5.4 requests/s
+ * for 7, the 5-6 rps Kommo's own guidance recommends (vendor-apis/kommo.md 2.3); measured with 3
+ * worker processes in test/integration/scale-out.test.ts (100 ms let 8 through in one second).
  */
 export const WINDOW_MS = 1000;
 export const LOCAL_MARGIN_MS = 50;
-export const STORE_MARGIN_MS = 100;
+export const STORE_MARGIN_MS = 300;
 /** A permit never released (a caller bug) stops counting after this long. */
 const MAX_HOLD_MS = 120_000;
 
