@@ -151,7 +151,9 @@ await pgTest('three worker processes together never send Kommo more than 7 reque
     workers = startWorkers(3, config);
     await waitFor(() => drained(store), 'notes written', 120_000);
     assert.equal(k.notes.size, 70);
-    assert.ok(k.maxRequestsInWindow(1000) <= 7, `Kommo saw ${k.maxRequestsInWindow(1000)} requests in one second`);
+    const times = k.requests.map((r) => r.at).sort((a, b) => a - b);
+    const densest = times.map((t, i) => times.slice(i).filter((u) => u < t + 1000)).sort((a, b) => b.length - a.length)[0] ?? [];
+    assert.ok(k.maxRequestsInWindow(1000) <= 7, `Kommo saw ${k.maxRequestsInWindow(1000)} requests in one second: ${densest.map((t) => t - densest[0]!).join(', ')} ms; ${JSON.stringify(k.requests.filter((r) => densest.includes(r.at)).map((r) => r.path))}`);
     assert.equal(k.requests.filter((r) => r.status === 429).length, 0, 'no 429s');
     const posts = k.requests.filter((r) => r.method === 'POST').length;
     assert.ok(posts >= 70, `each note was its own request (${posts})`);
