@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { ItemResult, SyncOp } from '../destinations/types.js';
 import type { KommoOp } from '../kommo/ops.js';
 import type { Metrics } from '../observability/metrics.js';
+import { StoreUnavailableError } from '../store/errors.js';
 import type { DeliveryRecord, Job, JobOutcome, Store } from '../store/store.js';
 import { retryDelay, type BackoffPolicy } from './backoff.js';
 import { decodeJob, KOMMO_OPS_V1, SYNC_OPS_V1 } from './jobs.js';
@@ -167,12 +168,32 @@ export class Worker {
       i += r.ops.length;
       outcomes.push(this.decide(r.job, own, at));
     }
-    await store.completeJobs(this.id, outcomes);
-    await store.logDeliveries(records);
+    await this.record(outcomes, records, now);
     const failed = outcomes.filter((o) => o.outcome !== 'done');
     if (failed.length) this.o.log.warn({ destination: target.key, failed: failed.length, of: jobs.length, first: failed[0] }, 'some deliveries did not succeed');
     else this.o.log.debug({ destination: target.key, jobs: jobs.length, ops: flat.length, ms: Math.round(latencyMs) }, 'delivered');
     return jobs.length;
+  }
+
+  /**
+   * The deliveries happened: recording them must not be given up lightly, or the jobs run again
+   * when their lease expires (duplicate notes in Kommo). So while the store is away (a PostgreSQL
+   * restart) keep trying until shortly before the lease would expire.
+   */
+  private async record(outcomes: JobOutcome[], records: DeliveryRecord[], claimedAt: number): Promise<void> {
+    const deadline = claimedAt + this.o.leaseMs - 1000;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.o.store.completeJobs(this.id, outcomes);
+        break;
+      } catch (err) {
+        if (!(err instanceof StoreUnavailableError) || Date.now() + 500 > deadline) throw err;
+        if (attempt === 1) this.o.log.warn({ err: err.message }, 'store unavailable while recording deliveries; retrying');
+        await sleep(Math.min(2000, 100 * 2 ** attempt));
+      }
+    }
+    // The delivery log is for people; losing a few lines in an outage is better than blocking.
+    await this.o.store.logDeliveries(records).catch((err: unknown) => this.o.log.warn({ err }, 'could not write the delivery log'));
   }
 
   private decide(job: Job, results: ItemResult[], now: number): JobOutcome {

@@ -145,10 +145,12 @@ export class AccountRuntime implements AccountRouting {
     await this.init();
     const users = await this.userMap();
     // All loads start before any is awaited, so the loader coalesces them into filter[id][] batches.
-    const loads = items.map(({ event }) => (event.entityType === 'lead' ? this.loader.loadLead(event.entityId) : this.leadOfContact(event)));
+    // Promise.all, not one await per load: when Kommo (or the store's rate limiter) fails, every
+    // load rejects, and a rejection nobody awaits would take the process down.
+    const loadedAll = await Promise.all(items.map(({ event }) => (event.entityType === 'lead' ? this.loader.loadLead(event.entityId) : this.leadOfContact(event))));
     const results: Array<EnrichedLead | null> = [];
     for (let i = 0; i < items.length; i++) {
-      const loaded = await loads[i]!;
+      const loaded = loadedAll[i]!;
       const { event, receivedAt } = items[i]!;
       results.push(loaded && !(event.kind === 'lead.deleted') ? await enrichLead(event, receivedAt, loaded, { account: { name: this.name, subdomain: this.cfg.kommo.subdomain }, catalog: this.catalog, users }) : null);
     }
