@@ -12,6 +12,7 @@ import type { Destination, DestinationContext } from '../destinations/types.js';
 import { KommoCatalog } from '../kommo/catalog.js';
 import { createKommoClient, type KommoClient } from '../kommo/client.js';
 import { deliverKommoOps } from '../kommo/deliver.js';
+import { getAccountLimiter } from '../kommo/rate-limit.js';
 import { StoreEchoMarks } from '../kommo/echo.js';
 import { KommoLoader, mainContactId } from '../kommo/loader.js';
 import type { KommoOp } from '../kommo/ops.js';
@@ -203,13 +204,27 @@ export class AccountRuntime implements AccountRouting {
 
   /** Delivery targets for the worker: every enabled destination, plus Kommo itself. */
   targets(batchSize: number): DeliveryTarget[] {
-    const out: DeliveryTarget[] = this.active.map((a) => ({
-      key: destinationKey(this.name, a.cfg.name),
-      account: this.name,
-      maxBatch: Math.min(batchSize, a.dest.limits.maxBatch),
-      jobType: SYNC_OPS_V1,
-      deliver: (ops) => a.dest.deliver(a.ctx, ops),
-    }));
+    const out: DeliveryTarget[] = this.active.map((a) => {
+      const key = destinationKey(this.name, a.cfg.name);
+      const perSecond = a.dest.limits.perSecond;
+      // A vendor's documented rate limit is one budget for all our processes (shared on PostgreSQL),
+      // spent per delivery call: a call is one batch request for the vendors that batch.
+      const limiter = perSecond ? getAccountLimiter(`dest:${key}`, perSecond, this.store, this.store.kind === 'postgres') : null;
+      return {
+        key,
+        account: this.name,
+        maxBatch: Math.min(batchSize, a.dest.limits.maxBatch),
+        jobType: SYNC_OPS_V1,
+        deliver: async (ops) => {
+          const release = await limiter?.acquire();
+          try {
+            return await a.dest.deliver(a.ctx, ops);
+          } finally {
+            release?.();
+          }
+        },
+      };
+    });
     out.push({
       key: destinationKey(this.name, 'kommo'),
       account: this.name,
