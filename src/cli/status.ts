@@ -24,7 +24,7 @@ export async function status(o: { config?: string; json?: boolean }): Promise<vo
     for (const n of [...names].sort()) {
       lines.push(`${n.padEnd(30)} ${String(stats.depthByDestination[n] ?? 0).padStart(7)} ${String(stats.deadByDestination[n] ?? 0).padStart(6)} ${String(recentFailures[n] ?? 0).padStart(8)}`);
     }
-    if (names.size === 0) lines.push('(no jobs yet)');
+    if (names.size === 0) lines.push(stats.jobs.done > 0 ? '(nothing queued: all done)' : '(no jobs yet)');
     if (stats.jobs.dead > 0) lines.push('', 'Dead-lettered jobs can be retried with: kommo-sync replay --dead');
     process.stdout.write(`${lines.join('\n')}\n`);
   });

@@ -151,7 +151,10 @@ export const workerSchema = z.object({
   lease: duration.prefault('2m'),
   /** Jobs still failing after this long go to the dead-letter list. */
   maxAge: duration.prefault('72h'),
-  maxAttempts: z.number().int().min(1).default(25),
+  /** A cap on tries besides maxAge; the default lets maxAge (72 h at 10 min apart) decide. */
+  maxAttempts: z.number().int().min(1).default(500),
+  /** Done jobs, routed inbox events and delivery logs older than this are deleted (hourly). */
+  retention: duration.prefault('14d'),
   /** Idle polling interval. */
   poll: duration.prefault('200ms'),
   backoff: z.object({
@@ -165,8 +168,8 @@ export const workerSchema = z.object({
 
 export const configSchema = z.object({
   store: z.string().default('sqlite:./data/kommo-sync.db'),
-  server: serverSchema.default({ port: 8080, host: '0.0.0.0', bodyLimit: 5 * 1024 * 1024 }),
-  worker: workerSchema.default({ batchSize: 250, lease: 120_000, maxAge: 72 * 3_600_000, maxAttempts: 25, poll: 200, backoff: { base: 1000, factor: 4, max: 600_000 }, routeBatch: 500 }),
+  server: serverSchema.prefault({}),
+  worker: workerSchema.prefault({}),
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     /** Human-readable lines instead of JSON (default: when stdout is a terminal). */

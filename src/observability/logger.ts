@@ -44,9 +44,12 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   return pino(base);
 }
 
-/** `/webhooks/acme/kommo/<secret>` -> `/webhooks/acme/kommo/***`: the path secret is a credential. */
+/**
+ * `/webhooks/acme/kommo/<secret>` -> `/webhooks/acme/kommo/***`, `?token=<admin token>` ->
+ * `?token=***`: both are credentials.
+ */
 export function maskWebhookUrl(url: string): string {
-  return url.replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?#]+/, '$1***');
+  return url.replace(/^(\/webhooks\/[^/]+\/[^/]+\/)[^/?#]+/, '$1***').replace(/([?&]token=)[^&#]*/gi, '$1***');
 }
 
 function serializeRequest(req: { method?: string; url?: string; ip?: string; id?: unknown }): Record<string, unknown> {

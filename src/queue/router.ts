@@ -10,6 +10,7 @@ import type { InboxEvent, NewJob, Store } from '../store/store.js';
 import type { SyncOp } from '../destinations/types.js';
 import type { KommoOp } from '../kommo/ops.js';
 import type { EnrichedLead } from '../sync/enriched.js';
+import { MappingError } from '../sync/mapping.js';
 import type { CrmEvent, EngagementEvent, InboundEvent } from '../sync/events.js';
 import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from './jobs.js';
 
@@ -49,6 +50,15 @@ export interface RouterOptions {
 
 /** Errors from Kommo or the network: the event stays in the inbox and is routed again later. */
 const MAX_INBOX_ATTEMPTS = 20;
+
+/** Mapping evaluation errors are permanent (the config or the data is wrong); the rest may pass. */
+function isPermanent(err: unknown): boolean {
+  return err instanceof MappingError;
+}
+
+function kommoJob(account: string, orderingKey: string, subject: string, op: KommoOp, inboxId: number): NewJob {
+  return { account, destination: destinationKey(account, 'kommo'), type: KOMMO_OPS_V1, orderingKey, payload: { subject, ops: [op] }, inboxId };
+}
 
 export class Router {
   private running = false;
@@ -91,8 +101,17 @@ export class Router {
     }
   }
 
-  /** Routes one claimed batch. Returns how many inbox events were claimed. */
-  async routeOnce(): Promise<number> {
+  /**
+   * Routes one claimed batch. Returns how many inbox events were claimed.
+   * Routers of several processes take turns (a store-wide lock): job ids then follow inbox order,
+   * which is what keeps one lead's events in order. Routing is cheap and batched; Kommo's rate limit,
+   * not this lock, is what bounds throughput.
+   */
+  routeOnce(): Promise<number> {
+    return this.o.store.withLock('kommo-sync:router', () => this.routeBatch());
+  }
+
+  private async routeBatch(): Promise<number> {
     const { store, log } = this.o;
     const rows = await store.claimInbox(this.o.batch, this.o.leaseMs, Date.now());
     if (rows.length === 0) return 0;
@@ -139,40 +158,42 @@ export class Router {
     for (let i = 0; i < live.length; i++) {
       const row = live[i]!;
       const e = enriched[i];
-      routed.push(row.id);
       if (!e) {
+        routed.push(row.id);
         this.o.log.info({ account: account.name, kind: row.kind, lead: (row.payload as CrmEvent).entityId }, 'lead no longer exists in Kommo; nothing to sync');
         continue;
       }
-      await account.remember(e);
-      const orderingKey = `lead:${e.lead.id}`;
-      const sentTo: string[] = [];
-      for (const d of account.destinations) {
-        const plan = await d.plan(e, row.dedupKey);
-        if (plan.skipped) this.o.log.debug({ destination: d.name, lead: e.lead.id, reason: plan.skipped }, 'not synced');
-        if (!plan.ops.length) continue;
-        sentTo.push(d.name);
-        jobs.push({
-          account: account.name,
-          destination: destinationKey(account.name, d.name),
-          type: SYNC_OPS_V1,
-          orderingKey,
-          payload: { subject: e.contact?.email || `lead ${e.lead.id}`, ops: plan.ops },
-          inboxId: row.id,
-        });
-      }
-      const note = await account.crmNote(e, sentTo);
-      if (note) {
-        jobs.push({
-          account: account.name,
-          destination: destinationKey(account.name, 'kommo'),
-          type: KOMMO_OPS_V1,
-          orderingKey,
-          payload: { subject: `lead ${e.lead.id}`, ops: [{ kind: 'addNote', leadId: e.lead.id, text: note }] },
-          inboxId: row.id,
-        });
+      try {
+        jobs.push(...(await this.crmJobs(account, row, e)));
+        routed.push(row.id);
+        await account.remember(e);
+      } catch (err) {
+        await this.permanentFailure(row, err);
       }
     }
+  }
+
+  private async crmJobs(account: AccountRouting, row: InboxEvent, e: EnrichedLead): Promise<NewJob[]> {
+    const jobs: NewJob[] = [];
+    const orderingKey = `lead:${e.lead.id}`;
+    const sentTo: string[] = [];
+    for (const d of account.destinations) {
+      const plan = await d.plan(e, row.dedupKey);
+      if (plan.skipped) this.o.log.debug({ destination: d.name, lead: e.lead.id, reason: plan.skipped }, 'not synced');
+      if (!plan.ops.length) continue;
+      sentTo.push(d.name);
+      jobs.push({
+        account: account.name,
+        destination: destinationKey(account.name, d.name),
+        type: SYNC_OPS_V1,
+        orderingKey,
+        payload: { subject: e.contact?.email || `lead ${e.lead.id}`, ops: plan.ops },
+        inboxId: row.id,
+      });
+    }
+    const note = await account.crmNote(e, sentTo);
+    if (note) jobs.push(kommoJob(account.name, orderingKey, `lead ${e.lead.id}`, { kind: 'addNote', leadId: e.lead.id, text: note }, row.id));
+    return jobs;
   }
 
   private async routeEngagement(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
@@ -183,7 +204,8 @@ export class Router {
       try {
         planned = await account.engagement(ev);
       } catch (err) {
-        await this.transientFailure([row], err);
+        if (isPermanent(err)) await this.permanentFailure(row, err);
+        else await this.transientFailure([row], err);
         continue;
       }
       routed.push(row.id);
@@ -191,16 +213,21 @@ export class Router {
         this.o.log.info({ account: account.name, source: ev.source, kind: ev.kind }, 'no Kommo lead matches this email; engagement not recorded in Kommo');
         continue;
       }
-      if (!planned.ops.length) continue;
-      jobs.push({
-        account: account.name,
-        destination: destinationKey(account.name, 'kommo'),
-        type: KOMMO_OPS_V1,
-        orderingKey: `lead:${planned.leadId}`,
-        payload: { subject: ev.email, ops: planned.ops },
-        inboxId: row.id,
-      });
+      // One job per Kommo write: notes and tasks are not idempotent, so a retry of one write (say the
+      // contact update) must not send a note that already went through again.
+      for (const op of planned.ops) jobs.push(kommoJob(account.name, `lead:${planned.leadId}`, ev.email, op, row.id));
     }
+  }
+
+  /** A mistake in the event or the config, not in the weather: retrying cannot help. */
+  private async permanentFailure(row: InboxEvent, err: unknown): Promise<void> {
+    const reason = err instanceof Error ? err.message : String(err);
+    if (!isPermanent(err)) {
+      await this.transientFailure([row], err);
+      return;
+    }
+    this.o.log.error({ inbox: row.id, kind: row.kind, reason }, 'event cannot be routed; kept in the inbox as failed');
+    await this.o.store.failInbox(row.id, reason);
   }
 
   private async transientFailure(rows: InboxEvent[], err: unknown): Promise<void> {

@@ -25,7 +25,7 @@ import { enrichLead } from '../sync/enrich.js';
 import type { EnrichedLead } from '../sync/enriched.js';
 import type { CrmEvent, EngagementEvent } from '../sync/events.js';
 import { compileEngagementRules, findLeadForEmail, planEngagement, WON_STATUS, LOST_STATUS, type EngagementRules, type LeadRow } from '../sync/inbound.js';
-import { MappingError } from '../sync/mapping.js';
+import { fieldNamesReferenced, MappingError } from '../sync/mapping.js';
 import { compileCrmNotes, compileDestinationMapping, crmNoteText, planOutbound, type CompiledCrmNotes, type CompiledMapping } from '../sync/outbound.js';
 
 interface ActiveDestination {
@@ -72,14 +72,28 @@ export class AccountRuntime implements AccountRouting {
     this.loader = new KommoLoader(this.client, { withCompanies: wantsCompanies });
     this.echo = new StoreEchoMarks(store, name);
     const base = ['accounts', name];
-    this.notes = cfg.crmNotes ? compileCrmNotes(cfg.crmNotes, (sub) => loaded.where([...base, 'crmNotes', ...sub.split('.')])) : null;
-    this.active = destinations.filter((d) => d.common.enabled).map((d) => {
+    const issues: string[] = [];
+    // Mapping mistakes are config mistakes: collect them all, then fail like the loader does.
+    const compile = <T>(fn: () => T): T | null => {
+      try {
+        return fn();
+      } catch (err) {
+        if (err instanceof MappingError) {
+          issues.push(err.message);
+          return null;
+        }
+        throw err;
+      }
+    };
+    this.notes = cfg.crmNotes ? compile(() => compileCrmNotes(cfg.crmNotes!, (sub) => loaded.where([...base, 'crmNotes', ...sub.split('.')]))) : null;
+    const compiled = destinations.filter((d) => d.common.enabled).map((d): ActiveDestination | null => {
       const dest = getDestination(d.type)!;
       const where = (sub: string) => loaded.where([...base, 'destinations', d.name, ...sub.split('.')]);
-      return {
+      const mapping = compile(() => compileDestinationMapping(d.common, where));
+      return mapping && {
         cfg: d,
         dest,
-        mapping: compileDestinationMapping(d.common, where),
+        mapping,
         ctx: {
           name: d.name,
           // The vendor keys plus how people are keyed, which is a common key every connector reads.
@@ -89,6 +103,8 @@ export class AccountRuntime implements AccountRouting {
         },
       };
     });
+    if (issues.length) throw new ConfigError(issues);
+    this.active = compiled.filter((a) => a !== null);
     this.destinations = this.active.map((a) => ({
       name: a.cfg.name,
       plan: (e: EnrichedLead, dedupKey: string) => planOutbound(e, a.mapping, { supports: a.dest.supports, dedupKey, destinationName: a.cfg.name }),
@@ -116,6 +132,26 @@ export class AccountRuntime implements AccountRouting {
           this.catalog.resolveStageByName(stageName);
         } catch (err) {
           issues.push(`${this.loaded.where(['accounts', this.name, 'destinations', a.cfg.name, 'lists', stageName])}: ${(err as Error).message}`);
+        }
+      }
+    }
+    for (const a of this.active) {
+      for (const attr of a.mapping.attributes) {
+        for (const ref of fieldNamesReferenced(attr.expr)) {
+          try {
+            this.catalog.field(ref.entity === 'lead' ? 'leads' : 'contacts', ref.name);
+          } catch (err) {
+            issues.push(`${attr.expr.where}: ${(err as Error).message}`);
+          }
+        }
+      }
+    }
+    if (this.notes) {
+      for (const ref of fieldNamesReferenced(this.notes.text)) {
+        try {
+          this.catalog.field(ref.entity === 'lead' ? 'leads' : 'contacts', ref.name);
+        } catch (err) {
+          issues.push(`${this.notes.text.where}: ${(err as Error).message}`);
         }
       }
     }

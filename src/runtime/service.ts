@@ -120,6 +120,16 @@ export async function startService(o: ServiceOptions): Promise<Service> {
   }
   router?.start();
   worker?.start();
+  // Housekeeping: finished work and logs past the retention period are deleted hourly.
+  const retention = config.worker.retention;
+  const prune = o.work
+    ? setInterval(() => {
+        store.prune(Date.now() - retention).then(
+          (n) => n && o.log.info({ removed: n }, 'pruned finished jobs, routed events and delivery logs'),
+          (err: unknown) => o.log.warn({ err }, 'prune failed; will retry in an hour'),
+        );
+      }, 3_600_000).unref()
+    : null;
 
   return {
     store,
@@ -130,6 +140,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
     router,
     worker,
     async close() {
+      if (prune) clearInterval(prune);
       await app?.close();
       await router?.stop();
       await worker?.stop();
@@ -143,7 +154,7 @@ function intakeAccounts(loaded: LoadedConfig): Map<string, IntakeAccount> {
   for (const [name, acct] of Object.entries(loaded.config.accounts)) {
     const sources = new Map<string, IntakeSource>();
     for (const d of loaded.destinations[name] ?? []) {
-      if (!d.common.webhookSecret) continue;
+      if (!d.common.webhookSecret || !d.common.enabled) continue;
       const dest = getDestination(d.type);
       if (dest?.inbound) sources.set(d.name, { secret: d.common.webhookSecret, destination: dest, settings: d.settings });
     }
