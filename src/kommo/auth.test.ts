@@ -75,8 +75,8 @@ describe('OAuth token provider over the simulator', () => {
     assert.ok(pair.expiresAt > Date.now() + 3_600_000);
     assert.equal(sim.requests.filter((r) => r.status === 401).length, 0, 'refreshed proactively, no 401');
 
-    // Another process on the same store finds the fresh pair and does not refresh again.
-    const second = clientWith(provider());
+    // Another process on the same store (same config) finds the fresh pair and does not refresh again.
+    const second = clientWith(provider(store, 'stale-config-token'));
     assert.equal((await second.getAccount()).subdomain, 'acme');
     assert.equal(sim.oauthRefreshes.length, 1);
   });
@@ -87,6 +87,25 @@ describe('OAuth token provider over the simulator', () => {
     assert.equal(sim.oauthRefreshes.length, 1);
     assert.equal(sim.oauthRefreshes[0]!.refreshToken, 'refresh-0');
     assert.notEqual((await stored()).refreshToken, 'refresh-0');
+  });
+
+  it('a new refresh token in the config (re-authorized integration) replaces the stored chain', async () => {
+    await clientWith(provider()).getAccount();
+    const before = await stored();
+    // The admin re-authorized: Kommo issued a fresh code, exchanged for a new refresh token.
+    const code = sim.issueAuthorizationCode();
+    const res = await fetch(`${baseUrl}/oauth2/access_token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_id: CLIENT_ID, client_secret: CLIENT_SECRET, grant_type: 'authorization_code', code, redirect_uri: REDIRECT }),
+    });
+    const fresh = (await res.json()) as { refresh_token: string };
+    const refreshesBefore = sim.oauthRefreshes.filter((r) => r.grantType === 'refresh_token').length;
+    await clientWith(provider(store, fresh.refresh_token)).getAccount();
+    const used = sim.oauthRefreshes.filter((r) => r.grantType === 'refresh_token');
+    assert.equal(used.length, refreshesBefore + 1);
+    assert.equal(used.at(-1)!.refreshToken, fresh.refresh_token, 'the config token was used, not the stored one');
+    assert.notEqual((await stored()).refreshToken, before.refreshToken);
   });
 
   it('a 401 on a token believed valid triggers one refresh and one retry per call', async () => {

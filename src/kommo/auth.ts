@@ -11,6 +11,7 @@
  *   after a refresh never leaves us holding only a refresh token that nobody stored.
  * Tokens never appear in errors or logs.
  */
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Store } from '../store/store.js';
 import type { RateLimiter } from './rate-limit.js';
@@ -53,6 +54,11 @@ const storedPairSchema = z.object({
   refreshToken: z.string().min(1),
   /** Unix ms. */
   expiresAt: z.number(),
+  /**
+   * sha256 of the config refresh token this chain of rotations started from. When the config holds
+   * a different one (the integration was re-authorized), the stored chain is stale and ignored.
+   */
+  seed: z.string().optional(),
 });
 export type StoredTokenPair = z.infer<typeof storedPairSchema>;
 
@@ -90,6 +96,7 @@ export class OAuthTokenProvider implements TokenProvider {
   private current: StoredTokenPair | null = null;
   private inflight: Promise<string> | null = null;
   private readonly key: string;
+  private readonly seed: string;
   private readonly margin: number;
   private readonly now: () => number;
   /** How many refreshes this instance performed (metrics and tests). */
@@ -97,6 +104,7 @@ export class OAuthTokenProvider implements TokenProvider {
 
   constructor(private readonly opts: OAuthOptions) {
     this.key = oauthStoreKey(opts.account);
+    this.seed = createHash('sha256').update(opts.refreshToken).digest('hex');
     this.margin = opts.refreshMarginMs ?? 5 * 60_000;
     this.now = opts.now ?? Date.now;
   }
@@ -141,7 +149,7 @@ export class OAuthTokenProvider implements TokenProvider {
         this.current = stored;
         return stored.accessToken;
       }
-      const pair = await this.callTokenEndpoint(stored?.refreshToken ?? this.opts.refreshToken, signal);
+      const pair = { ...(await this.callTokenEndpoint(stored?.refreshToken ?? this.opts.refreshToken, signal)), seed: this.seed };
       await this.opts.store.kvSet(this.key, JSON.stringify(pair));
       this.current = pair;
       this.refreshes += 1;
@@ -154,7 +162,8 @@ export class OAuthTokenProvider implements TokenProvider {
     if (!raw) return null;
     try {
       const parsed = storedPairSchema.safeParse(JSON.parse(raw));
-      return parsed.success ? parsed.data : null;
+      if (!parsed.success) return null;
+      return parsed.data.seed !== undefined && parsed.data.seed !== this.seed ? null : parsed.data;
     } catch {
       return null;
     }
