@@ -46,7 +46,7 @@ describe('config loading', () => {
 
   it('never prints a secret value in an error', () => {
     const issues = errorsOf(base().replace('${HOOK:-0123456789abcdef0123}', 'short-secret'));
-    assert.match(issues[0]!, /webhookSecret: must be at least 16 characters.*; got a string of 12 characters/);
+    assert.match(issues[0]!, /webhookSecret: must be at least 16 characters.*; got a value of 12 characters/);
     assert.ok(!issues.join('\n').includes('short-secret'));
   });
 
@@ -73,5 +73,15 @@ describe('config loading', () => {
   it('requires exactly one of accessToken and oauth', () => {
     const text = base('', '      oauth:\n        clientId: id\n        clientSecret: s\n        refreshToken: r\n        redirectUri: https://example.com/cb\n');
     assert.match(errorsOf(text).join('\n'), /set exactly one of accessToken .* or oauth/);
+  });
+});
+
+describe('secret masking in config errors', () => {
+  it('masks values of keys a destination declares secret, whatever their name', () => {
+    const text = base(`    destinations:\n      cio:\n        type: customerio\n        siteId: 12345678\n        apiKey: k\n`);
+    const issues = errorsOf(text);
+    const joined = issues.join('\n');
+    assert.match(joined, /destinations\.cio\.siteId: .*got a value of 8 characters/);
+    assert.ok(!joined.includes('12345678'));
   });
 });

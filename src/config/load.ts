@@ -119,10 +119,13 @@ function describeIssue(issue: z.core.$ZodIssue, base: Array<string | number>, ro
   return `${where(path)}: ${issue.message}; got ${gotText}`;
 }
 
-/** Shows what was found, but never a secret's value. */
+/** Secret keys of the core schema and of every registered destination (their `secrets` lists). */
+const SECRET_KEYS = new Set(['accessToken', 'refreshToken', 'clientSecret', 'webhookSecret', 'adminToken', 'metricsToken', ...destinationTypes().flatMap((t) => getDestination(t)?.secrets ?? [])]);
+
+/** Shows what was found, but never a secret's value (nor anything that looks like one). */
 function describeValue(v: unknown, path: Array<string | number>): string {
   const key = String(path[path.length - 1] ?? '');
-  if (/token|secret|key|password/i.test(key) && typeof v === 'string') return `a string of ${v.length} characters`;
+  if ((SECRET_KEYS.has(key) || /token|secret|key|password/i.test(key)) && v !== null && typeof v !== 'object') return `a value of ${String(v).length} characters`;
   if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
   if (Array.isArray(v)) return 'a list';
   if (v && typeof v === 'object') return 'a map';
