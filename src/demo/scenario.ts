@@ -53,8 +53,10 @@ export class Scenario {
     if (this.leads.length < 4 || this.random() < 0.45) this.createLead();
     const open = this.leads.filter((l) => l.stage < OPEN_STAGES.length);
     if (open.length && this.random() < 0.8) {
-      const lead = open[Math.floor(this.random() * open.length)]!;
-      if (lead.stage === OPEN_STAGES.length - 1 && this.random() < 0.7) {
+      // The oldest open deals move on first, as in a real pipeline (and the story reaches wins sooner).
+      const lead = open[Math.floor(this.random() * Math.min(3, open.length))]!;
+      // Deals close from the later stages too, so even a short demo shows wins and losses.
+      if (lead.stage >= 2 && this.random() < (lead.stage === OPEN_STAGES.length - 1 ? 0.7 : 0.35)) {
         const won = this.random() < 0.6;
         k.moveLead(lead.id, won ? 142 : 143);
         lead.stage = OPEN_STAGES.length;
