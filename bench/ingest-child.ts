@@ -20,6 +20,10 @@ let stopping = false;
 const stop = (): void => {
   if (stopping) return;
   stopping = true;
+  // What the process holds at the end, for the bench's memory figures (MiB).
+  const m = process.memoryUsage();
+  const mib = (n: number): number => Math.round(n / 2 ** 20);
+  process.stderr.write(`memory at stop: rss ${mib(m.rss)} MiB, V8 heap used ${mib(m.heapUsed)} of ${mib(m.heapTotal)}, external ${mib(m.external)}, array buffers ${mib(m.arrayBuffers)}\n`);
   service.close().then(
     () => process.exit(0),
     (err: unknown) => {

@@ -2,7 +2,7 @@
  * Shared plumbing for the benches: flags, child processes that die with the bench, free ports,
  * polling, PostgreSQL scratch schemas and log lines. Everything talks to 127.0.0.1 only.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -102,6 +102,8 @@ process.on('exit', () => {
  * Exit code: 0 when `main` resolves true, 1 when it resolves false (a target or check failed) or throws.
  */
 export function runBench(main: () => Promise<boolean>, deadlineMs: number): void {
+  // A closed stdout (`| head`) must not kill the bench before it has cleaned up.
+  process.stdout.on('error', () => undefined);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(sig, () => {
       progress(`${sig}: stopping`);
@@ -180,11 +182,29 @@ export function spawnNode(name: string, args: string[], cwd: string): Child {
   return child;
 }
 
-/** Peak resident set size (VmHWM) and current RSS of a live process, in MiB. */
-export function memoryOf(pid: number): { hwmMiB: number; rssMiB: number } {
+/** Peak resident set size (VmHWM), current RSS and its parts (anonymous, file-backed, shared memory) of a live process, in MiB. */
+export function memoryOf(pid: number): { hwmMiB: number; rssMiB: number; anonMiB: number; fileMiB: number; shmemMiB: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { hwmMiB: kb('VmHWM') / 1024, rssMiB: kb('VmRSS') / 1024 };
+  const mib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) / 1024;
+  return { hwmMiB: mib('VmHWM'), rssMiB: mib('VmRSS'), anonMiB: mib('RssAnon'), fileMiB: mib('RssFile'), shmemMiB: mib('RssShmem') };
+}
+
+let clkTck: number | undefined;
+/** CPU seconds (user + system) a live process has used so far, from /proc/<pid>/stat. */
+export function cpuSecondsOf(pid: number): number {
+  clkTck ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clkTck;
+}
+
+/** Machine-wide CPU time counters (all cores), to tell how busy the shared machine was. */
+export function machineCpu(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (line[3] ?? 0) + (line[4] ?? 0);
+  const total = line.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
 }
 
 /** A port that was free a moment ago on 127.0.0.1. */
@@ -249,13 +269,20 @@ export function scratchPostgres(): { url: string; schema: string; base: string }
   const u = new URL(base);
   u.searchParams.set('schema', schema);
   onCleanup(async () => {
-    const c = new pg.Client({ connectionString: base });
-    await c.connect();
-    try {
-      await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      progress(`dropped PostgreSQL schema ${schema}`);
-    } finally {
-      await c.end();
+    // Retried: the server may be restarting (it is shared), and a leaked schema is litter.
+    for (let attempt = 1; ; attempt++) {
+      const c = new pg.Client({ connectionString: base });
+      try {
+        await c.connect();
+        await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+        progress(`dropped PostgreSQL schema ${schema}`);
+        return;
+      } catch (err) {
+        if (attempt >= 10) throw err;
+        await sleep(1_000);
+      } finally {
+        await c.end().catch(() => undefined);
+      }
     }
   });
   return { url: u.toString(), schema, base };

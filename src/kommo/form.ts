@@ -26,8 +26,6 @@ const DEFAULT_MAX_PARAMS = 20000;
 const DEFAULT_MAX_DEPTH = 20;
 // Rejected outright: even with own-property access these keys invite pollution downstream.
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
-const KEY_RE = /^([^[\]]+)((?:\[[^[\]]*\])*)$/;
-const SEGMENT_RE = /\[([^[\]]*)\]/g;
 const INDEX_RE = /^(?:0|[1-9]\d*)$/;
 
 function isNode(v: unknown): v is Node {
@@ -36,10 +34,21 @@ function isNode(v: unknown): v is Node {
 
 /** `a[b][]` -> ['a', 'b', '']; a key that is not well-formed bracket notation stays one literal segment. */
 function splitKey(key: string): string[] {
-  const m = KEY_RE.exec(key);
-  if (!m) return [key];
-  const segments = [m[1] ?? ''];
-  for (const s of (m[2] ?? '').matchAll(SEGMENT_RE)) segments.push(s[1] ?? '');
+  const open = key.indexOf('[');
+  if (open < 0) return [key];
+  const firstClose = key.indexOf(']');
+  if (open === 0 || (firstClose >= 0 && firstClose < open)) return [key];
+  const segments = [key.slice(0, open)];
+  let i = open;
+  while (i < key.length) {
+    if (key.charCodeAt(i) !== 91 /* [ */) return [key];
+    const close = key.indexOf(']', i + 1);
+    if (close < 0) return [key];
+    const inner = key.indexOf('[', i + 1);
+    if (inner >= 0 && inner < close) return [key];
+    segments.push(key.slice(i + 1, close));
+    i = close + 1;
+  }
   return segments;
 }
 
@@ -53,7 +62,9 @@ export function parseBracketForm(raw: string, limits: FormParseLimits = {}): Rec
   const maxDepth = limits.maxDepth ?? DEFAULT_MAX_DEPTH;
   const root: Node = {};
   // Next free index per container, for `[]` appends (PHP: highest integer key + 1).
-  const nextIndex = new WeakMap<Node, number>();
+  // Next free index per container, for `[]` appends (PHP: highest integer key + 1). Created at the
+  // first `[]`, so forms without appends (Kommo's) never pay for the bookkeeping.
+  const appends: Appends = { next: null };
   let count = 0;
   for (const [key, value] of new URLSearchParams(raw)) {
     count += 1;
@@ -64,24 +75,37 @@ export function parseBracketForm(raw: string, limits: FormParseLimits = {}): Rec
     if (depth > maxDepth) {
       throw new FormParseError(`key "${key}" is nested ${depth} levels deep, over maxDepth=${maxDepth}`);
     }
-    assign(root, path, value, key, nextIndex);
+    assign(root, path, value, key, appends);
   }
   return root;
 }
 
-function assign(root: Node, path: string[], value: string, key: string, nextIndex: WeakMap<Node, number>): void {
+interface Appends {
+  next: WeakMap<Node, number> | null;
+}
+
+/** Highest integer key + 1 of a container (0 when none): seeds the append index of a node once. */
+function firstFreeIndex(node: Node): number {
+  let next = 0;
+  for (const k of Object.keys(node)) if (INDEX_RE.test(k)) next = Math.max(next, Number(k) + 1);
+  return next;
+}
+
+function assign(root: Node, path: string[], value: string, key: string, appends: Appends): void {
   let node = root;
   for (let i = 0; i < path.length; i++) {
     let segment = path[i] ?? '';
     if (FORBIDDEN_KEYS.has(segment)) throw new FormParseError(`forbidden key segment "${segment}" in "${key}"`);
-    if (segment === '') segment = String(nextIndex.get(node) ?? 0);
-    if (INDEX_RE.test(segment)) {
-      nextIndex.set(node, Math.max(nextIndex.get(node) ?? 0, Number(segment) + 1));
+    if (segment === '') {
+      appends.next ??= new WeakMap();
+      segment = String(appends.next.get(node) ?? firstFreeIndex(node));
+    }
+    if (appends.next && INDEX_RE.test(segment)) {
+      appends.next.set(node, Math.max(appends.next.get(node) ?? firstFreeIndex(node), Number(segment) + 1));
     }
     const existing = Object.hasOwn(node, segment) ? node[segment] : undefined;
-    const where = (): string => formatKey(path.slice(0, i + 1));
     if (i === path.length - 1) {
-      if (isNode(existing)) throw new FormParseError(`key conflict: "${key}" sets a value where "${where()}" already has nested keys`);
+      if (isNode(existing)) throw new FormParseError(`key conflict: "${key}" sets a value where "${where(path, i)}" already has nested keys`);
       node[segment] = value; // a repeated plain key: last one wins, as in PHP
       return;
     }
@@ -92,9 +116,13 @@ function assign(root: Node, path: string[], value: string, key: string, nextInde
     } else if (isNode(existing)) {
       node = existing;
     } else {
-      throw new FormParseError(`key conflict: "${key}" nests under "${where()}", which already holds a value`);
+      throw new FormParseError(`key conflict: "${key}" nests under "${where(path, i)}", which already holds a value`);
     }
   }
+}
+
+function where(path: string[], i: number): string {
+  return formatKey(path.slice(0, i + 1));
 }
 
 function formatKey(segments: string[]): string {

@@ -1,0 +1,250 @@
+/**
+ * Burst benchmark: a sales team moves N leads to another stage at once. How long until every
+ * resulting sync is done, how many Kommo API requests that costs (7 requests/s budget), and how
+ * many Customer.io requests.
+ *
+ *   node --import tsx bench/burst.ts [--events 2000] [--store sqlite|postgres] [--destinations customerio|none]
+ *                                    [--mode live|backlog] [--timeout S] [--json FILE]
+ *
+ * In-process: the simulated world (Kommo simulator at its default 7 requests/s limit, Customer.io
+ * simulator) and the real service (intake + router + workers, real HTTP on 127.0.0.1, a SQLite file
+ * or a scratch PostgreSQL schema). N leads with a main contact each are created before the webhook
+ * subscription exists (so creation sends no webhook), the logs of both simulators are reset, then
+ * every lead is moved to another stage in one go; the simulator sends the resulting webhooks
+ * (`leads[status]` and `leads[update]` for each move) to the service, one at a time, as fast as the
+ * service answers. The clock runs from the first move until the inbox is empty, no job is pending
+ * or leased, and (the world config has crmNotes for stage changes) every lead has its sync note.
+ *
+ * --mode backlog (diagnostic): the webhooks are all stored first by an intake-only service; then a
+ * router + worker service is started on the same store and the clock runs from its start. This is
+ * the best case for batching (every event is in the inbox at once), so it shows the request floor
+ * of the design, separately from how fast the webhooks arrive.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import pino from 'pino';
+import { startWorld } from '../src/demo/world.js';
+import { startService } from '../src/runtime/service.js';
+import { choiceFlag, fmt, HOST, intFlag, machine, onCleanup, parseFlags, progress, runBench, scratchPostgres, sleep } from './lib.js';
+
+const flags = parseFlags(process.argv.slice(2), ['events', 'store', 'destinations', 'mode', 'timeout', 'json'] as const);
+const events = intFlag(flags.events, 'events', 2000);
+const storeKind = choiceFlag(flags.store, 'store', ['sqlite', 'postgres'] as const, 'sqlite');
+const dest = choiceFlag(flags.destinations, 'destinations', ['customerio', 'none'] as const, 'customerio');
+const timeoutS = intFlag(flags.timeout, 'timeout', 120);
+const mode = choiceFlag(flags.mode, 'mode', ['live', 'backlog'] as const, 'live');
+
+const TARGETS = { kommoPerEvent: 0.02, drainSeconds: 10, cioPerEvent: 0.05, kommoWindow: 7 };
+
+function classifyKommo(method: string, p: string): string {
+  if (method === 'GET' && p === '/api/v4/leads') return 'GET leads';
+  if (method === 'GET' && p === '/api/v4/contacts') return 'GET contacts';
+  if (method === 'POST' && /^\/api\/v4\/leads(\/\d+)?\/notes$/.test(p)) return 'POST notes';
+  return 'other';
+}
+
+async function main(): Promise<boolean> {
+  const m = machine();
+  progress(`burst bench: ${events} stage changes, store=${storeKind}, destinations=${dest}; ${m.nproc} CPUs, node ${m.node}, load ${m.load}`);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kommo-sync-burst-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  const storeUrl = storeKind === 'sqlite' ? `sqlite:${path.join(dir, 'burst.db')}` : scratchPostgres().url;
+
+  const world = await startWorld({
+    store: storeUrl,
+    destinations: dest === 'none' ? [] : [dest],
+    overrides: { server: { port: 0, host: HOST }, log: { level: 'warn' } },
+  });
+  onCleanup(() => world.close());
+  const kommo = world.kommo;
+  const log = pino({ level: 'warn' }, pino.destination(2));
+  // live: one service does everything, as `kommo-sync serve`. backlog: intake only for now.
+  const intake = await startService({ loaded: world.loaded, log, intake: true, work: mode === 'live', port: 0, host: HOST });
+  onCleanup(() => intake.close());
+  let service = intake;
+  progress(`service at ${intake.url} (${mode === 'live' ? 'intake + router + workers' : 'intake only'}), Kommo simulator at ${world.kommoUrl} (7 requests/s), store ${storeKind}`);
+
+  // ---------- setup: N leads with a contact each, no webhooks yet ----------
+  const industries = ['SaaS', 'E-commerce', 'Healthcare', 'Finance', 'Education', 'Other'];
+  const leads: number[] = [];
+  for (let i = 0; i < events; i++) {
+    const c = kommo.createContact({ name: `Person ${i}`, email: `person${i}@example.com` });
+    const l = kommo.createLead({
+      name: `Deal ${i}`,
+      price: 1000 + i,
+      contactIds: [c.id],
+      fields: { Industry: industries[i % industries.length]!, Source: i % 2 ? 'Website' : 'Referral' },
+    });
+    leads.push(l.id);
+  }
+  world.subscribe(intake.url!);
+  await kommo.flushWebhooks();
+  // Startup reads (stages, fields, users) are not part of the burst.
+  await sleep(500);
+  kommo.resetLog();
+  const cio = dest === 'none' ? null : world.vendors.get(dest)!.sim;
+  cio?.reset();
+  const notesBefore = kommo.notes.size;
+  const webhooksBefore = kommo.webhooksSent.length;
+  progress(`created ${events} leads with contacts; subscribed; logs reset`);
+
+  // ---------- the burst ----------
+  const target = kommo.status('Proposal sent');
+  const elu0 = performance.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
+  let t0 = performance.now();
+  const tBurst = t0;
+  for (const id of leads) kommo.moveLead(id, target.id);
+  const movedMs = performance.now() - t0;
+  let webhooksDoneMs = NaN;
+  const flushed = kommo.flushWebhooks().then(() => {
+    webhooksDoneMs = performance.now() - t0;
+  });
+  if (mode === 'backlog') {
+    await flushed;
+    await sleep(200); // the last group commit
+    const pending = (await intake.store.stats(Date.now())).inboxPending;
+    progress(`backlog: ${kommo.webhooksSent.length - webhooksBefore} webhooks stored in ${fmt(webhooksDoneMs / 1000, 2)} s, ${pending} events in the inbox; starting router + workers`);
+    service = await startService({ loaded: world.loaded, log, intake: false, work: true });
+    onCleanup(() => service.close());
+    // Its startup reads (stages, fields) are not part of the burst; the router loads lazily (5 ms).
+    kommo.resetLog();
+    cio?.reset();
+    t0 = performance.now();
+  }
+
+  const notesFor = (): number => {
+    let n = 0;
+    for (const note of kommo.notes.values()) if (String(note.params.text).includes(target.name)) n++;
+    return n;
+  };
+  let drainMs = NaN;
+  let lastLine = 0;
+  let stats = await service.store.stats(Date.now());
+  const deadline = t0 + timeoutS * 1000;
+  for (;;) {
+    stats = await service.store.stats(Date.now());
+    const notes = kommo.notes.size - notesBefore;
+    const sent = kommo.webhooksSent.length - webhooksBefore;
+    const idle = Number.isFinite(webhooksDoneMs) && stats.inboxPending === 0 && stats.jobs.pending === 0 && stats.jobs.leased === 0;
+    if (idle && notes >= events) {
+      drainMs = performance.now() - t0;
+      break;
+    }
+    const now = performance.now();
+    if (now - lastLine >= 1000) {
+      lastLine = now;
+      progress(`  t=${((now - t0) / 1000).toFixed(1)}s webhooks sent ${sent}, inbox pending ${stats.inboxPending}, jobs pending ${stats.jobs.pending} leased ${stats.jobs.leased} done ${stats.jobs.done} dead ${stats.jobs.dead}, notes ${notes}, Kommo requests ${kommo.requests.length}${cio ? `, Customer.io requests ${cio.requests.length}` : ''}`);
+    }
+    if (now > deadline) {
+      progress(`gave up after ${timeoutS} s`);
+      break;
+    }
+    if (idle && stats.jobs.dead > 0) {
+      progress('queue is idle but some jobs are dead: stopping');
+      break;
+    }
+    const rejected = kommo.webhooksSent.slice(webhooksBefore).filter((h) => h.status !== 200).length;
+    if (idle && rejected > 0) {
+      progress(`queue is idle but ${rejected} webhooks were not accepted (the simulator does not retry): stopping`);
+      break;
+    }
+    await sleep(20);
+  }
+  await flushed;
+  const elu = performance.eventLoopUtilization(elu0);
+  const cpu = process.cpuUsage(cpu0);
+  const wallS = (performance.now() - tBurst) / 1000;
+
+  // ---------- figures ----------
+  const reqs = [...kommo.requests];
+  const byKind = new Map<string, number>();
+  const others = new Map<string, number>();
+  for (const r of reqs) {
+    const k = classifyKommo(r.method, r.path);
+    byKind.set(k, (byKind.get(k) ?? 0) + 1);
+    if (k === 'other') others.set(`${r.method} ${r.path}`, (others.get(`${r.method} ${r.path}`) ?? 0) + 1);
+  }
+  const k429 = reqs.filter((r) => r.status === 429).length;
+  const kommoWindow = kommo.maxRequestsInWindow(1000);
+  const hooks = kommo.webhooksSent.slice(webhooksBefore);
+  const hookStatus = new Map<number, number>();
+  for (const h of hooks) hookStatus.set(h.status, (hookStatus.get(h.status) ?? 0) + 1);
+  const cioReqs = cio ? [...cio.requests] : [];
+  const cioByPath = new Map<string, number>();
+  for (const r of cioReqs) cioByPath.set(`${r.method} ${r.path} ${r.status}`, (cioByPath.get(`${r.method} ${r.path} ${r.status}`) ?? 0) + 1);
+  const notes = notesFor();
+  const per = (n: number): number => n / events;
+
+  const drained = Number.isFinite(drainMs);
+  const checks: Array<[string, boolean]> = [
+    ['every webhook answered 200', hooks.length > 0 && hooks.every((h) => h.status === 200)],
+    [`drained: inbox empty, no pending/leased job, ${events} notes`, drained],
+    ['no dead job', stats.jobs.dead === 0],
+    ['no 429 from Kommo', k429 === 0],
+  ];
+  const targetChecks: Array<[string, boolean]> = [
+    [`Kommo requests per event <= ${TARGETS.kommoPerEvent}`, per(reqs.length) <= TARGETS.kommoPerEvent],
+    [`max Kommo requests in any 1 s <= ${TARGETS.kommoWindow}`, kommoWindow <= TARGETS.kommoWindow],
+    [`burst processed in < ${TARGETS.drainSeconds} s`, drained && drainMs / 1000 < TARGETS.drainSeconds],
+    ...(cio ? [[`Customer.io requests per event <= ${TARGETS.cioPerEvent}`, per(cioReqs.length) <= TARGETS.cioPerEvent] as [string, boolean]] : []),
+  ];
+
+  const summary = {
+    bench: 'burst',
+    machine: m,
+    settings: { events, store: storeKind, destinations: dest, mode },
+    results: {
+      eventLoopUtilization: Number(elu.utilization.toFixed(2)),
+      processCores: Number(((cpu.user + cpu.system) / 1e6 / wallS).toFixed(2)),
+      drainSeconds: drained ? Number((drainMs / 1000).toFixed(2)) : null,
+      tailAfterLastWebhookSeconds: drained && mode === 'live' ? Number(((drainMs - webhooksDoneMs) / 1000).toFixed(2)) : null,
+      webhooksDeliveredSeconds: Number((webhooksDoneMs / 1000).toFixed(2)),
+      movesSeconds: Number((movedMs / 1000).toFixed(3)),
+      webhooksSent: hooks.length,
+      webhookStatuses: Object.fromEntries(hookStatus),
+      jobs: stats.jobs,
+      notesWritten: notes,
+      kommo: {
+        total: reqs.length,
+        perEvent: Number(per(reqs.length).toFixed(4)),
+        getLeads: byKind.get('GET leads') ?? 0,
+        getContacts: byKind.get('GET contacts') ?? 0,
+        postNotes: byKind.get('POST notes') ?? 0,
+        other: Object.fromEntries(others),
+        maxIn1s: kommoWindow,
+        status429: k429,
+      },
+      customerio: cio ? { total: cioReqs.length, perEvent: Number(per(cioReqs.length).toFixed(4)), byRequest: Object.fromEntries(cioByPath) } : null,
+    },
+    checks: Object.fromEntries(checks),
+    targets: Object.fromEntries(targetChecks),
+  };
+
+  const line = (label: string, value: string): void => {
+    process.stdout.write(`${label.padEnd(36)} ${value}\n`);
+  };
+  process.stdout.write('\n=== burst results ===\n');
+  line('events (stage changes)', `${events} (store ${storeKind}, destinations ${dest}, mode ${mode})`);
+  line('webhooks delivered', `${hooks.length} (${[...hookStatus].map(([s, n]) => `${n} x ${s}`).join(', ')}) in ${fmt(webhooksDoneMs / 1000, 2)} s = ${fmt(hooks.length / (webhooksDoneMs / 1000))}/s`);
+  line('time to drain', drained ? `${fmt(drainMs / 1000, 2)} s from ${mode === 'live' ? `the first move (${fmt((drainMs - webhooksDoneMs) / 1000, 2)} s after the last webhook)` : 'the router start (all events already stored)'}` : 'NOT DRAINED');
+  line('this process (simulators + service)', `event loop ${fmt(elu.utilization * 100)}% busy, ${fmt((cpu.user + cpu.system) / 1e6 / wallS, 2)} cores over ${fmt(wallS, 1)} s`);
+  line('jobs', `done ${stats.jobs.done}, dead ${stats.jobs.dead}, pending ${stats.jobs.pending}, leased ${stats.jobs.leased}; notes written ${notes}`);
+  line('Kommo requests', `${reqs.length} = ${fmt(per(reqs.length), 4)} per event`);
+  line('  GET leads / GET contacts / POST notes', `${byKind.get('GET leads') ?? 0} / ${byKind.get('GET contacts') ?? 0} / ${byKind.get('POST notes') ?? 0}`);
+  line('  other', others.size ? [...others].map(([k, n]) => `${n} x ${k}`).join(', ') : '0');
+  line('  max in any 1 s window / 429s', `${kommoWindow} / ${k429}`);
+  if (cio) {
+    line('Customer.io requests', `${cioReqs.length} = ${fmt(per(cioReqs.length), 4)} per event`);
+    line('  by request', [...cioByPath].map(([k, n]) => `${n} x ${k}`).join(', '));
+  }
+  for (const [what, ok] of checks) line(ok ? 'check ok' : 'CHECK FAILED', what);
+  for (const [what, ok] of targetChecks) line(ok ? 'target met' : 'TARGET MISSED', what);
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
+  if (flags.json) writeFileSync(flags.json, `${JSON.stringify(summary, null, 2)}\n`);
+  return checks.every(([, ok]) => ok);
+}
+
+runBench(main, timeoutS * 1000 + 180_000);
