@@ -39,7 +39,7 @@ const DEFAULT_LIST_LIMIT = 100;
 const MAX_LIST_LIMIT = 10_000;
 
 /** First key of the two-key advisory locks, so our locks cannot collide with another app's. */
-const LOCK_NS = { migrate: 0x6b73_0001, withLock: 0x6b73_0002, rate: 0x6b73_0003, counter: 0x6b73_0004 } as const;
+const LOCK_NS = { migrate: 0x6b73_0001, withLock: 0x6b73_0002, rate: 0x6b73_0003, counter: 0x6b73_0004, jobKey: 0x6b73_0005 } as const;
 
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
@@ -291,6 +291,7 @@ class PostgresStore implements Store {
   /** Advisory lock keys are database-wide: the schema keeps two installations in one database apart. */
   private readonly lockScope: string;
   private closed = false;
+  private closing = false;
 
   private queue: QueuedInsert[] = [];
   private queuedEvents = 0;
@@ -395,7 +396,9 @@ class PostgresStore implements Store {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
+    // New inserts are refused from here on; the ones already queued are committed first.
+    this.closing = true;
     this.flushInbox();
     await Promise.allSettled([...this.writing]);
     this.closed = true;
@@ -409,7 +412,7 @@ class PostgresStore implements Store {
   // ---------- inbox ----------
 
   insertInbox(events: NewInboxEvent[]): Promise<InsertResult> {
-    if (this.closed) return Promise.reject(new Error('store is closed'));
+    if (this.closed || this.closing) return Promise.reject(new Error('store is closed'));
     if (events.length === 0) return Promise.resolve({ inserted: 0, duplicates: 0 });
     let rows: InboxInsertRow[];
     try {
@@ -540,7 +543,7 @@ class PostgresStore implements Store {
       );
       const routedNow = new Set(rows.map((r) => r.id));
       const lost = new Set(inboxIds.filter((id) => !routedNow.has(id)));
-      await insertJobs(
+      await this.insertJobs(
         c,
         jobs.filter((j) => j.inboxId === undefined || !lost.has(j.inboxId)),
         Date.now(),
@@ -556,28 +559,77 @@ class PostgresStore implements Store {
 
   async enqueueJobs(jobs: NewJob[]): Promise<number[]> {
     if (jobs.length === 0) return [];
-    const { client, release } = await this.checkout(this.pool);
-    let broken = false;
-    try {
-      return await insertJobs(client, jobs, Date.now());
-    } catch (err) {
-      broken = isConnectionError(err);
-      throw mapPgError(err);
-    } finally {
-      release(broken);
-    }
+    return this.tx((c) => this.insertJobs(c, jobs, Date.now()));
   }
 
   /**
-   * Head-of-key claim across processes. Why two claimers never hold one key at once:
+   * Per-key transaction locks, taken before any change to the set of pending/leased jobs of a key
+   * (insert, finish, requeue) so the is_head flags stay exact: without them a job inserted while
+   * its key's last job finishes could see that job as still active (not head) while the finishing
+   * transaction sees no successor to promote, and the new job would wait forever.
+   * Claims change no set membership and take no such lock. Locks are taken in hash order, so two
+   * transactions locking several keys cannot deadlock.
+   */
+  private async lockJobKeys(c: pg.PoolClient, keys: { destinations: string[]; orderingKeys: string[] } | { jobIds: number[] }): Promise<void> {
+    const source =
+      'jobIds' in keys
+        ? { sql: 'SELECT destination AS d, ordering_key AS k FROM ks_jobs WHERE id = ANY($3::bigint[])', values: [keys.jobIds] }
+        : { sql: 'SELECT * FROM unnest($3::text[], $4::text[]) AS u(d, k)', values: [keys.destinations, keys.orderingKeys] };
+    await c.query(
+      `SELECT pg_advisory_xact_lock($1, h)
+       FROM (SELECT DISTINCT hashtext($2 || chr(31) || d || chr(31) || k) AS h FROM (${source.sql}) s ORDER BY h) l`,
+      [LOCK_NS.jobKey, this.lockScope, ...source.values],
+    );
+  }
+
+  /**
+   * Multi-row job insert (inside a transaction). The first job of a key in the batch is the key's
+   * head when the key has no pending/leased job yet; ids come back in input order (identity values
+   * follow the unnest order).
+   */
+  private async insertJobs(c: pg.PoolClient, jobs: NewJob[], now: number): Promise<number[]> {
+    if (jobs.length === 0) return [];
+    const destinations = jobs.map((j) => j.destination);
+    const orderingKeys = jobs.map((j) => j.orderingKey);
+    await this.lockJobKeys(c, { destinations, orderingKeys });
+    // The head probe is a scalar subquery on purpose: as NOT EXISTS the planner may turn it into an
+    // anti-join over the whole active index, which is catastrophic on a freshly filled, unanalyzed table.
+    const { rows } = await c.query<{ id: number }>(
+      `INSERT INTO ks_jobs (account, destination, type, ordering_key, payload, run_after, inbox_id, created_at, is_head)
+       SELECT a, d, t, k, p, r, i, $8::bigint,
+              n = 1 AND (SELECT e.id FROM ks_jobs e
+                         WHERE e.destination = u.d AND e.ordering_key = u.k AND e.state IN ('pending', 'leased')
+                         LIMIT 1) IS NULL
+       FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY d, k ORDER BY ord) AS n
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
+                  WITH ORDINALITY AS u(a, d, t, k, p, r, i, ord)) u
+       ORDER BY ord
+       RETURNING id`,
+      [
+        jobs.map((j) => j.account),
+        destinations,
+        jobs.map((j) => j.type),
+        orderingKeys,
+        jobs.map((j) => toJson(j.payload)),
+        jobs.map((j) => j.runAfter ?? now),
+        jobs.map((j) => j.inboxId ?? null),
+        now,
+      ],
+    );
+    return rows.map((r) => r.id).sort((a, b) => a - b);
+  }
+
+  /**
+   * Head-of-key claim across processes: only a key's head (is_head) is a candidate, and only while no
+   * other job of its key is under a live lease (an earlier job requeued after a later one started).
+   * Why two claimers never hold one key at once:
    * - the head row is taken with FOR UPDATE SKIP LOCKED, so while A is leasing it, B skips it;
-   * - B cannot take the *next* job of that key instead: in B's snapshot the head is still pending
-   *   or leased, so `NOT EXISTS (earlier active job)` rules the next job out;
-   * - a row changed by a transaction that committed after B's snapshot is re-checked by
-   *   PostgreSQL on its newest version when B locks it (READ COMMITTED), so a head that A has
-   *   just leased fails `lease_until < now` and is skipped too.
-   * The second NOT EXISTS keeps a key busy while any of its jobs is under a live lease, even a later
-   * one (an earlier job requeued, or committed late by a slow enqueue transaction).
+   * - B cannot take the *next* job of that key instead: it is not the head until the head finishes,
+   *   and that finish commits the new is_head in the same transaction as the old head's state;
+   * - a row changed by a transaction that committed after B's snapshot is re-checked by PostgreSQL
+   *   on its newest version when B locks it (READ COMMITTED), so a head that A has just leased
+   *   fails `lease_until < now` and is skipped too.
+   * The lease check is a scalar subquery so the planner cannot turn it into a join (plan stability).
    */
   async claimJobs(opts: ClaimOptions): Promise<Job[]> {
     if (opts.limit <= 0) return [];
@@ -585,16 +637,12 @@ class PostgresStore implements Store {
       `WITH c AS (
          SELECT j.id FROM ks_jobs j
          WHERE j.destination = $1
-           AND j.state IN ('pending', 'leased')
+           AND j.is_head AND j.state IN ('pending', 'leased')
            AND ((j.state = 'pending' AND j.run_after <= $2) OR (j.state = 'leased' AND j.lease_until < $2))
-           AND NOT EXISTS (
-             SELECT 1 FROM ks_jobs e
-             WHERE e.destination = j.destination AND e.ordering_key = j.ordering_key
-               AND e.state IN ('pending', 'leased') AND e.id < j.id)
-           AND NOT EXISTS (
-             SELECT 1 FROM ks_jobs l
-             WHERE l.destination = j.destination AND l.ordering_key = j.ordering_key
-               AND l.state = 'leased' AND l.lease_until >= $2 AND l.id <> j.id)
+           AND (SELECT l.id FROM ks_jobs l
+                WHERE l.destination = j.destination AND l.ordering_key = j.ordering_key
+                  AND l.state = 'leased' AND l.lease_until >= $2 AND l.id <> j.id
+                LIMIT 1) IS NULL
          ORDER BY j.id
          LIMIT $3
          FOR UPDATE OF j SKIP LOCKED)
@@ -610,26 +658,47 @@ class PostgresStore implements Store {
     if (outcomes.length === 0) return;
     // id order: the same lock order as claimers, so two completions never deadlock.
     const sorted = [...outcomes].sort((a, b) => a.id - b.id);
+    const values = [
+      workerId,
+      Date.now(),
+      sorted.map((o) => o.id),
+      sorted.map((o) => o.outcome),
+      sorted.map((o) => (o.outcome === 'retry' ? o.runAfter : null)),
+      sorted.map((o) => (o.outcome === 'done' ? null : o.error)),
+    ];
     // Only rows still leased by this worker: a stale worker's result is dropped. leased_by is kept
-    // after completion as "who ran it last".
-    await this.query(
-      `UPDATE ks_jobs j SET
+    // after completion as "who ran it last". A retried job stays its key's head.
+    const update = `UPDATE ks_jobs j SET
          state = CASE o.outcome WHEN 'retry' THEN 'pending' ELSE o.outcome END,
          run_after = CASE WHEN o.outcome = 'retry' THEN o.run_after ELSE j.run_after END,
          last_error = CASE WHEN o.outcome = 'done' THEN j.last_error ELSE o.error END,
          lease_until = NULL,
-         finished_at = CASE WHEN o.outcome = 'retry' THEN j.finished_at ELSE $2 END
+         finished_at = CASE WHEN o.outcome = 'retry' THEN j.finished_at ELSE $2 END,
+         is_head = j.is_head AND o.outcome = 'retry'
        FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::text[]) AS o(id, outcome, run_after, error)
-       WHERE j.id = o.id AND j.state = 'leased' AND j.leased_by = $1`,
-      [
-        workerId,
-        Date.now(),
-        sorted.map((o) => o.id),
-        sorted.map((o) => o.outcome),
-        sorted.map((o) => (o.outcome === 'retry' ? o.runAfter : null)),
-        sorted.map((o) => (o.outcome === 'done' ? null : o.error)),
-      ],
-    );
+       WHERE j.id = o.id AND j.state = 'leased' AND j.leased_by = $1
+       RETURNING j.id, j.destination, j.ordering_key, j.state`;
+    if (sorted.every((o) => o.outcome === 'retry')) {
+      await this.query(update, values); // no job leaves its key's queue: heads do not move
+      return;
+    }
+    await this.tx(async (c) => {
+      await this.lockJobKeys(c, { jobIds: sorted.map((o) => o.id) });
+      const { rows } = await c.query<{ id: number; destination: string; ordering_key: string; state: JobState }>(update, values);
+      const gone = rows.filter((r) => r.state === 'done' || r.state === 'dead');
+      if (gone.length === 0) return;
+      // A separate statement on purpose: it must see this transaction's update (the promoted job
+      // may be one that was just retried in the same batch) and every job committed for these
+      // keys before we took their locks.
+      await c.query(
+        `UPDATE ks_jobs SET is_head = true
+         WHERE id IN (SELECT (SELECT MIN(e.id) FROM ks_jobs e
+                              WHERE e.destination = k.d AND e.ordering_key = k.k AND e.state IN ('pending', 'leased'))
+                      FROM (SELECT DISTINCT d, k FROM unnest($1::text[], $2::text[]) AS u(d, k)) k)
+           AND NOT is_head`,
+        [gone.map((r) => r.destination), gone.map((r) => r.ordering_key)],
+      );
+    });
   }
 
   async getJob(id: number): Promise<Job | null> {
@@ -652,25 +721,44 @@ class PostgresStore implements Store {
     const target = requeueTarget(filter);
     if (target === null) return 0;
     const p = new SqlParams();
-    const runAfter = p.add(Date.now());
     const conds = jobConditions(target, p);
     conds.push(`state <> 'leased'`);
     if (filter.ids) conds.push(`id = ANY(${p.add(filter.ids)}::bigint[])`);
-    const where = conds.join(' AND ');
-    // The conditions are repeated on the outer UPDATE so a row that changed meanwhile (a job that
-    // just got leased) is re-checked on its newest version.
-    const limited =
-      filter.limit !== undefined ? ` AND id IN (SELECT id FROM ks_jobs WHERE ${where} ORDER BY id LIMIT ${p.add(clampLimit(filter.limit))})` : '';
-    const result = await this.query(
-      `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ${runAfter}, lease_until = NULL, finished_at = NULL
-       WHERE ${where}${limited}`,
-      p.values,
-    );
-    return result.rowCount ?? 0;
+    const limit = filter.limit !== undefined ? ` LIMIT ${p.add(clampLimit(filter.limit))}` : '';
+    return this.tx(async (c) => {
+      const chosen = await c.query<{ id: number }>(`SELECT id FROM ks_jobs WHERE ${conds.join(' AND ')} ORDER BY id${limit}`, p.values);
+      if (chosen.rows.length === 0) return 0;
+      const ids = chosen.rows.map((r) => r.id);
+      await this.lockJobKeys(c, { jobIds: ids });
+      // Re-checked under the locks (a chosen job may have been leased meanwhile).
+      const again = new SqlParams();
+      const recheck = jobConditions(target, again);
+      const revived = await c.query<{ destination: string; ordering_key: string }>(
+        `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ${again.add(Date.now())}, lease_until = NULL, finished_at = NULL
+         WHERE id = ANY(${again.add(ids)}::bigint[]) AND state <> 'leased'${recheck.map((cond) => ` AND ${cond}`).join('')}
+         RETURNING destination, ordering_key`,
+        again.values,
+      );
+      // A revived job may be earlier than its key's head: recompute the heads of the touched keys.
+      await c.query(
+        `WITH k AS (SELECT DISTINCT d, k FROM unnest($1::text[], $2::text[]) AS u(d, k)),
+              heads AS (SELECT (SELECT MIN(e.id) FROM ks_jobs e
+                                WHERE e.destination = k.d AND e.ordering_key = k.k AND e.state IN ('pending', 'leased')) AS id
+                        FROM k)
+         UPDATE ks_jobs j SET is_head = (j.id IN (SELECT id FROM heads))
+         WHERE (j.destination, j.ordering_key) IN (SELECT d, k FROM k)
+           AND j.state IN ('pending', 'leased')
+           AND (j.is_head OR j.id IN (SELECT id FROM heads))`,
+        [revived.rows.map((r) => r.destination), revived.rows.map((r) => r.ordering_key)],
+      );
+      return revived.rowCount ?? 0;
+    });
   }
 
   async dueDestinations(now: number): Promise<string[]> {
     // Walks the distinct destinations of active jobs through the index instead of grouping every row.
+    // Only heads count: a backlog behind a busy or backing-off head is not "due", so the worker
+    // does not spin on it.
     const { rows } = await this.query<{ dest: string }>(
       `WITH RECURSIVE d(dest) AS (
          SELECT (SELECT MIN(destination) FROM ks_jobs WHERE state IN ('pending', 'leased'))
@@ -679,8 +767,8 @@ class PostgresStore implements Store {
          FROM d WHERE d.dest IS NOT NULL)
        SELECT dest FROM d
        WHERE dest IS NOT NULL
-         AND (EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND state = 'pending' AND run_after <= $1)
-           OR EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND state = 'leased' AND lease_until < $1))`,
+         AND (EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND is_head AND state = 'pending' AND run_after <= $1)
+           OR EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND is_head AND state = 'leased' AND lease_until < $1))`,
       [now],
     );
     return rows.map((r) => r.dest);
@@ -906,26 +994,4 @@ class PostgresStore implements Store {
     for (const sql of steps) removed += (await this.query(sql, [before])).rowCount ?? 0;
     return removed;
   }
-}
-
-/** Multi-row job insert; ids come back in input order (identity values follow the unnest order). */
-async function insertJobs(c: pg.PoolClient, jobs: NewJob[], now: number): Promise<number[]> {
-  if (jobs.length === 0) return [];
-  const { rows } = await c.query<{ id: number }>(
-    `INSERT INTO ks_jobs (account, destination, type, ordering_key, payload, run_after, inbox_id, created_at)
-     SELECT a, d, t, k, p, r, i, $8::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
-       AS u(a, d, t, k, p, r, i)
-     RETURNING id`,
-    [
-      jobs.map((j) => j.account),
-      jobs.map((j) => j.destination),
-      jobs.map((j) => j.type),
-      jobs.map((j) => j.orderingKey),
-      jobs.map((j) => toJson(j.payload)),
-      jobs.map((j) => j.runAfter ?? now),
-      jobs.map((j) => j.inboxId ?? null),
-      now,
-    ],
-  );
-  return rows.map((r) => r.id).sort((a, b) => a - b);
 }

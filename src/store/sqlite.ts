@@ -199,7 +199,15 @@ class NamedMutex {
 }
 
 const mutexByDatabase = new Map<string, NamedMutex>();
-let memoryDatabases = 0;
+
+function sharedMutex(file: string): NamedMutex {
+  let mutex = mutexByDatabase.get(file);
+  if (!mutex) {
+    mutex = new NamedMutex();
+    mutexByDatabase.set(file, mutex);
+  }
+  return mutex;
+}
 
 // ---------- group commit ----------
 
@@ -233,21 +241,20 @@ class SqliteStore implements Store {
 
   constructor(file: string, opts: SqliteStoreOptions) {
     this.db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5_000 });
-    const synchronous = opts.synchronous === 'normal' ? 'NORMAL' : 'FULL';
-    // WAL: readers never block the writer; intake keeps writing while the dashboard reads.
-    // (`:memory:` silently stays in its own journal mode.)
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma(`synchronous = ${synchronous}`);
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('temp_store = MEMORY');
-
-    const dbKey = this.db.memory ? `:memory:#${++memoryDatabases}` : path.resolve(file);
-    let mutex = mutexByDatabase.get(dbKey);
-    if (!mutex) {
-      mutex = new NamedMutex();
-      mutexByDatabase.set(dbKey, mutex);
+    try {
+      // WAL: readers never block the writer; intake keeps writing while the dashboard reads.
+      // (`:memory:` silently stays in its own journal mode.)
+      this.db.pragma('journal_mode = WAL');
+      // FULL: the WAL is fsynced at every commit, so a resolved insertInbox survives power loss.
+      this.db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+      this.db.pragma('foreign_keys = ON');
+      this.db.pragma('temp_store = MEMORY');
+    } catch (err) {
+      this.db.close();
+      throw err;
     }
-    this.mutex = mutex;
+
+    this.mutex = this.db.memory ? new NamedMutex() : sharedMutex(path.resolve(file));
   }
 
   /** Statements are prepared on first use: they need the tables, which exist only after migrate(). */
@@ -443,8 +450,9 @@ class SqliteStore implements Store {
       }
       const limit = filter.limit !== undefined ? ` ORDER BY id LIMIT ${clampLimit(filter.limit)}` : '';
       const sql = `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ?, lease_until = NULL, finished_at = NULL
-        WHERE id IN (SELECT id FROM ks_jobs WHERE ${conds.join(' AND ')}${limit})`;
-      return q.cached(sql).run(Date.now(), ...params).changes;
+        WHERE id IN (SELECT id FROM ks_jobs WHERE ${conds.join(' AND ')}${limit})
+        RETURNING destination, ordering_key`;
+      return q.requeue.immediate(sql, [Date.now(), ...params]);
     });
   }
 
@@ -617,6 +625,7 @@ class Prepared {
   readonly routeInbox;
   readonly enqueueJobs;
   readonly completeJobs;
+  readonly requeue;
   readonly logDeliveries;
   readonly hitCounter;
   readonly reserveRate;
@@ -654,17 +663,27 @@ class Prepared {
     const markRouted = db.prepare<[number]>(
       `UPDATE ks_inbox SET state = 'routed', lease_until = NULL WHERE id = ? AND state <> 'routed'`,
     );
-    const insertJob = db.prepare<[string, string, string, string, string, number, number | null, number]>(
-      `INSERT INTO ks_jobs (account, destination, type, ordering_key, payload, run_after, inbox_id, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    // A new job is its key's head when the key has no pending/leased job yet.
+    const insertJob = db.prepare<Params>(
+      `INSERT INTO ks_jobs (account, destination, type, ordering_key, payload, run_after, inbox_id, created_at, is_head)
+       VALUES (@account, @destination, @type, @orderingKey, @payload, @runAfter, @inboxId, @now,
+         NOT EXISTS (SELECT 1 FROM ks_jobs INDEXED BY ks_jobs_active_key
+                     WHERE destination = @destination AND ordering_key = @orderingKey AND state IN ('pending', 'leased')))`,
     );
     const insertJobs = (jobs: NewJob[], now: number): number[] =>
-      jobs.map(
-        (j) =>
-          Number(
-            insertJob.run(j.account, j.destination, j.type, j.orderingKey, toJson(j.payload), j.runAfter ?? now, j.inboxId ?? null, now)
-              .lastInsertRowid,
-          ),
+      jobs.map((j) =>
+        Number(
+          insertJob.run({
+            account: j.account,
+            destination: j.destination,
+            type: j.type,
+            orderingKey: j.orderingKey,
+            payload: toJson(j.payload),
+            runAfter: j.runAfter ?? now,
+            inboxId: j.inboxId ?? null,
+            now,
+          }).lastInsertRowid,
+        ),
       );
     this.enqueueJobs = db.transaction(insertJobs);
     this.routeInbox = db.transaction((inboxIds: number[], jobs: NewJob[], now: number): void => {
@@ -681,21 +700,17 @@ class Prepared {
       `UPDATE ks_inbox SET state = 'failed', last_error = ?, lease_until = NULL WHERE id = ?`,
     );
 
-    // Head-of-key rule: a job is claimable only if no earlier job of its (destination, ordering_key)
-    // is pending/leased, and no other job of the key is under a live lease (the latter only matters
-    // when an earlier job was requeued after a later one started). One statement = one write
-    // transaction, taken before the SELECT runs, so two claimers never see the same head.
+    // Head-of-key rule: only a key's head (its earliest pending/leased job) is claimable, and only
+    // while no other job of the key is under a live lease (that happens when an earlier job was
+    // requeued after a later one started). One statement = one write transaction, taken before
+    // the SELECT runs, so two claimers never see the same head.
     this.claimJobs = db.prepare<Params, JobRow>(
       `UPDATE ks_jobs SET state = 'leased', lease_until = @leaseUntil, leased_by = @workerId, attempts = attempts + 1
        WHERE id IN (
-         SELECT j.id FROM ks_jobs j INDEXED BY ks_jobs_active_id
+         SELECT j.id FROM ks_jobs j INDEXED BY ks_jobs_heads
          WHERE j.destination = @destination
-           AND j.state IN ('pending', 'leased')
+           AND j.is_head = 1 AND j.state IN ('pending', 'leased')
            AND ((j.state = 'pending' AND j.run_after <= @now) OR (j.state = 'leased' AND j.lease_until < @now))
-           AND NOT EXISTS (
-             SELECT 1 FROM ks_jobs e INDEXED BY ks_jobs_active_key
-             WHERE e.destination = j.destination AND e.ordering_key = j.ordering_key
-               AND e.state IN ('pending', 'leased') AND e.id < j.id)
            AND NOT EXISTS (
              SELECT 1 FROM ks_jobs l INDEXED BY ks_jobs_leased_key
              WHERE l.destination = j.destination AND l.ordering_key = j.ordering_key
@@ -706,31 +721,56 @@ class Prepared {
     );
 
     // Only rows still leased by this worker: a stale worker (lease expired, job re-claimed) is ignored.
-    // leased_by is kept after completion as "who ran it last".
-    const done = db.prepare<[number, number, string]>(
-      `UPDATE ks_jobs SET state = 'done', lease_until = NULL, finished_at = ?
-       WHERE id = ? AND state = 'leased' AND leased_by = ?`,
+    // leased_by is kept after completion as "who ran it last". A retried job stays its key's head;
+    // a finished one hands the head to the next job of its key.
+    type KeyRow = { destination: string; ordering_key: string };
+    const done = db.prepare<[number, number, string], KeyRow>(
+      `UPDATE ks_jobs SET state = 'done', lease_until = NULL, finished_at = ?, is_head = 0
+       WHERE id = ? AND state = 'leased' AND leased_by = ? RETURNING destination, ordering_key`,
     );
     const retry = db.prepare<[number, string, number, string]>(
       `UPDATE ks_jobs SET state = 'pending', run_after = ?, last_error = ?, lease_until = NULL
        WHERE id = ? AND state = 'leased' AND leased_by = ?`,
     );
-    const dead = db.prepare<[string, number, number, string]>(
-      `UPDATE ks_jobs SET state = 'dead', last_error = ?, lease_until = NULL, finished_at = ?
-       WHERE id = ? AND state = 'leased' AND leased_by = ?`,
+    const dead = db.prepare<[string, number, number, string], KeyRow>(
+      `UPDATE ks_jobs SET state = 'dead', last_error = ?, lease_until = NULL, finished_at = ?, is_head = 0
+       WHERE id = ? AND state = 'leased' AND leased_by = ? RETURNING destination, ordering_key`,
+    );
+    const promote = db.prepare<[string, string]>(
+      `UPDATE ks_jobs SET is_head = 1
+       WHERE id = (SELECT MIN(id) FROM ks_jobs INDEXED BY ks_jobs_active_key
+                   WHERE destination = ? AND ordering_key = ? AND state IN ('pending', 'leased'))
+         AND is_head = 0`,
+    );
+    const demote = db.prepare<[string, string]>(
+      `UPDATE ks_jobs SET is_head = 0
+       WHERE destination = ? AND ordering_key = ? AND state IN ('pending', 'leased') AND is_head = 1`,
     );
     this.completeJobs = db.transaction((workerId: string, outcomes: JobOutcome[], now: number): void => {
       for (const o of outcomes) {
-        if (o.outcome === 'done') done.run(now, o.id, workerId);
+        let finished: KeyRow | undefined;
+        if (o.outcome === 'done') finished = done.get(now, o.id, workerId);
         else if (o.outcome === 'retry') retry.run(o.runAfter, o.error, o.id, workerId);
-        else dead.run(o.error, now, o.id, workerId);
+        else finished = dead.get(o.error, now, o.id, workerId);
+        if (finished) promote.run(finished.destination, finished.ordering_key);
       }
+    });
+    // A requeued job may be earlier than its key's current head: recompute the head of every key touched.
+    this.requeue = db.transaction((sql: string, params: unknown[]): number => {
+      const touched = this.cached<KeyRow>(sql).all(...params);
+      const keys = new Map(touched.map((k) => [`${k.destination}\u0000${k.ordering_key}`, k]));
+      for (const k of keys.values()) {
+        demote.run(k.destination, k.ordering_key);
+        promote.run(k.destination, k.ordering_key);
+      }
+      return touched.length;
     });
 
     this.getJob = db.prepare<[number], JobRow>('SELECT * FROM ks_jobs WHERE id = ?');
 
     // Walks the distinct destinations of active jobs through the index (a few lookups each)
-    // instead of grouping every pending row.
+    // instead of grouping every pending row. Only heads count: a backlog behind a busy or
+    // backing-off head is not "due", so the worker does not spin on it.
     this.dueDestinations = db.prepare<[number, number], { dest: string }>(
       `WITH RECURSIVE d(dest) AS (
          SELECT (SELECT MIN(destination) FROM ks_jobs WHERE state IN ('pending', 'leased'))
@@ -739,8 +779,10 @@ class Prepared {
          FROM d WHERE d.dest IS NOT NULL)
        SELECT dest FROM d
        WHERE dest IS NOT NULL
-         AND (EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND state = 'pending' AND run_after <= ?)
-           OR EXISTS (SELECT 1 FROM ks_jobs WHERE destination = d.dest AND state = 'leased' AND lease_until < ?))`,
+         AND (EXISTS (SELECT 1 FROM ks_jobs INDEXED BY ks_jobs_heads_due
+                      WHERE destination = d.dest AND is_head = 1 AND state = 'pending' AND run_after <= ?)
+           OR EXISTS (SELECT 1 FROM ks_jobs INDEXED BY ks_jobs_leased_key
+                      WHERE destination = d.dest AND state = 'leased' AND is_head = 1 AND lease_until < ?))`,
     );
 
     const insertDelivery = db.prepare<[number | null, string, string, string, string, string, number | null, number, string | null, number]>(

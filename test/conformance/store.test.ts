@@ -98,6 +98,17 @@ async function postgresReachable(url: string): Promise<string | null> {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Small seeded PRNG: a failing random test replays identically. */
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
 function ev(dedupKey: string, over: Partial<NewInboxEvent> = {}): NewInboxEvent {
   return {
     account: 'acc',
@@ -380,56 +391,159 @@ function conformance(backend: Backend): void {
     assert.deepEqual(await claimIds(s, 'dest', Date.now() + 1_000), [first]);
   });
 
-  sharedTest('concurrent claimers on 3 stores: a key is never held twice, every job runs once, in key order', { timeout: 120_000 }, async () => {
+  for (const seed of [7, 99]) it(`claims match a reference model over a random mix of enqueue/claim/complete/requeue (seed ${seed})`, async (s) => {
+    // The model is the spec: claimable = earliest pending/leased job of its key, due, and no other
+    // job of the key under a live lease. Any drift in the store's head bookkeeping shows up here.
+    type ModelJob = { id: number; key: string; state: 'pending' | 'leased' | 'done' | 'dead'; runAfter: number; leaseUntil: number; leasedBy: string };
+    const rand = mulberry32(seed);
+    const pick = <T,>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const model = new Map<number, ModelJob>();
+    let now = Date.now() + 10_000_000; // ahead of the wall clock, so requeued jobs (run_after = wall clock) are due
+    const keys = ['a', 'b', 'c', 'd'];
+    const workers = ['w1', 'w2'];
+    const active = (j: ModelJob) => j.state === 'pending' || j.state === 'leased';
+    const expectedClaim = (limit: number): number[] => {
+      const jobs = [...model.values()].sort((x, y) => x.id - y.id);
+      return jobs
+        .filter((j) => active(j) && jobs.find((e) => e.key === j.key && active(e))!.id === j.id)
+        .filter((j) => (j.state === 'pending' ? j.runAfter <= now : j.leaseUntil < now))
+        .filter((j) => !jobs.some((l) => l.key === j.key && l.id !== j.id && l.state === 'leased' && l.leaseUntil >= now))
+        .slice(0, limit)
+        .map((j) => j.id);
+    };
+
+    for (let step = 0; step < 400; step++) {
+      now += Math.floor(rand() * 60);
+      const op = rand();
+      if (op < 0.3) {
+        const batch = Array.from({ length: 1 + Math.floor(rand() * 3) }, () => ({ key: pick(keys), runAfter: now + Math.floor(rand() * 100) - 50 }));
+        const ids = await s.enqueueJobs(batch.map((b) => job(b.key, { runAfter: b.runAfter })));
+        ids.forEach((id, i) => model.set(id, { id, key: batch[i]!.key, state: 'pending', runAfter: batch[i]!.runAfter, leaseUntil: 0, leasedBy: '' }));
+      } else if (op < 0.6) {
+        const limit = 1 + Math.floor(rand() * 3);
+        const workerId = pick(workers);
+        const leaseMs = 50 + Math.floor(rand() * 200);
+        const expected = expectedClaim(limit);
+        const got = await claimIds(s, 'dest', now, workerId, limit, leaseMs);
+        assert.deepEqual(got, expected, `step ${step}: claim`);
+        for (const id of got) Object.assign(model.get(id)!, { state: 'leased', leaseUntil: now + leaseMs, leasedBy: workerId });
+      } else if (op < 0.9) {
+        const workerId = pick(workers);
+        const leased = [...model.values()].filter((j) => j.state === 'leased');
+        if (leased.length === 0) continue;
+        const chosen = leased.filter(() => rand() < 0.7);
+        const outcomes = chosen.map((j) => {
+          const r = rand();
+          return r < 0.5
+            ? { id: j.id, outcome: 'done' as const }
+            : r < 0.8
+              ? { id: j.id, outcome: 'retry' as const, runAfter: now + Math.floor(rand() * 150), error: 'later' }
+              : { id: j.id, outcome: 'dead' as const, error: 'no' };
+        });
+        await s.completeJobs(workerId, outcomes);
+        for (const o of outcomes) {
+          const j = model.get(o.id)!;
+          if (j.state !== 'leased' || j.leasedBy !== workerId) continue; // stale: ignored
+          if (o.outcome === 'retry') Object.assign(j, { state: 'pending', runAfter: o.runAfter });
+          else j.state = o.outcome;
+        }
+      } else {
+        const dead = [...model.values()].filter((j) => j.state === 'dead');
+        const ids = dead.filter(() => rand() < 0.5).map((j) => j.id);
+        const n = rand() < 0.5 ? await s.requeueJobs({ ids }) : await s.requeueJobs({});
+        const revived = n === ids.length && ids.length > 0 ? ids : dead.map((j) => j.id);
+        assert.ok(n === ids.length || n === dead.length, `step ${step}: requeue count`);
+        for (const id of revived.slice(0, n)) Object.assign(model.get(id)!, { state: 'pending', runAfter: 0 });
+      }
+    }
+    // Drain: with time far ahead, every remaining job must come out in key order.
+    for (;;) {
+      now += 1_000_000;
+      const expected = expectedClaim(100);
+      const got = await claimIds(s, 'dest', now, 'drain', 100, 10);
+      assert.deepEqual(got, expected);
+      if (got.length === 0) break;
+      await s.completeJobs('drain', got.map((id) => ({ id, outcome: 'done' as const })));
+      for (const id of got) model.get(id)!.state = 'done';
+    }
+    assert.ok([...model.values()].every((j) => !active(j)));
+  });
+
+  sharedTest('concurrent claimers on 3 stores while a 4th enqueues: a key is never held twice, every job is done once, in key order', { timeout: 120_000 }, async () => {
     const db = await backend.fresh();
     const stores = [await db.open(), await db.open(), await db.open()];
+    const producer = await db.open();
     try {
-      const JOBS = 2_000;
       const KEYS = 200;
-      const ids = await stores[0]!.enqueueJobs(Array.from({ length: JOBS }, (_, i) => job(`key${i % KEYS}`, { payload: { i } })));
-      const keyOf = new Map(ids.map((id, i) => [id, `key${i % KEYS}`]));
+      const INITIAL = 2_000;
+      const HOT = 20;
+      const ROUNDS = 20;
+      const TOTAL = INITIAL + HOT * ROUNDS;
+      await producer.enqueueJobs(Array.from({ length: INITIAL }, (_, i) => job(`key${i % KEYS}`)));
       const holder = new Map<string, number>();
-      const claims = new Map<number, number>();
+      const doneCount = new Map<number, number>();
       const lastDone = new Map<string, number>();
       let completed = 0;
+      let retried = 0;
       let maxHeld = 0;
+      let producing = true;
+      let lastProgress = Date.now();
 
+      // One job at a time for a few short-lived keys: a new job often lands while the key's only
+      // other job is finishing, the race the head hand-over must survive (a lost hand-over leaves
+      // the new job waiting forever: "stuck" below).
+      const produce = async (): Promise<void> => {
+        for (let round = 0; round < ROUNDS; round++) {
+          for (let k = 0; k < HOT; k++) {
+            await producer.enqueueJobs([job(`hot${k}`)]);
+            await sleep(Math.random());
+          }
+        }
+        producing = false;
+      };
       const claimer = async (s: Store, n: number): Promise<void> => {
-        while (completed < JOBS) {
+        while (completed < TOTAL) {
           const jobs = await s.claimJobs({ destination: 'dest', limit: 25, leaseMs: 600_000, workerId: `w${n}`, now: Date.now() });
           if (jobs.length === 0) {
+            assert.ok(producing || Date.now() - lastProgress < 5_000, `stuck: ${completed} of ${TOTAL} done and nothing claimable`);
             await sleep(1);
             continue;
           }
           for (const j of jobs) {
-            const key = keyOf.get(j.id)!;
-            assert.equal(holder.get(key), undefined, `key ${key} claimed by w${n} while held by w${holder.get(key)}`);
-            holder.set(key, n);
-            claims.set(j.id, (claims.get(j.id) ?? 0) + 1);
+            assert.equal(holder.get(j.orderingKey), undefined, `key ${j.orderingKey} claimed by w${n} while held by w${holder.get(j.orderingKey)}`);
+            holder.set(j.orderingKey, n);
           }
           maxHeld = Math.max(maxHeld, holder.size);
           await sleep(Math.random() * 3);
-          for (const j of jobs) {
-            const key = keyOf.get(j.id)!;
-            assert.ok((lastDone.get(key) ?? 0) < j.id, `key ${key}: job ${j.id} ran after a later one`);
-            lastDone.set(key, j.id);
+          const outcomes = jobs.map((j) =>
+            Math.random() < 0.1 ? { id: j.id, outcome: 'retry' as const, runAfter: Date.now() + 2, error: 'again' } : { id: j.id, outcome: 'done' as const },
+          );
+          for (const o of outcomes) {
+            const key = jobs.find((j) => j.id === o.id)!.orderingKey;
+            if (o.outcome === 'done') {
+              assert.ok((lastDone.get(key) ?? 0) < o.id, `key ${key}: job ${o.id} ran after a later one`);
+              lastDone.set(key, o.id);
+              doneCount.set(o.id, (doneCount.get(o.id) ?? 0) + 1);
+              completed++;
+            } else retried++;
             // released before the commit: a claim of the next job can only succeed after it
             holder.delete(key);
           }
-          await s.completeJobs(`w${n}`, jobs.map((j) => ({ id: j.id, outcome: 'done' as const })));
-          completed += jobs.length;
+          await s.completeJobs(`w${n}`, outcomes);
+          lastProgress = Date.now();
         }
       };
-      await Promise.all(stores.map((s, n) => claimer(s, n)));
+      await Promise.all([produce(), ...stores.map((s, n) => claimer(s, n))]);
 
-      assert.equal(completed, JOBS);
-      assert.equal(claims.size, JOBS);
-      assert.ok([...claims.values()].every((c) => c === 1), 'a job was handed out twice');
+      assert.equal(completed, TOTAL);
+      assert.equal(doneCount.size, TOTAL);
+      assert.ok([...doneCount.values()].every((c) => c === 1), 'a job was done twice');
+      assert.ok(retried > 0);
       const stats = await stores[1]!.stats(Date.now());
-      assert.deepEqual(stats.jobs, { pending: 0, leased: 0, done: JOBS, dead: 0 });
+      assert.deepEqual(stats.jobs, { pending: 0, leased: 0, done: TOTAL, dead: 0 });
       assert.ok(maxHeld > 1, 'claimers never overlapped; the test proved nothing');
     } finally {
-      await Promise.all(stores.map((s) => s.close()));
+      await Promise.all([...stores, producer].map((s) => s.close()));
       await db.dispose();
     }
   });
@@ -751,6 +865,21 @@ describe('sqlite specifics', () => {
       });
       other.exec('ROLLBACK');
       assert.deepEqual(await store.insertInbox([ev('a')]), { inserted: 1, duplicates: 0 });
+    } finally {
+      other.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a file store is in WAL mode', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ks-wal-'));
+    const file = path.join(dir, 'ks.db');
+    const store = await openSqliteStore(file);
+    await store.migrate();
+    const other = new Database(file);
+    try {
+      assert.equal(other.pragma('journal_mode', { simple: true }), 'wal');
     } finally {
       other.close();
       await store.close();

@@ -52,15 +52,19 @@ export const postgresMigrations: readonly Migration[] = [
         lease_until  BIGINT,
         leased_by    TEXT,
         last_error   TEXT,
-        finished_at  BIGINT
+        finished_at  BIGINT,
+        -- true on the earliest pending/leased job of its (destination, ordering_key), false elsewhere.
+        -- Maintained (under a per-key advisory lock) on every change of that set, so a claim reads
+        -- only key heads instead of scanning the backlog queued behind busy keys.
+        is_head      BOOLEAN NOT NULL DEFAULT false
       );
-      -- "is there an earlier active job of this key?" (the head-of-key rule)
+      -- the earliest active job of a key (head maintenance)
       CREATE INDEX ks_jobs_active_key ON ks_jobs (destination, ordering_key, id) WHERE state IN ('pending', 'leased');
-      -- claim scans the active jobs of one destination in id order and stops after \`limit\` heads
-      CREATE INDEX ks_jobs_active_id ON ks_jobs (destination, id) WHERE state IN ('pending', 'leased');
-      -- dueDestinations
-      CREATE INDEX ks_jobs_pending_due ON ks_jobs (destination, run_after) WHERE state = 'pending';
-      -- "is another job of this key leased right now?" (small: only in-flight jobs)
+      -- claim: the heads of one destination in id order
+      CREATE INDEX ks_jobs_heads ON ks_jobs (destination, id) WHERE is_head AND state IN ('pending', 'leased');
+      -- dueDestinations: is some head due?
+      CREATE INDEX ks_jobs_heads_due ON ks_jobs (destination, run_after) WHERE is_head AND state = 'pending';
+      -- "is another job of this key under a live lease?" (small: only in-flight jobs)
       CREATE INDEX ks_jobs_leased_key ON ks_jobs (destination, ordering_key, lease_until) WHERE state = 'leased';
       -- stats, listJobs, requeueJobs
       CREATE INDEX ks_jobs_state ON ks_jobs (state, destination);

@@ -49,15 +49,19 @@ export const sqliteMigrations: readonly Migration[] = [
         lease_until  INTEGER,
         leased_by    TEXT,
         last_error   TEXT,
-        finished_at  INTEGER
+        finished_at  INTEGER,
+        -- 1 on the earliest pending/leased job of its (destination, ordering_key), 0 elsewhere.
+        -- Maintained on every change of that set, so a claim reads only key heads instead of
+        -- scanning the backlog queued behind busy keys.
+        is_head      INTEGER NOT NULL DEFAULT 0
       );
-      -- "is there an earlier active job of this key?" (the head-of-key rule)
+      -- the earliest active job of a key (head maintenance)
       CREATE INDEX ks_jobs_active_key ON ks_jobs (destination, ordering_key, id) WHERE state IN ('pending', 'leased');
-      -- claim scans the active jobs of one destination in id order and stops after \`limit\` heads
-      CREATE INDEX ks_jobs_active_id ON ks_jobs (destination, id) WHERE state IN ('pending', 'leased');
-      -- dueDestinations
-      CREATE INDEX ks_jobs_pending_due ON ks_jobs (destination, run_after) WHERE state = 'pending';
-      -- "is another job of this key leased right now?" (small: only in-flight jobs)
+      -- claim: the heads of one destination in id order
+      CREATE INDEX ks_jobs_heads ON ks_jobs (destination, id) WHERE is_head = 1 AND state IN ('pending', 'leased');
+      -- dueDestinations: is some head due?
+      CREATE INDEX ks_jobs_heads_due ON ks_jobs (destination, run_after) WHERE is_head = 1 AND state = 'pending';
+      -- "is another job of this key under a live lease?" (small: only in-flight jobs)
       CREATE INDEX ks_jobs_leased_key ON ks_jobs (destination, ordering_key, lease_until) WHERE state = 'leased';
       -- stats, listJobs, requeueJobs
       CREATE INDEX ks_jobs_state ON ks_jobs (state, destination);
