@@ -164,6 +164,8 @@ export const workerSchema = z.object({
   }).strict().default({ base: 1000, factor: 4, max: 600_000 }),
   /** Inbox events routed per round (enrichment is batched over them). */
   routeBatch: z.number().int().min(1).max(5000).default(500),
+  /** After a partial batch the router waits this long, so bursts are enriched in big batches. */
+  routeLinger: duration.prefault('1s'),
 }).strict();
 
 export const configSchema = z.object({

@@ -44,6 +44,12 @@ export interface RouterOptions {
   batch: number;
   leaseMs: number;
   pollMs: number;
+  /**
+   * After a partial batch, wait this long before claiming again (new webhooks do not cut it short):
+   * a burst then lands in few large batches, i.e. few filter[id][] requests to Kommo. A lone event
+   * is still routed at once; only the next claim waits.
+   */
+  lingerMs: number;
   /** Called after jobs were enqueued (wakes the in-process worker). */
   onJobs?: () => void;
 }
@@ -64,6 +70,7 @@ export class Router {
   private running = false;
   private loopDone: Promise<void> | null = null;
   private wakeUp: (() => void) | null = null;
+  private stopWaiter: (() => void) | null = null;
 
   constructor(private readonly o: RouterOptions) {}
 
@@ -76,6 +83,7 @@ export class Router {
   async stop(): Promise<void> {
     this.running = false;
     this.wake();
+    this.stopWaiter?.();
     await this.loopDone;
   }
 
@@ -94,11 +102,23 @@ export class Router {
         this.o.log.error({ err }, 'router could not read the inbox; retrying');
       }
       if (!this.running) break;
-      if (n === 0) await new Promise<void>((resolve) => {
-        this.wakeUp = resolve;
-        setTimeout(resolve, this.o.pollMs).unref();
-      });
+      if (n === 0) await this.pause(this.o.pollMs, true);
+      else if (n < this.o.batch && this.o.lingerMs > 0) await this.pause(this.o.lingerMs, false);
     }
+  }
+
+  /** Sleeps `ms`; `wake()` cuts it short only when `wakeable`; `stop()` always does. */
+  private pause(ms: number, wakeable: boolean): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.stopWaiter = done;
+      if (wakeable) this.wakeUp = done;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
   }
 
   /**

@@ -88,6 +88,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       metrics,
       accounts,
       batch: w.routeBatch,
+      lingerMs: w.routeLinger,
       leaseMs: w.lease,
       pollMs: w.poll,
       onJobs: () => wk.wake(),
