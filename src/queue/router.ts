@@ -32,8 +32,8 @@ export interface AccountRouting {
   crmNote(e: EnrichedLead, sentTo: string[]): Promise<string | null>;
   /** Finds the lead for an engagement event and plans the Kommo writes; null when no lead matches. */
   engagement(ev: EngagementEvent): Promise<{ leadId: number; ops: KommoOp[] } | null>;
-  /** Keeps the email -> lead index fresh from what enrichment read. */
-  remember(e: EnrichedLead): Promise<void>;
+  /** Keeps the email -> lead index fresh from what enrichment read (one write per batch). */
+  remember(leads: EnrichedLead[]): Promise<void>;
 }
 
 export interface RouterOptions {
@@ -175,6 +175,7 @@ export class Router {
       await this.transientFailure(live, err);
       return;
     }
+    const seen: EnrichedLead[] = [];
     for (let i = 0; i < live.length; i++) {
       const row = live[i]!;
       const e = enriched[i];
@@ -186,11 +187,12 @@ export class Router {
       try {
         jobs.push(...(await this.crmJobs(account, row, e)));
         routed.push(row.id);
-        await account.remember(e);
+        seen.push(e);
       } catch (err) {
         await this.permanentFailure(row, err);
       }
     }
+    await account.remember(seen);
   }
 
   private async crmJobs(account: AccountRouting, row: InboxEvent, e: EnrichedLead): Promise<NewJob[]> {

@@ -209,8 +209,8 @@ export class AccountRuntime implements AccountRouting {
     return crmNoteText(this.notes, e, sentTo);
   }
 
-  async remember(e: EnrichedLead): Promise<void> {
-    if (e.contact?.email) await this.store.indexEmail(this.name, e.contact.email, e.lead.id, e.lead.updatedAt);
+  async remember(leads: EnrichedLead[]): Promise<void> {
+    await this.store.indexEmails(leads.filter((e) => e.contact?.email).map((e) => ({ account: this.name, email: e.contact!.email, leadId: e.lead.id, updatedAt: e.lead.updatedAt })));
   }
 
   async engagement(ev: EngagementEvent): Promise<{ leadId: number; ops: KommoOp[] } | null> {

@@ -923,6 +923,25 @@ class PostgresStore implements Store {
     );
   }
 
+  async indexEmails(rows: ReadonlyArray<{ account: string; email: string; leadId: number; updatedAt: number }>): Promise<void> {
+    // One statement; ON CONFLICT cannot touch a row twice in it, so fold duplicates first.
+    const latest = new Map<string, { account: string; email: string; leadId: number; updatedAt: number }>();
+    for (const r of rows) {
+      const email = normalizeEmail(r.email);
+      const key = `${r.account}\0${email}\0${r.leadId}`;
+      const prev = latest.get(key);
+      if (!prev || prev.updatedAt < r.updatedAt) latest.set(key, { ...r, email });
+    }
+    if (latest.size === 0) return;
+    const list = [...latest.values()];
+    await this.query(
+      `INSERT INTO ks_email_leads (account, email, lead_id, updated_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+       ON CONFLICT (account, email, lead_id) DO UPDATE SET updated_at = GREATEST(ks_email_leads.updated_at, EXCLUDED.updated_at)`,
+      [list.map((r) => r.account), list.map((r) => r.email), list.map((r) => r.leadId), list.map((r) => r.updatedAt)],
+    );
+  }
+
   async leadsByEmail(account: string, email: string): Promise<number[]> {
     const { rows } = await this.query<{ lead_id: number }>(
       'SELECT lead_id FROM ks_email_leads WHERE account = $1 AND email = $2 ORDER BY updated_at DESC, lead_id DESC',

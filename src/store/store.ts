@@ -182,6 +182,8 @@ export interface Store {
 
   // email -> lead index
   indexEmail(account: string, email: string, leadId: number, updatedAt: number): Promise<void>;
+  /** Many index rows in one transaction (the router indexes a whole routed batch at once). */
+  indexEmails(rows: ReadonlyArray<{ account: string; email: string; leadId: number; updatedAt: number }>): Promise<void>;
   /** Lead ids known for this email, most recently updated first. */
   leadsByEmail(account: string, email: string): Promise<number[]>;
   /** GDPR erase: drops index rows and counters mentioning this email. */

@@ -701,6 +701,19 @@ function conformance(backend: Backend): void {
 
   // ----- email index -----
 
+  it('indexEmails writes a batch like indexEmail would, duplicates folded to the newest', async (s) => {
+    await s.indexEmails([
+      { account: 'acc', email: 'A@x.com', leadId: 1, updatedAt: 100 },
+      { account: 'acc', email: 'a@x.com ', leadId: 2, updatedAt: 300 },
+      { account: 'acc', email: 'a@x.com', leadId: 1, updatedAt: 500 },
+      { account: 'acc', email: 'a@x.com', leadId: 1, updatedAt: 200 },
+      { account: 'other', email: 'a@x.com', leadId: 9, updatedAt: 100 },
+    ]);
+    assert.deepEqual(await s.leadsByEmail('acc', 'a@x.com'), [1, 2]);
+    assert.deepEqual(await s.leadsByEmail('other', 'a@x.com'), [9]);
+    await s.indexEmails([]);
+  });
+
   it('email index: normalized, most recently updated first; forgetEmail erases it and its counters', async (s) => {
     await s.indexEmail('acc', ' Foo@Example.com ', 1, 100);
     await s.indexEmail('acc', 'foo@example.com', 2, 300);
