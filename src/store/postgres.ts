@@ -734,7 +734,8 @@ class PostgresStore implements Store {
       const again = new SqlParams();
       const recheck = jobConditions(target, again);
       const revived = await c.query<{ destination: string; ordering_key: string }>(
-        `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ${again.add(Date.now())}, lease_until = NULL, finished_at = NULL
+        // created_at restarts too: a replayed job gets a full max age of retries, not one try.
+        `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ${again.add(Date.now())}, created_at = ${again.add(Date.now())}, lease_until = NULL, finished_at = NULL
          WHERE id = ANY(${again.add(ids)}::bigint[]) AND state <> 'leased'${recheck.map((cond) => ` AND ${cond}`).join('')}
          RETURNING destination, ordering_key`,
         again.values,

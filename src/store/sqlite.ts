@@ -449,10 +449,12 @@ class SqliteStore implements Store {
         params.push(JSON.stringify(filter.ids));
       }
       const limit = filter.limit !== undefined ? ` ORDER BY id LIMIT ${clampLimit(filter.limit)}` : '';
-      const sql = `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ?, lease_until = NULL, finished_at = NULL
+      // created_at restarts too: a replayed job gets a full max age of retries, not one try.
+      const sql = `UPDATE ks_jobs SET state = 'pending', attempts = 0, run_after = ?, created_at = ?, lease_until = NULL, finished_at = NULL
         WHERE id IN (SELECT id FROM ks_jobs WHERE ${conds.join(' AND ')}${limit})
         RETURNING destination, ordering_key`;
-      return q.requeue.immediate(sql, [Date.now(), ...params]);
+      const now = Date.now();
+      return q.requeue.immediate(sql, [now, now, ...params]);
     });
   }
 

@@ -565,10 +565,12 @@ function conformance(backend: Backend): void {
     assert.deepEqual((await s.listJobs({ since: Date.now() + 60_000 })).map((j) => j.id), []);
     assert.equal((await s.listJobs({ since: now - 60_000 })).length, 4);
 
+    const beforeRequeue = Date.now();
     assert.equal(await s.requeueJobs({ destination: 'r' }), 2);
     const revived = await s.getJob(ids[0]!);
     assert.deepEqual([revived!.state, revived!.attempts, revived!.lastError], ['pending', 0, 'e1']);
     assert.ok(revived!.runAfter <= Date.now());
+    assert.ok(revived!.createdAt >= beforeRequeue, 'a replayed job starts a new max age');
     assert.deepEqual(await claimIds(s, 'r', Date.now()), [ids[0], ids[1]]);
     assert.equal(await s.requeueJobs({ destination: 'r' }), 0);
     // chosen ids, any state but leased: a done job is replayed, the leased ones are left alone
