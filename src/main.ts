@@ -40,9 +40,10 @@ program.command('status').description('queue depth, failures and recent deliveri
 program.command('replay').description('re-queue dead-lettered (or chosen) jobs')
   .option(configOpt, configHelp)
   .option('--dead', 'dead-lettered jobs (the default)')
+  .option('--inbox', 'inbox events the router gave up on (see `status`), instead of jobs')
   .option('--destination <name>', 'only this destination (name, or account/name)')
   .option('--since <date>', 'only jobs created since this date (ISO 8601)')
-  .action(async (o: { config?: string; dead?: boolean; destination?: string; since?: string }) => (await import('./cli/replay.js')).replay(o));
+  .action(async (o: { config?: string; dead?: boolean; inbox?: boolean; destination?: string; since?: string }) => (await import('./cli/replay.js')).replay(o));
 
 try {
   await program.parseAsync(process.argv);

@@ -123,7 +123,7 @@ async function summarize(service: Awaited<ReturnType<typeof startService>>, worl
     scenario: scenario.counts,
     deliveries,
     directions,
-    failed: stats.jobs.dead,
+    failed: stats.jobs.dead + stats.inboxFailed,
     kommo: { notes: k.notes.size, tasks: k.tasks.size, unsubscribedContacts: unsubscribed, requests: k.requests.length, maxRequestsPerSecond: k.maxRequestsInWindow(1000) },
     queue: { inboxPending: stats.inboxPending, pending: stats.jobs.pending + stats.jobs.leased, dead: stats.jobs.dead },
   };

@@ -1,7 +1,14 @@
 /** `kommo-sync replay`: puts dead-lettered jobs back in the queue (a running worker picks them up). */
 import { withStore } from './context.js';
 
-export async function replay(o: { config?: string; dead?: boolean; destination?: string; since?: string }): Promise<void> {
+export async function replay(o: { config?: string; dead?: boolean; inbox?: boolean; destination?: string; since?: string }): Promise<void> {
+  if (o.inbox) {
+    await withStore(o.config, async (store) => {
+      const n = await store.requeueInbox();
+      process.stdout.write(`${n} failed inbox event${n === 1 ? '' : 's'} re-queued for routing.\n`);
+    });
+    return;
+  }
   let since: number | undefined;
   if (o.since) {
     since = Date.parse(o.since);

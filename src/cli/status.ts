@@ -14,7 +14,7 @@ export async function status(o: { config?: string; json?: boolean }): Promise<vo
       return;
     }
     const lines = [
-      `inbox: ${stats.inboxPending} waiting to be routed`,
+      `inbox: ${stats.inboxPending} waiting to be routed${stats.inboxFailed ? `, ${stats.inboxFailed} FAILED (kommo-sync replay --inbox, after fixing the cause in the logs)` : ''}`,
       `jobs:  ${stats.jobs.pending} pending, ${stats.jobs.leased} in flight, ${stats.jobs.done} done, ${stats.jobs.dead} dead`,
       `oldest pending job: ${summary.oldestPendingAgeSeconds} s`,
       '',

@@ -96,6 +96,14 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'kommo_sync_inbox_failed',
+      help: 'Inbox events the router gave up on; replay them with `kommo-sync replay --inbox`.',
+      registers: [this.registry],
+      async collect() {
+        this.set((await stats()).inboxFailed);
+      },
+    });
+    new Gauge({
       name: 'kommo_sync_oldest_pending_job_age_seconds',
       help: 'Age of the oldest pending or leased job (0 when the queue is empty).',
       registers: [this.registry],

@@ -555,6 +555,11 @@ class PostgresStore implements Store {
     await this.query(`UPDATE ks_inbox SET state = 'failed', last_error = $2, lease_until = NULL WHERE id = $1`, [id, reason]);
   }
 
+  async requeueInbox(): Promise<number> {
+    const r = await this.query(`UPDATE ks_inbox SET state = 'pending', attempts = 0, lease_until = NULL WHERE state = 'failed'`);
+    return r.rowCount ?? 0;
+  }
+
   // ---------- jobs ----------
 
   async enqueueJobs(jobs: NewJob[]): Promise<number[]> {
@@ -969,12 +974,15 @@ class PostgresStore implements Store {
     const { rows } = await this.query<{ what: string; state: JobState | null; destination: string | null; n: number | null }>(
       `SELECT 'inbox' AS what, NULL AS state, NULL AS destination, COUNT(*) AS n FROM ks_inbox WHERE state = 'pending'
        UNION ALL
+       SELECT 'inbox_failed', NULL, NULL, COUNT(*) FROM ks_inbox WHERE state = 'failed'
+       UNION ALL
        SELECT 'jobs', state, destination, COUNT(*) FROM ks_jobs GROUP BY state, destination
        UNION ALL
        SELECT 'oldest', NULL, NULL, MIN(created_at) FROM ks_jobs WHERE state IN ('pending', 'leased')`,
     );
     const stats: QueueStats = {
       inboxPending: 0,
+      inboxFailed: 0,
       jobs: { pending: 0, leased: 0, done: 0, dead: 0 },
       depthByDestination: {},
       deadByDestination: {},
@@ -982,6 +990,7 @@ class PostgresStore implements Store {
     };
     for (const r of rows) {
       if (r.what === 'inbox') stats.inboxPending = r.n ?? 0;
+      else if (r.what === 'inbox_failed') stats.inboxFailed = r.n ?? 0;
       else if (r.what === 'oldest') stats.oldestPendingAt = r.n;
       else if (r.state !== null && r.destination !== null) {
         const n = r.n ?? 0;

@@ -394,6 +394,10 @@ class SqliteStore implements Store {
     });
   }
 
+  requeueInbox(): Promise<number> {
+    return this.sync((q) => q.requeueInbox.run().changes);
+  }
+
   // ---------- jobs ----------
 
   enqueueJobs(jobs: NewJob[]): Promise<number[]> {
@@ -626,6 +630,7 @@ class Prepared {
   readonly kvDelete;
   readonly indexEmail;
   readonly indexEmails;
+  readonly requeueInbox;
   readonly leadsByEmail;
   readonly pruneSteps;
 
@@ -704,6 +709,7 @@ class Prepared {
       );
     });
 
+    this.requeueInbox = db.prepare<[]>(`UPDATE ks_inbox SET state = 'pending', attempts = 0, lease_until = NULL WHERE state = 'failed'`);
     this.failInbox = db.prepare<[string, number]>(
       `UPDATE ks_inbox SET state = 'failed', last_error = ?, lease_until = NULL WHERE id = ?`,
     );
@@ -872,6 +878,7 @@ class Prepared {
     });
 
     const inboxPending = db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ks_inbox WHERE state = 'pending'`);
+    const inboxFailed = db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ks_inbox WHERE state = 'failed'`);
     const jobCounts = db.prepare<[], { state: JobState; destination: string; n: number }>(
       'SELECT state, destination, COUNT(*) AS n FROM ks_jobs GROUP BY state, destination',
     );
@@ -881,6 +888,7 @@ class Prepared {
     this.stats = db.transaction((): QueueStats => {
       const stats: QueueStats = {
         inboxPending: inboxPending.get()?.n ?? 0,
+        inboxFailed: inboxFailed.get()?.n ?? 0,
         jobs: { pending: 0, leased: 0, done: 0, dead: 0 },
         depthByDestination: {},
         deadByDestination: {},

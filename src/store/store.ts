@@ -100,6 +100,8 @@ export interface DeliveryRow extends DeliveryRecord {
 
 export interface QueueStats {
   inboxPending: number;
+  /** Inbox events the router gave up on (bad data, a broken mapping, Kommo away too long). */
+  inboxFailed: number;
   jobs: Record<JobState, number>;
   /** Pending + leased jobs per destination. */
   depthByDestination: Record<string, number>;
@@ -134,6 +136,8 @@ export interface Store {
   routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void>;
   /** Router could not route it (bad payload, or too many attempts): keep it, with the reason. */
   failInbox(id: number, reason: string): Promise<void>;
+  /** Failed inbox events back to pending (after fixing the config or once Kommo is back). */
+  requeueInbox(): Promise<number>;
 
   // jobs
   enqueueJobs(jobs: NewJob[]): Promise<number[]>;

@@ -703,6 +703,20 @@ function conformance(backend: Backend): void {
 
   // ----- email index -----
 
+  it('failed inbox events are counted and can be requeued', async (s) => {
+    await s.insertInbox([1, 2].map((n) => ({ account: 'a', source: 'kommo', kind: 'lead.created', dedupKey: `f${n}`, payload: {}, receivedAt: Date.now() })));
+    const [first] = await s.claimInbox(10, 60_000, Date.now());
+    await s.failInbox(first!.id, 'mapping broke');
+    let stats = await s.stats(Date.now());
+    assert.equal(stats.inboxFailed, 1);
+    assert.equal(stats.inboxPending, 1, 'the other one is still waiting (under a router lease)');
+    assert.equal(await s.requeueInbox(), 1);
+    stats = await s.stats(Date.now());
+    assert.equal(stats.inboxFailed, 0);
+    const again = await s.claimInbox(10, 60_000, Date.now());
+    assert.deepEqual(again.map((e) => [e.id, e.attempts]), [[first!.id, 1]]);
+  });
+
   it('indexEmails writes a batch like indexEmail would, duplicates folded to the newest', async (s) => {
     await s.indexEmails([
       { account: 'acc', email: 'A@x.com', leadId: 1, updatedAt: 100 },
@@ -766,6 +780,7 @@ function conformance(backend: Backend): void {
     const stats = await s.stats(now);
     assert.deepEqual(stats, {
       inboxPending: 2,
+      inboxFailed: 0,
       jobs: { pending: 3, leased: 1, done: 1, dead: 1 },
       depthByDestination: { x: 3, y: 1 },
       deadByDestination: { y: 1 },

@@ -121,4 +121,9 @@ export const postgresMigrations: readonly Migration[] = [
       );
     `,
   },
+  {
+    id: 2,
+    name: 'failed inbox events are counted and replayed',
+    sql: `CREATE INDEX ks_inbox_failed ON ks_inbox (id) WHERE state = 'failed';`,
+  },
 ];

@@ -118,4 +118,9 @@ export const sqliteMigrations: readonly Migration[] = [
       );
     `,
   },
+  {
+    id: 2,
+    name: 'failed inbox events are counted and replayed',
+    sql: `CREATE INDEX ks_inbox_failed ON ks_inbox (id) WHERE state = 'failed';`,
+  },
 ];
