@@ -124,9 +124,16 @@ function parseKommo(req: FastifyRequest, raw: Buffer, subdomain: string): Normal
   return parsed.events;
 }
 
+/** Digests of the configured secrets, computed once (they are on every webhook's path). */
+const expectedDigests = new Map<string, Buffer>();
+
 /** Constant-time: compares fixed-length digests, so neither content nor length leaks through timing. */
 function checkSecret(given: string, expected: string): void {
   const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
+  let b = expectedDigests.get(expected);
+  if (!b) {
+    b = createHash('sha256').update(expected).digest();
+    expectedDigests.set(expected, b);
+  }
   if (!timingSafeEqual(a, b)) throw new HttpError(401, 'bad_secret', 'the secret in the webhook URL is wrong');
 }
