@@ -10,6 +10,7 @@
 import pg from 'pg';
 import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
 import { postgresMigrations } from './migrations/postgres.js';
+import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxInsertRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
 import type {
   ClaimOptions,
   DeliveryRecord,
@@ -35,8 +36,6 @@ export interface PostgresStoreOptions {
 
 /** Flush the group-commit queue right away once it holds this many events. */
 const GROUP_COMMIT_MAX_EVENTS = 500;
-const DEFAULT_LIST_LIMIT = 100;
-const MAX_LIST_LIMIT = 10_000;
 
 /** First key of the two-key advisory locks, so our locks cannot collide with another app's. */
 const LOCK_NS = { migrate: 0x6b73_0001, withLock: 0x6b73_0002, rate: 0x6b73_0003, counter: 0x6b73_0004, jobKey: 0x6b73_0005 } as const;
@@ -105,114 +104,9 @@ function mapPgError(err: unknown): unknown {
 
 // ---------- rows (type aliases: pg wants an index-signature-compatible row type) ----------
 
-type InboxRow = {
-  id: number;
-  account: string;
-  source: string;
-  kind: string;
-  dedup_key: string;
-  payload: string;
-  received_at: number;
-  state: InboxEvent['state'];
-  attempts: number;
-};
-
-type JobRow = {
-  id: number;
-  account: string;
-  destination: string;
-  type: string;
-  ordering_key: string;
-  payload: string;
-  run_after: number;
-  inbox_id: number | null;
-  state: JobState;
-  attempts: number;
-  created_at: number;
-  lease_until: number | null;
-  leased_by: string | null;
-  last_error: string | null;
-};
-
-type DeliveryDbRow = {
-  id: number;
-  job_id: number | null;
-  account: string;
-  destination: string;
-  op: string;
-  subject: string;
-  status: DeliveryRecord['status'];
-  http_status: number | null;
-  latency_ms: number;
-  error: string | null;
-  at: number;
-};
-
 const INBOX_COLUMNS = 'id, account, source, kind, dedup_key, payload, received_at, state, attempts';
 const JOB_COLUMNS =
   'id, account, destination, type, ordering_key, payload, run_after, inbox_id, state, attempts, created_at, lease_until, leased_by, last_error';
-
-function toInboxEvent(r: InboxRow): InboxEvent {
-  return {
-    id: r.id,
-    account: r.account,
-    source: r.source,
-    kind: r.kind,
-    dedupKey: r.dedup_key,
-    payload: JSON.parse(r.payload) as unknown,
-    receivedAt: r.received_at,
-    state: r.state,
-    attempts: r.attempts,
-  };
-}
-
-function toJob(r: JobRow): Job {
-  return {
-    id: r.id,
-    account: r.account,
-    destination: r.destination,
-    type: r.type,
-    orderingKey: r.ordering_key,
-    payload: JSON.parse(r.payload) as unknown,
-    runAfter: r.run_after,
-    inboxId: r.inbox_id,
-    state: r.state,
-    attempts: r.attempts,
-    createdAt: r.created_at,
-    leaseUntil: r.lease_until,
-    leasedBy: r.leased_by,
-    lastError: r.last_error,
-  };
-}
-
-function toDelivery(r: DeliveryDbRow): DeliveryRow {
-  return {
-    id: r.id,
-    jobId: r.job_id,
-    account: r.account,
-    destination: r.destination,
-    op: r.op,
-    subject: r.subject,
-    status: r.status,
-    httpStatus: r.http_status,
-    latencyMs: r.latency_ms,
-    error: r.error,
-    at: r.at,
-  };
-}
-
-function toJson(payload: unknown): string {
-  return JSON.stringify(payload) ?? 'null';
-}
-
-function normalizeEmail(email: string): string {
-  return email.trim().toLowerCase();
-}
-
-function clampLimit(limit: number | undefined): number {
-  if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_LIST_LIMIT;
-  return Math.max(0, Math.min(MAX_LIST_LIMIT, Math.floor(limit)));
-}
 
 /** Collects `$n` placeholders and their values for queries whose shape depends on filters. */
 class SqlParams {
@@ -232,56 +126,7 @@ function jobConditions(filter: JobFilter, p: SqlParams): string[] {
   return conds;
 }
 
-/** See the SQLite store: dead jobs by default, chosen ids in any state, never leased ones. */
-function requeueTarget(filter: JobFilter & { ids?: number[] }): JobFilter | null {
-  if (filter.ids !== undefined && filter.ids.length === 0) return null;
-  const state = filter.state ?? (filter.ids ? undefined : 'dead');
-  if (state === 'leased') return null;
-  const target: JobFilter = { ...filter, state };
-  if (state === undefined) delete target.state;
-  return target;
-}
-
-// ---------- named mutex (same as in sqlite.ts; kept local so neither driver loads the other) ----------
-
-/** Per-name FIFO mutex: one connection per lock name per process waits on the advisory lock. */
-class NamedMutex {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  async run<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.tails.get(name) ?? Promise.resolve();
-    let release = (): void => {};
-    const mine = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const tail = previous.then(() => mine);
-    this.tails.set(name, tail);
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.tails.get(name) === tail) this.tails.delete(name);
-    }
-  }
-}
-
 // ---------- group commit ----------
-
-interface InboxInsertRow {
-  account: string;
-  source: string;
-  kind: string;
-  dedupKey: string;
-  payload: string;
-  receivedAt: number;
-}
-
-interface QueuedInsert {
-  rows: InboxInsertRow[];
-  resolve: (r: InsertResult) => void;
-  reject: (err: unknown) => void;
-}
 
 // ---------- the store ----------
 

@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import Database from 'better-sqlite3';
-import pg from 'pg';
 import { openStore } from '../../src/store/open.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { StoreUnavailableError } from '../../src/store/errors.js';
 import type { Job, NewInboxEvent, NewJob, Store } from '../../src/store/store.js';
+import { freshSchema, PG_URL, postgresUnreachable } from '../pg.js';
 
 // ---------- backends ----------
 
@@ -53,45 +53,15 @@ const sqliteMemory: Backend = {
   },
 };
 
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-function postgres(adminUrl: string): Backend {
+function postgres(): Backend {
   return {
     name: 'postgres',
     shared: true,
     async fresh() {
-      const schema = `ks_test_${Math.random().toString(36).slice(2, 10)}`;
-      const admin = new pg.Client({ connectionString: adminUrl });
-      await admin.connect();
-      await admin.query(`CREATE SCHEMA ${schema}`);
-      await admin.end();
-      const url = new URL(adminUrl);
-      url.searchParams.set('schema', schema);
-      return {
-        open: () => openStore(url.toString()),
-        async dispose() {
-          const c = new pg.Client({ connectionString: adminUrl });
-          await c.connect();
-          await c.query(`DROP SCHEMA ${schema} CASCADE`);
-          await c.end();
-        },
-      };
+      const db = await freshSchema('ks_test');
+      return { open: () => openStore(db.url), dispose: () => db.dispose() };
     },
   };
-}
-
-async function postgresReachable(url: string): Promise<string | null> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3_000 });
-  c.on('error', () => {});
-  try {
-    await c.connect();
-    await c.query('SELECT 1');
-    return null;
-  } catch (err) {
-    return err instanceof Error ? err.message : String(err);
-  } finally {
-    await c.end().catch(() => {});
-  }
 }
 
 // ---------- helpers ----------
@@ -953,9 +923,9 @@ describe('postgres specifics', () => {
 describe(sqliteFile.name, () => conformance(sqliteFile));
 describe(sqliteMemory.name, () => conformance(sqliteMemory));
 
-const unreachable = await postgresReachable(PG_URL);
+const unreachable = await postgresUnreachable(PG_URL);
 if (unreachable === null) {
-  describe('postgres', () => conformance(postgres(PG_URL)));
+  describe('postgres', () => conformance(postgres()));
 } else if (process.env.REQUIRE_POSTGRES === '1') {
   test('postgres', () => assert.fail(`PostgreSQL not reachable at ${PG_URL} (${unreachable}) and REQUIRE_POSTGRES=1`));
 } else {
