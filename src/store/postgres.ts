@@ -10,7 +10,8 @@
 import pg from 'pg';
 import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
 import { postgresMigrations } from './migrations/postgres.js';
-import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxInsertRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
+import { GroupCommit } from './group-commit.js';
+import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
 import type {
   ClaimOptions,
   DeliveryRecord,
@@ -35,7 +36,6 @@ export interface PostgresStoreOptions {
 }
 
 /** Flush the group-commit queue right away once it holds this many events. */
-const GROUP_COMMIT_MAX_EVENTS = 500;
 
 /** First key of the two-key advisory locks, so our locks cannot collide with another app's. */
 const LOCK_NS = { migrate: 0x6b73_0001, withLock: 0x6b73_0002, rate: 0x6b73_0003, counter: 0x6b73_0004, jobKey: 0x6b73_0005 } as const;
@@ -138,9 +138,7 @@ class PostgresStore implements Store {
   private closed = false;
   private closing = false;
 
-  private queue: QueuedInsert[] = [];
-  private queuedEvents = 0;
-  private flushScheduled = false;
+  private readonly group = new GroupCommit((batch) => this.writeGroup(batch));
   private readonly writing = new Set<Promise<void>>();
 
   constructor(
@@ -244,7 +242,7 @@ class PostgresStore implements Store {
     if (this.closed || this.closing) return;
     // New inserts are refused from here on; the ones already queued are committed first.
     this.closing = true;
-    this.flushInbox();
+    this.group.flush();
     await Promise.allSettled([...this.writing]);
     this.closed = true;
     await Promise.all([this.pool.end(), this.lockPool.end()]);
@@ -258,42 +256,11 @@ class PostgresStore implements Store {
 
   insertInbox(events: NewInboxEvent[]): Promise<InsertResult> {
     if (this.closed || this.closing) return Promise.reject(new Error('store is closed'));
-    if (events.length === 0) return Promise.resolve({ inserted: 0, duplicates: 0 });
-    let rows: InboxInsertRow[];
-    try {
-      // Serialize now, so a bad payload fails its own caller and not the whole batch.
-      rows = events.map((e) => ({
-        account: e.account,
-        source: e.source,
-        kind: e.kind,
-        dedupKey: e.dedupKey,
-        payload: toJson(e.payload),
-        receivedAt: e.receivedAt,
-      }));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return new Promise<InsertResult>((resolve, reject) => {
-      this.queue.push({ rows, resolve, reject });
-      this.queuedEvents += rows.length;
-      if (this.queuedEvents >= GROUP_COMMIT_MAX_EVENTS) {
-        this.flushInbox();
-      } else if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => {
-          this.flushScheduled = false;
-          this.flushInbox();
-        });
-      }
-    });
+    return this.group.add(events);
   }
 
   /** Sends the queued calls as one INSERT; several flushes may be in flight on different connections. */
-  private flushInbox(): void {
-    const batch = this.queue;
-    if (batch.length === 0) return;
-    this.queue = [];
-    this.queuedEvents = 0;
+  private writeGroup(batch: QueuedInsert[]): void {
     const done: Promise<void> = this.writeInboxBatch(batch).finally(() => this.writing.delete(done));
     this.writing.add(done);
   }
@@ -307,18 +274,16 @@ class PostgresStore implements Store {
         for (const item of batch) item.reject(err);
         return;
       }
-      // One caller's rows broke the statement (e.g. a NUL byte in a key): retry callers one by one
-      // so only the culprit fails.
-      await Promise.all(
-        batch.map(async (item) => {
-          try {
-            const [result] = await this.insertInboxRows([item]);
-            item.resolve(result ?? { inserted: 0, duplicates: 0 });
-          } catch (single) {
-            item.reject(single);
-          }
-        }),
-      );
+      // One caller's rows broke the statement (e.g. a NUL byte in a key): retry callers one by one,
+      // in order, so only the culprit fails and a key shared by two callers stays the first one's.
+      for (const item of batch) {
+        try {
+          const [result] = await this.insertInboxRows([item]);
+          item.resolve(result ?? { inserted: 0, duplicates: 0 });
+        } catch (single) {
+          item.reject(single);
+        }
+      }
     }
   }
 

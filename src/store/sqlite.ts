@@ -12,7 +12,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
 import { sqliteMigrations } from './migrations/sqlite.js';
-import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxInsertRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
+import { GroupCommit } from './group-commit.js';
+import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
 import type {
   ClaimOptions,
   DeliveryRecord,
@@ -37,7 +38,6 @@ export interface SqliteStoreOptions {
 }
 
 /** Flush the group-commit queue right away once it holds this many events (bounds latency and memory). */
-const GROUP_COMMIT_MAX_EVENTS = 500;
 /** prune deletes in chunks so one call never holds the write lock (and the event loop) for long. */
 const PRUNE_CHUNK = 5_000;
 
@@ -83,9 +83,7 @@ class SqliteStore implements Store {
   private prepared: Prepared | undefined;
   private closed = false;
 
-  private queue: QueuedInsert[] = [];
-  private queuedEvents = 0;
-  private flushScheduled = false;
+  private readonly group = new GroupCommit((batch) => this.writeGroup(batch));
 
   constructor(file: string, opts: SqliteStoreOptions) {
     this.db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5_000 });
@@ -152,7 +150,7 @@ class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.flushInbox(); // callers already waiting get their commit before the handle goes away
+    this.group.flush(); // callers already waiting get their commit before the handle goes away
     this.closed = true;
     this.db.close();
   }
@@ -165,42 +163,11 @@ class SqliteStore implements Store {
 
   insertInbox(events: NewInboxEvent[]): Promise<InsertResult> {
     if (this.closed) return Promise.reject(new Error('store is closed'));
-    if (events.length === 0) return Promise.resolve({ inserted: 0, duplicates: 0 });
-    let rows: InboxInsertRow[];
-    try {
-      // Serialize now, so a bad payload fails its own caller and not the whole batch.
-      rows = events.map((e) => ({
-        account: e.account,
-        source: e.source,
-        kind: e.kind,
-        dedupKey: e.dedupKey,
-        payload: toJson(e.payload),
-        receivedAt: e.receivedAt,
-      }));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return new Promise<InsertResult>((resolve, reject) => {
-      this.queue.push({ rows, resolve, reject });
-      this.queuedEvents += rows.length;
-      if (this.queuedEvents >= GROUP_COMMIT_MAX_EVENTS) {
-        this.flushInbox();
-      } else if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => {
-          this.flushScheduled = false;
-          this.flushInbox();
-        });
-      }
-    });
+    return this.group.add(events);
   }
 
   /** Commits every queued insertInbox call in one transaction, then settles each caller's promise. */
-  private flushInbox(): void {
-    const batch = this.queue;
-    if (batch.length === 0) return;
-    this.queue = [];
-    this.queuedEvents = 0;
+  private writeGroup(batch: QueuedInsert[]): void {
     try {
       const results = this.q.insertInboxBatch.immediate(batch);
       batch.forEach((item, i) => item.resolve(results[i] ?? { inserted: 0, duplicates: 0 }));
