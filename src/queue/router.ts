@@ -13,6 +13,7 @@ import type { EnrichedLead } from '../sync/enriched.js';
 import { MappingError } from '../sync/mapping.js';
 import type { CrmEvent, EngagementEvent, InboundEvent } from '../sync/events.js';
 import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from './jobs.js';
+import { Pacer } from './pacer.js';
 
 /** What the router needs from one account's runtime (built in service.ts; faked in unit tests). */
 export interface AccountRouting {
@@ -69,8 +70,7 @@ function kommoJob(account: string, orderingKey: string, subject: string, op: Kom
 export class Router {
   private running = false;
   private loopDone: Promise<void> | null = null;
-  private wakeUp: (() => void) | null = null;
-  private stopWaiter: (() => void) | null = null;
+  private readonly pacer = new Pacer();
 
   constructor(private readonly o: RouterOptions) {}
 
@@ -82,15 +82,12 @@ export class Router {
 
   async stop(): Promise<void> {
     this.running = false;
-    this.wake();
-    this.stopWaiter?.();
+    this.pacer.interrupt();
     await this.loopDone;
   }
 
   wake(): void {
-    const w = this.wakeUp;
-    this.wakeUp = null;
-    w?.();
+    this.pacer.wake();
   }
 
   private async loop(): Promise<void> {
@@ -102,23 +99,9 @@ export class Router {
         this.o.log.error({ err }, 'router could not read the inbox; retrying');
       }
       if (!this.running) break;
-      if (n === 0) await this.pause(this.o.pollMs, true);
-      else if (n < this.o.batch && this.o.lingerMs > 0) await this.pause(this.o.lingerMs, false);
+      if (n === 0) await this.pacer.pause(this.o.pollMs, true);
+      else if (n < this.o.batch && this.o.lingerMs > 0) await this.pacer.pause(this.o.lingerMs, false);
     }
-  }
-
-  /** Sleeps `ms`; `wake()` cuts it short only when `wakeable`; `stop()` always does. */
-  private pause(ms: number, wakeable: boolean): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      timer.unref();
-      this.stopWaiter = done;
-      if (wakeable) this.wakeUp = done;
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
   }
 
   /**

@@ -12,6 +12,7 @@ import { StoreUnavailableError } from '../store/errors.js';
 import type { DeliveryRecord, Job, JobOutcome, Store } from '../store/store.js';
 import { retryDelay, type BackoffPolicy } from './backoff.js';
 import { decodeJob, KOMMO_OPS_V1, SYNC_OPS_V1 } from './jobs.js';
+import { Pacer } from './pacer.js';
 
 interface TargetBase {
   /** `account/name`, the jobs' destination column. */
@@ -43,7 +44,7 @@ export class Worker {
   private readonly targets = new Map<string, DeliveryTarget>();
   private readonly inFlight = new Set<string>();
   private running = false;
-  private wakeUp: (() => void) | null = null;
+  private readonly pacer = new Pacer();
   private loopDone: Promise<void> | null = null;
   private readonly warnedUnknown = new Set<string>();
 
@@ -61,16 +62,14 @@ export class Worker {
   /** Stops claiming; waits for batches in flight (their leases would otherwise have to expire). */
   async stop(): Promise<void> {
     this.running = false;
-    this.wake();
+    this.pacer.interrupt();
     await this.loopDone;
     while (this.inFlight.size > 0) await sleep(10);
   }
 
   /** New jobs were enqueued in this process: look now instead of at the next poll. */
   wake(): void {
-    const w = this.wakeUp;
-    this.wakeUp = null;
-    w?.();
+    this.pacer.wake();
   }
 
   private async loop(): Promise<void> {
@@ -101,10 +100,7 @@ export class Worker {
         this.o.log.error({ err }, 'worker could not read the queue; retrying');
       }
       if (!this.running) break;
-      if (started === 0) await new Promise<void>((resolve) => {
-        this.wakeUp = resolve;
-        setTimeout(resolve, this.o.pollMs).unref();
-      });
+      if (started === 0) await this.pacer.pause(this.o.pollMs);
     }
   }
 
