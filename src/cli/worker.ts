@@ -8,7 +8,7 @@ export async function worker(o: { config?: string }): Promise<void> {
   const loaded = loadConfig(o.config);
   const log = createLogger(loaded.config.log);
   if (loaded.config.store.startsWith('sqlite:')) {
-    log.warn('worker on SQLite: fine on one machine next to `serve`; use PostgreSQL to spread workers over machines');
+    log.warn('worker on SQLite: the Kommo rate limit and the OAuth lock are per process, so do not run it next to `serve` on the same file; use PostgreSQL to run several processes');
   }
   const service = await startService({ loaded, log, intake: false, work: true });
   log.info({ worker: service.worker?.id, store: service.store.kind }, 'worker is running');
