@@ -27,6 +27,16 @@ export async function doctor(o: { config?: string }): Promise<void> {
         ok(`Kommo credentials accepted (account "${info.name}", id ${info.id})`);
         await rt.init();
         ok(`stages, fields and lists named in the config exist (${rt.catalog.pipelines.length} pipelines)`);
+        const hooks = await rt.client.getWebhooks();
+        const ours = hooks?.filter((h) => h.destination.includes(`/webhooks/${name}/kommo/`)) ?? [];
+        if (hooks === null) ok('webhook subscriptions not checked (needs an admin token)');
+        else if (ours.length === 0) {
+          failures++;
+          bad('Kommo has no webhook pointing at kommo-sync yet: add the URL below in Settings > Integrations > Web hooks');
+        } else if (ours.some((h) => h.disabled)) {
+          failures++;
+          bad('Kommo has DISABLED the webhook (too many failed deliveries): open it in Settings > Integrations > Web hooks and save to re-enable');
+        } else ok(`Kommo sends webhooks to kommo-sync (${ours.map((h) => h.settings.join(', ')).join('; ')})`);
       } catch (err) {
         failures++;
         bad(err instanceof Error ? err.message : String(err));

@@ -137,6 +137,13 @@ export const userSchema = z.looseObject({
 });
 export type KommoUser = z.infer<typeof userSchema>;
 
+export const webhookSchema = z.looseObject({
+  destination: z.string(),
+  disabled: z.boolean().nullish().transform((v) => v ?? false),
+  settings: z.array(z.string()).nullish().transform((v) => v ?? []),
+});
+export type KommoWebhook = z.infer<typeof webhookSchema>;
+
 export const accountInfoSchema = z.looseObject({
   id: int,
   name: z.string(),
@@ -402,6 +409,21 @@ export class KommoClient {
     const out: KommoUser[] = [];
     try {
       for await (const page of this.pages('/api/v4/users', [['limit', MAX_PAGE]], 'users', userSchema, opts.signal, true)) out.push(...page);
+    } catch (err) {
+      if (err instanceof KommoApiError && err.status === 403) return null;
+      throw err;
+    }
+    return out;
+  }
+
+  /**
+   * The account's webhook subscriptions (admin only: null on 403). Kommo turns a webhook off after
+   * many failed deliveries and says so only here (`disabled`), so doctor reads it.
+   */
+  async getWebhooks(opts: { signal?: AbortSignal } = {}): Promise<KommoWebhook[] | null> {
+    const out: KommoWebhook[] = [];
+    try {
+      for await (const page of this.pages('/api/v4/webhooks', [], 'webhooks', webhookSchema, opts.signal, true)) out.push(...page);
     } catch (err) {
       if (err instanceof KommoApiError && err.status === 403) return null;
       throw err;
