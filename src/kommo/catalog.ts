@@ -40,6 +40,8 @@ export class KommoCatalog {
   private loaded = false;
   private lastUnknownRefreshAt = Number.NEGATIVE_INFINITY;
   private readonly stageKeys: Map<string, string>;
+  /** As the user wrote them, for error messages. */
+  private readonly stageNames: string[];
   private readonly minInterval: number;
   private readonly now: () => number;
 
@@ -48,6 +50,7 @@ export class KommoCatalog {
     opts: KommoCatalogOptions = {},
   ) {
     this.stageKeys = new Map(Object.entries(opts.stages ?? {}).map(([name, key]) => [normalizeName(name), key]));
+    this.stageNames = Object.keys(opts.stages ?? {});
     this.minInterval = opts.refreshMinIntervalMs ?? 30_000;
     this.now = opts.now ?? Date.now;
   }
@@ -164,7 +167,7 @@ export class KommoCatalog {
   configErrors(): string[] {
     this.assertLoaded();
     const errors: string[] = [];
-    for (const name of this.stageKeys.keys()) {
+    for (const name of this.stageNames) {
       try {
         this.resolveStageByName(name);
       } catch (err) {
