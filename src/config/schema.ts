@@ -119,7 +119,7 @@ export const crmNotesSchema = z.object({
   /** CRM events after which a note is written on the lead (a visible sync log inside Kommo). */
   on: z.array(crmEventKind).min(1),
   /** Template; `{{ expr }}` are mapping expressions over the enriched lead plus `destinations`. */
-  text: z.string().default('kommo-sync: {{event.kind}} ({{stage.name}}) sent to {{destinations}}'),
+  text: z.string().default('kommo-sync: {{event.kind}} ({{stage.name}}) queued for {{destinations}}'),
 }).strict();
 
 export const accountSchema = z.object({

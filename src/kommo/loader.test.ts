@@ -57,6 +57,38 @@ describe('KommoLoader over the simulator', () => {
     });
   });
 
+  it('withCompanies: 300 concurrent loadLead calls cost exactly 2 lead + 2 contact + 2 company requests', async () => {
+    const ids = leadIds.slice(0, 300);
+    const companyOf = new Map<number, string>();
+    ids.forEach((id, i) => {
+      const name = `Company ${i}`;
+      sim.createCompany({ name, leadIds: [id] });
+      companyOf.set(id, name);
+    });
+    sim.resetLog();
+    const loader = new KommoLoader(client, { withCompanies: true });
+    const loaded = await Promise.all(ids.map((id) => loader.loadLead(id)));
+
+    const paths = sim.requests.map((r) => r.path);
+    assert.equal(paths.filter((p) => p === '/api/v4/leads').length, 2);
+    assert.equal(paths.filter((p) => p === '/api/v4/contacts').length, 2);
+    assert.equal(paths.filter((p) => p === '/api/v4/companies').length, 2);
+    assert.equal(paths.length, 6);
+    assert.ok(sim.requests.every((r) => r.status === 200), 'no request was refused');
+    const companyIdCounts = sim.requests
+      .filter((r) => r.path === '/api/v4/companies')
+      .map((r) => new URLSearchParams(r.query).getAll('filter[id][]').length)
+      .sort((a, b) => a - b);
+    assert.deepEqual(companyIdCounts, [50, 250]);
+
+    loaded.forEach((l, i) => {
+      assert.ok(l, `lead ${ids[i]} loaded`);
+      assert.equal(l.lead.id, ids[i]);
+      assert.equal(l.company?.name, companyOf.get(l.lead.id));
+      assert.equal(l.contact?.custom_fields_values?.find((f) => f.field_code === 'EMAIL')?.values[0]?.value, emailOf.get(l.lead.id));
+    });
+  });
+
   it('coalesces duplicate ids, answers null for a lead Kommo no longer has, and null contact for a lead without one', async () => {
     const lonely = sim.createLead({ name: 'No contact', price: 5 });
     const gone = sim.createLead({ name: 'Gone', price: 1 });

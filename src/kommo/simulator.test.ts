@@ -270,6 +270,46 @@ describe('KommoSimulator over HTTP', () => {
     assert.equal((await s.api('/api/v4/webhooks', { method: 'DELETE', json: { destination: dest } })).status, 204);
     assert.equal((await s.api(`/api/v4/webhooks?filter[destination]=${encodeURIComponent(dest)}`)).status, 204);
   });
+
+  test('companies: HAL list, filter[id][], 204 when empty, 404 by id; leads and contacts embed their company', async () => {
+    const contact = s.sim.createContact({ name: 'Company person' });
+    const leadA = s.sim.createLead({ name: 'Co deal A', contactIds: [contact.id] });
+    const leadB = s.sim.createLead({ name: 'Co deal B' });
+    const acme = s.sim.createCompany({ name: 'Acme Corp', leadIds: [leadA.id], contactIds: [contact.id] });
+    const globex = s.sim.createCompany({ name: 'Globex', leadIds: [leadB.id] });
+    assert.deepEqual(s.sim.companies.get(acme.id)?.lead_ids, [leadA.id]);
+
+    const res = await s.api(`/api/v4/companies?filter[id][]=${globex.id}&filter[id][]=${acme.id}&limit=250`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /application\/hal\+json/);
+    const list = embedded(await json(res), 'companies');
+    assert.deepEqual(list.map((c) => [c.id, c.name]), [[acme.id, 'Acme Corp'], [globex.id, 'Globex']]);
+    const first = list[0] ?? {};
+    for (const key of ['responsible_user_id', 'created_at', 'updated_at', 'custom_fields_values']) assert.ok(key in first, key);
+    assert.deepEqual((first._embedded as { tags: unknown[] }).tags, []);
+
+    const empty = await s.api('/api/v4/companies?filter[id][]=1');
+    assert.equal(empty.status, 204);
+    assert.equal(await empty.text(), '');
+    assert.equal((await s.api('/api/v4/companies?limit=251')).status, 422);
+    assert.equal((await s.api(`/api/v4/companies/${globex.id}`)).status, 200);
+    const missing = await s.api('/api/v4/companies/1');
+    assert.equal(missing.status, 404);
+    assert.match(missing.headers.get('content-type') ?? '', /application\/problem\+json/);
+    assert.equal((await s.api('/api/v4/companies', { token: 'nope' })).status, 401);
+
+    const leads = embedded(await json(await s.api(`/api/v4/leads?filter[id][]=${leadA.id}&filter[id][]=${leadB.id}&with=contacts`)), 'leads');
+    const companiesOf = (x: Record<string, unknown> | undefined): unknown =>
+      (x?._embedded as { companies: Array<{ id: number }> }).companies.map((c) => c.id);
+    assert.deepEqual(leads.map(companiesOf), [[acme.id], [globex.id]]);
+    assert.deepEqual(companiesOf(await json(await s.api(`/api/v4/leads/${leadA.id}`))), [acme.id]);
+    assert.deepEqual(companiesOf(await json(await s.api(`/api/v4/contacts/${contact.id}`))), [acme.id]);
+
+    // One company per lead: linking B to a new company moves it off Globex.
+    const initech = s.sim.createCompany({ name: 'Initech', leadIds: [leadB.id] });
+    assert.deepEqual(companiesOf(await json(await s.api(`/api/v4/leads/${leadB.id}`))), [initech.id]);
+    assert.deepEqual(s.sim.companies.get(globex.id)?.lead_ids, []);
+  });
 });
 
 describe('rate limit and block', () => {
@@ -455,6 +495,21 @@ describe('webhooks sent to a receiver', () => {
     assert.equal(update.get('leads[update][0][id]'), String(lead.id));
     assert.equal(update.get('leads[update][0][old_status_id]'), String(from.id));
     assert.equal(update.get('leads[update][0][status_id]'), String(to.id));
+  });
+
+  test('createCompany fires add_company under the contacts key with type=company', async () => {
+    received.length = 0;
+    const sim = new KommoSimulator(FAST);
+    sim.subscribe(receiverUrl, ['add_company']);
+    const lead = sim.createLead({ name: 'Deal' });
+    const company = sim.createCompany({ name: 'Acme Corp', leadIds: [lead.id] });
+    await sim.flushWebhooks();
+    assert.deepEqual(sim.webhooksSent.map((w) => [w.event, w.status]), [['add_company', 200]]);
+    const body = new URLSearchParams(received[0]?.body);
+    assert.equal(body.get('contacts[add][0][id]'), String(company.id));
+    assert.equal(body.get('contacts[add][0][name]'), 'Acme Corp');
+    assert.equal(body.get('contacts[add][0][type]'), 'company');
+    assert.equal(body.get(`contacts[add][0][linked_leads_id][${lead.id}][ID]`), String(lead.id));
   });
 
   test('API writes fire webhooks too; contacts, responsible and delete payloads', async () => {

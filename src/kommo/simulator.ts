@@ -22,6 +22,7 @@ import type {
   KommoSimulatorOptions,
   OAuthRefreshRecord,
   RequestLogEntry,
+  SimCompany,
   SimContact,
   SimCustomField,
   SimLead,
@@ -83,6 +84,15 @@ export interface UpdateLeadInput {
   fields?: FieldInput;
   /** Replaces the whole tag set. */
   tags?: string[];
+}
+
+export interface CreateCompanyInput {
+  name: string;
+  /** Leads to link; each lead has at most one company, so this replaces a previous link. */
+  leadIds?: number[];
+  /** Contacts to link (at most one company per contact, as for leads). */
+  contactIds?: number[];
+  responsibleUserId?: number;
 }
 
 export interface AddCustomFieldInput {
@@ -175,6 +185,9 @@ export class KommoSimulator {
   }
   get contacts(): ReadonlyMap<number, SimContact> {
     return this.state.contacts;
+  }
+  get companies(): ReadonlyMap<number, SimCompany> {
+    return this.state.companies;
   }
   get notes(): ReadonlyMap<number, SimNote> {
     return this.state.notes;
@@ -300,6 +313,20 @@ export class KommoSimulator {
     );
     if (!contact) throw new Error(`Contact ${contactId} not found`);
     return contact;
+  }
+
+  /** Fires add_company (under the `contacts` webhook key, with type=company). */
+  createCompany(input: CreateCompanyInput): SimCompany {
+    const responsible = input.responsibleUserId === undefined ? undefined : this.checkUser(input.responsibleUserId);
+    return this.state.addCompany(
+      {
+        name: input.name,
+        ...(input.leadIds !== undefined && { leadIds: input.leadIds }),
+        ...(input.contactIds !== undefined && { contactIds: input.contactIds }),
+        ...(responsible !== undefined && { responsibleUserId: responsible }),
+      },
+      this.uiUserId,
+    );
   }
 
   createLead(input: CreateLeadInput): SimLead {

@@ -1,10 +1,10 @@
 /** v4 JSON for the simulator's records, with `_links` and `_embedded` the way the API nests them. */
 import { selfLink } from './http.js';
-import type { SimContact, SimCustomField, SimLead, SimNote, SimPipeline, SimTask, SimUser, SimWebhook } from './types.js';
+import type { SimCompany, SimContact, SimCustomField, SimLead, SimNote, SimPipeline, SimTask, SimUser, SimWebhook } from './types.js';
 
 export function renderLead(lead: SimLead, api: string, withContacts: boolean): Record<string, unknown> {
-  const { tags, contact_ids, ...fields } = lead;
-  const embedded: Record<string, unknown> = { tags: tags.map((t) => ({ ...t })), companies: [] };
+  const { tags, contact_ids, company_id, ...fields } = lead;
+  const embedded: Record<string, unknown> = { tags: tags.map((t) => ({ ...t })), companies: companyLinks(company_id, api) };
   if (withContacts) {
     embedded.contacts = contact_ids.map((id, i) => ({ id, is_main: i === 0, _links: selfLink(`${api}/api/v4/contacts/${id}`) }));
   }
@@ -12,10 +12,23 @@ export function renderLead(lead: SimLead, api: string, withContacts: boolean): R
 }
 
 export function renderContact(contact: SimContact, api: string, withLeads: boolean): Record<string, unknown> {
-  const { tags, lead_ids, ...fields } = contact;
-  const embedded: Record<string, unknown> = { tags: tags.map((t) => ({ ...t })), companies: [] };
+  const { tags, lead_ids, company_id, ...fields } = contact;
+  const embedded: Record<string, unknown> = { tags: tags.map((t) => ({ ...t })), companies: companyLinks(company_id, api) };
   if (withLeads) embedded.leads = lead_ids.map((id) => ({ id, _links: selfLink(`${api}/api/v4/leads/${id}`) }));
   return { ...fields, _links: selfLink(`${api}/api/v4/contacts/${contact.id}`), _embedded: embedded };
+}
+
+function companyLinks(companyId: number | null, api: string): unknown[] {
+  return companyId === null ? [] : [{ id: companyId, _links: selfLink(`${api}/api/v4/companies/${companyId}`) }];
+}
+
+/** `_embedded.leads` / `_embedded.contacts` only with `with=leads` / `with=contacts`. */
+export function renderCompany(company: SimCompany, api: string, withs: Set<string>): Record<string, unknown> {
+  const { tags, lead_ids, contact_ids, ...fields } = company;
+  const embedded: Record<string, unknown> = { tags: tags.map((t) => ({ ...t })) };
+  if (withs.has('leads')) embedded.leads = lead_ids.map((id) => ({ id, _links: selfLink(`${api}/api/v4/leads/${id}`) }));
+  if (withs.has('contacts')) embedded.contacts = contact_ids.map((id) => ({ id, _links: selfLink(`${api}/api/v4/contacts/${id}`) }));
+  return { ...fields, _links: selfLink(`${api}/api/v4/companies/${company.id}`), _embedded: embedded };
 }
 
 export function renderPipeline(p: SimPipeline, api: string): Record<string, unknown> {

@@ -21,6 +21,7 @@ import {
 } from './http.js';
 import type { OAuthServer } from './oauth.js';
 import {
+  renderCompany,
   renderContact,
   renderCustomField,
   renderLead,
@@ -105,6 +106,7 @@ export function createPlugin(deps: RouteDeps): FastifyPluginAsync {
     registerOAuth(app, deps);
     registerEntities(app, deps, prefix, 'leads');
     registerEntities(app, deps, prefix, 'contacts');
+    registerCompanies(app, deps, prefix);
     registerCatalog(app, deps, prefix);
     registerNotesAndTasks(app, deps, prefix);
     registerWebhooks(app, deps, prefix);
@@ -320,6 +322,24 @@ function registerEntities(app: FastifyInstance, deps: RouteDeps, prefix: string,
     const query = q.one('query')?.toLowerCase();
     if (query) tags = tags.filter((t) => t.name.toLowerCase().includes(query));
     return sendPage(req, reply, prefix, q, 'tags', tags, (t) => ({ ...t }));
+  });
+}
+
+/** Read-only companies: the same filters, paging (limit <= 250) and 204 as contacts (kommo.md 2.4, 2.6). */
+function registerCompanies(app: FastifyInstance, deps: RouteDeps, prefix: string): void {
+  const { state } = deps;
+
+  app.get('/api/v4/companies', async (req, reply) => {
+    const q = new KommoQuery(rawQuery(req));
+    const withs = q.withs();
+    return sendPage(req, reply, prefix, q, 'companies', filterCommon(state.companies, q), (c, api) => renderCompany(c, api, withs));
+  });
+
+  app.get<IdParams>('/api/v4/companies/:id', async (req, reply) => {
+    const id = parseId(req.params.id);
+    const company = id === undefined ? undefined : state.companies.get(id);
+    if (!company) return sendProblem(reply, 404, 'Company not found');
+    return sendHal(reply, renderCompany(company, linkBase(req, prefix).api, new KommoQuery(rawQuery(req)).withs()));
   });
 }
 

@@ -4,10 +4,11 @@
  * control methods go through here, so API writes fire webhooks exactly like UI changes do.
  */
 import type { WebhookDispatcher } from './webhooks.js';
-import { contactV2, leadDeleteV2, leadV2, noteV2, taskV2, type LeadChange } from './webhooks.js';
+import { companyV2, contactV2, leadDeleteV2, leadV2, noteV2, taskV2, type LeadChange } from './webhooks.js';
 import type {
   CustomFieldType,
   EntityType,
+  SimCompany,
   SimContact,
   SimCustomField,
   SimCustomFieldValue,
@@ -85,7 +86,7 @@ export interface TaskWrite {
   result: { text: string } | null;
 }
 
-type SeqKind = 'user' | 'pipeline' | 'status' | 'field' | 'enumId' | 'tag' | 'lead' | 'contact' | 'note' | 'task';
+type SeqKind = 'user' | 'pipeline' | 'status' | 'field' | 'enumId' | 'tag' | 'lead' | 'contact' | 'company' | 'note' | 'task';
 
 function nowSec(): number {
   return Math.floor(Date.now() / 1000);
@@ -102,6 +103,7 @@ export class SimState {
   readonly customFields: Record<EntityType, Map<number, SimCustomField>> = { leads: new Map(), contacts: new Map() };
   readonly leads = new Map<number, SimLead>();
   readonly contacts = new Map<number, SimContact>();
+  readonly companies = new Map<number, SimCompany>();
   readonly notes = new Map<number, SimNote>();
   readonly tasks = new Map<number, SimTask>();
   /** Tag dictionaries are per entity type (same name, different ids for leads and contacts). */
@@ -117,6 +119,7 @@ export class SimState {
     tag: 10_001,
     lead: 20_000_001,
     contact: 30_000_001,
+    company: 40_000_001,
     note: 50_000_001,
     task: 60_000_001,
   };
@@ -311,6 +314,7 @@ export class SimState {
         is_deleted: false,
         tags: this.applyTags('leads', [], w.tags ?? {}),
         contact_ids: [],
+        company_id: null,
       };
       this.leads.set(lead.id, lead);
       for (const cid of w.contactIds ?? []) this.link(lead, cid);
@@ -375,6 +379,8 @@ export class SimState {
       const c = this.contacts.get(cid);
       if (c) c.lead_ids = c.lead_ids.filter((l) => l !== id);
     }
+    const company = lead.company_id === null ? undefined : this.companies.get(lead.company_id);
+    if (company) company.lead_ids = company.lead_ids.filter((l) => l !== id);
     lead.is_deleted = true;
     this.hooks.emit('delete_lead', () => ({ leads: { delete: [leadDeleteV2(lead)] } }));
     return lead;
@@ -411,6 +417,7 @@ export class SimState {
         is_deleted: false,
         tags: this.applyTags('contacts', [], w.tags ?? {}),
         lead_ids: [],
+        company_id: null,
       };
       this.contacts.set(contact.id, contact);
       return contact;
@@ -442,6 +449,53 @@ export class SimState {
     });
     this.hooks.emit('update_contact', () => ({ contacts: { update: changes.map(([c, old]) => contactV2(c, actor, old)) } }));
     return updated;
+  }
+
+  // ---- companies ----
+
+  /**
+   * Creates a company linked to the given leads and contacts. A lead or contact has at most one
+   * company, so linking moves it off its previous one. Fires add_company (under `contacts`, type=company).
+   */
+  addCompany(w: { name: string; leadIds?: number[]; contactIds?: number[]; responsibleUserId?: number }, actor: number): SimCompany {
+    const leads = (w.leadIds ?? []).map((id) => {
+      const lead = this.leads.get(id);
+      if (!lead) throw new Error(`Lead ${id} not found`);
+      return lead;
+    });
+    const contacts = (w.contactIds ?? []).map((id) => {
+      const contact = this.contacts.get(id);
+      if (!contact) throw new Error(`Contact ${id} not found`);
+      return contact;
+    });
+    const t = nowSec();
+    const company: SimCompany = {
+      id: this.next('company'),
+      name: w.name,
+      responsible_user_id: w.responsibleUserId ?? actor,
+      group_id: 0,
+      created_by: actor,
+      updated_by: actor,
+      created_at: t,
+      updated_at: t,
+      closest_task_at: null,
+      custom_fields_values: null,
+      account_id: this.accountId,
+      is_deleted: false,
+      tags: [],
+      lead_ids: [],
+      contact_ids: [],
+    };
+    this.companies.set(company.id, company);
+    for (const entity of [...leads, ...contacts]) {
+      const key = 'price' in entity ? 'lead_ids' : 'contact_ids';
+      const previous = entity.company_id === null ? undefined : this.companies.get(entity.company_id);
+      if (previous) previous[key] = previous[key].filter((x) => x !== entity.id);
+      entity.company_id = company.id;
+      if (!company[key].includes(entity.id)) company[key].push(entity.id);
+    }
+    this.hooks.emit('add_company', () => ({ contacts: { add: [companyV2(company, actor)] } }));
+    return company;
   }
 
   // ---- notes and tasks ----

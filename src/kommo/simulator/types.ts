@@ -1,7 +1,7 @@
 /**
  * Records the Kommo simulator keeps. Entity records use Kommo's v4 field names (snake_case) so tests
  * can compare them with what the API returns; the only additions are the link lists
- * (`contact_ids`, `lead_ids`) and `tags`, which v4 nests under `_embedded`.
+ * (`contact_ids`, `lead_ids`, `company_id`) and `tags`, which v4 nests under `_embedded`.
  */
 
 export type EntityType = 'leads' | 'contacts';
@@ -156,6 +156,8 @@ export interface SimLead {
   tags: SimTag[];
   /** Linked contacts; the first one is the main contact. */
   contact_ids: number[];
+  /** The linked company (a lead has at most one). */
+  company_id: number | null;
 }
 
 export interface SimContact {
@@ -175,6 +177,26 @@ export interface SimContact {
   is_deleted: boolean;
   tags: SimTag[];
   lead_ids: number[];
+  /** The linked company (a contact has at most one). */
+  company_id: number | null;
+}
+
+export interface SimCompany {
+  id: number;
+  name: string;
+  responsible_user_id: number;
+  group_id: number;
+  created_by: number;
+  updated_by: number;
+  created_at: number;
+  updated_at: number;
+  closest_task_at: number | null;
+  custom_fields_values: SimCustomFieldValue[] | null;
+  account_id: number;
+  is_deleted: boolean;
+  tags: SimTag[];
+  lead_ids: number[];
+  contact_ids: number[];
 }
 
 export interface SimNote {

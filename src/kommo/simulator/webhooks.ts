@@ -6,6 +6,7 @@
 import { encodeBracketForm } from '../form.js';
 import { nowMs } from './gate.js';
 import type {
+  SimCompany,
   SimContact,
   SimCustomFieldValue,
   SimLead,
@@ -198,6 +199,28 @@ export function contactV2(contact: SimContact, modifiedUserId: number, oldRespon
     created_at: s(contact.created_at),
     updated_at: s(contact.updated_at),
     type: 'contact',
+  };
+}
+
+/** Companies ride on the `contacts` key too, told apart by `type=company` (kommo.md 1.2/1.3, pitfall 7). */
+export function companyV2(company: SimCompany, modifiedUserId: number): Fields {
+  const linked: Record<string, { ID: string }> = {};
+  for (const id of company.lead_ids) linked[String(id)] = { ID: String(id) };
+  return {
+    id: s(company.id),
+    name: company.name,
+    responsible_user_id: s(company.responsible_user_id),
+    date_create: s(company.created_at),
+    last_modified: s(company.updated_at),
+    created_user_id: s(company.created_by),
+    modified_user_id: s(modifiedUserId),
+    account_id: s(company.account_id),
+    custom_fields: customFieldsV2(company.custom_fields_values),
+    tags: tagsV2(company.tags),
+    linked_leads_id: company.lead_ids.length > 0 ? linked : undefined,
+    created_at: s(company.created_at),
+    updated_at: s(company.updated_at),
+    type: 'company',
   };
 }
 
