@@ -38,6 +38,9 @@ export interface IntakeOptions {
 
 type Params = { account: string; source: string; secret: string };
 
+/** Longest wait for the durable insert before answering 503 (Kommo gives a receiver about 2 s). */
+const STORE_TIMEOUT_MS = 1500;
+
 export async function intakePlugin(app: FastifyInstance, opts: IntakeOptions): Promise<void> {
   // Bodies stay raw bytes: signatures are computed over them, and our own bracket parser reads
   // Kommo's forms (the usual form parsers drop or mangle deep, wide payloads).
@@ -78,11 +81,19 @@ async function store(reply: FastifyReply, opts: IntakeOptions, account: string, 
   const rows: NewInboxEvent[] = events.map((e) => ({ account, source, kind: e.event.kind, dedupKey: e.dedupKey, payload: e.event, receivedAt: now }));
   let result = { inserted: 0, duplicates: 0 };
   if (rows.length) {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      result = await opts.store.insertInbox(rows);
+      // Kommo waits about 2 s for an answer: a store that hangs (a database restarting) gets a 503
+      // in time, so the sender retries. The insert may still land; its dedup key absorbs the retry.
+      const slow = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new StoreUnavailableError(`the event store did not answer within ${STORE_TIMEOUT_MS} ms`)), STORE_TIMEOUT_MS);
+      });
+      result = await Promise.race([opts.store.insertInbox(rows), slow]);
     } catch (err) {
       if (err instanceof StoreUnavailableError) throw new HttpError(503, 'store_unavailable', 'the event store is unavailable; retry later');
       throw err;
+    } finally {
+      clearTimeout(timer);
     }
   }
   if (opts.metrics) {
