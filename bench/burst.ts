@@ -4,7 +4,7 @@
  * many Customer.io requests.
  *
  *   node --import tsx bench/burst.ts [--events 2000] [--store sqlite|postgres] [--destinations customerio|none]
- *                                    [--mode live|backlog] [--timeout S] [--json FILE]
+ *                                    [--mode live|backlog] [--processes N] [--timeout S] [--json FILE]
  *
  * In-process: the simulated world (Kommo simulator at its default 7 requests/s limit, Customer.io
  * simulator) and the real service (intake + router + workers, real HTTP on 127.0.0.1, a SQLite file
@@ -19,22 +19,36 @@
  * router + worker service is started on the same store and the clock runs from its start. This is
  * the best case for batching (every event is in the inbox at once), so it shows the request floor
  * of the design, separately from how fast the webhooks arrive.
+ *
+ * --processes N (PostgreSQL, live mode): besides the in-process service (intake + router +
+ * workers), N-1 child processes `node bin/kommo-sync.js worker --config F` work on the same schema
+ * against the same simulators; the Kommo figures then cover all processes together.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
+import { parse, stringify } from 'yaml';
 import { startWorld } from '../src/demo/world.js';
 import { startService } from '../src/runtime/service.js';
-import { choiceFlag, fmt, HOST, intFlag, machine, onCleanup, parseFlags, progress, runBench, scratchPostgres, sleep } from './lib.js';
+import {
+  choiceFlag, cpuSecondsOf, fmt, HOST, intFlag, machine, onCleanup, parseFlags, progress, runBench, scratchPostgres, sleep, spawnNode, type Child,
+} from './lib.js';
 
-const flags = parseFlags(process.argv.slice(2), ['events', 'store', 'destinations', 'mode', 'timeout', 'json'] as const);
+const flags = parseFlags(process.argv.slice(2), ['events', 'store', 'destinations', 'mode', 'processes', 'timeout', 'json'] as const);
 const events = intFlag(flags.events, 'events', 2000);
 const storeKind = choiceFlag(flags.store, 'store', ['sqlite', 'postgres'] as const, 'sqlite');
 const dest = choiceFlag(flags.destinations, 'destinations', ['customerio', 'none'] as const, 'customerio');
 const timeoutS = intFlag(flags.timeout, 'timeout', 120);
 const mode = choiceFlag(flags.mode, 'mode', ['live', 'backlog'] as const, 'live');
+const processes = intFlag(flags.processes, 'processes', 1);
+if (processes > 1 && storeKind !== 'postgres') throw new Error('--processes N > 1 needs --store postgres (worker processes share the queue through PostgreSQL)');
+if (processes > 1 && mode !== 'live') throw new Error('--processes N > 1 is for --mode live only');
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** How long the extra worker processes get to start (they log warnings only, so there is no line to wait for). */
+const CHILD_START_MS = 3000;
 
 const TARGETS = { kommoPerEvent: 0.02, drainSeconds: 10, cioPerEvent: 0.05, kommoWindow: 7 };
 
@@ -47,7 +61,7 @@ function classifyKommo(method: string, p: string): string {
 
 async function main(): Promise<boolean> {
   const m = machine();
-  progress(`burst bench: ${events} stage changes, store=${storeKind}, destinations=${dest}; ${m.nproc} CPUs, node ${m.node}, load ${m.load}`);
+  progress(`burst bench: ${events} stage changes, store=${storeKind}, destinations=${dest}, processes=${processes}; ${m.nproc} CPUs, node ${m.node}, load ${m.load}`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kommo-sync-burst-'));
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   const storeUrl = storeKind === 'sqlite' ? `sqlite:${path.join(dir, 'burst.db')}` : scratchPostgres().url;
@@ -66,6 +80,24 @@ async function main(): Promise<boolean> {
   let service = intake;
   progress(`service at ${intake.url} (${mode === 'live' ? 'intake + router + workers' : 'intake only'}), Kommo simulator at ${world.kommoUrl} (7 requests/s), store ${storeKind}`);
 
+  // --processes N: N-1 `kommo-sync worker` processes on the same schema and simulators. The schema
+  // is already migrated by the service above. Started now, so their startup reads are done (and
+  // wiped by the log reset below) before the burst.
+  const workers: Child[] = [];
+  let workersStarted = 0;
+  if (processes > 1) {
+    const cfg = parse(world.yaml) as Record<string, unknown>;
+    cfg.store = storeUrl;
+    const configFile = path.join(dir, 'kommo-sync-worker.yaml');
+    writeFileSync(configFile, stringify(cfg));
+    for (let i = 1; i < processes; i++) {
+      const child = spawnNode(`worker${i}`, ['bin/kommo-sync.js', 'worker', '--config', configFile], repoRoot);
+      workers.push(child);
+    }
+    workersStarted = performance.now();
+    progress(`started ${workers.length} worker process(es) (pids ${workers.map((w) => w.pid).join(', ')}) with ${configFile}`);
+  }
+
   // ---------- setup: N leads with a contact each, no webhooks yet ----------
   const industries = ['SaaS', 'E-commerce', 'Healthcare', 'Finance', 'Education', 'Other'];
   const leads: number[] = [];
@@ -78,6 +110,12 @@ async function main(): Promise<boolean> {
       fields: { Industry: industries[i % industries.length]!, Source: i % 2 ? 'Website' : 'Referral' },
     });
     leads.push(l.id);
+  }
+  if (workers.length) {
+    await sleep(Math.max(0, CHILD_START_MS - (performance.now() - workersStarted)));
+    const dead = workers.filter((w) => w.proc.exitCode !== null || w.proc.signalCode !== null);
+    if (dead.length) throw new Error(`worker process(es) ${dead.map((w) => w.name).join(', ')} exited during startup`);
+    progress(`${workers.length} worker process(es) running after ${fmt((performance.now() - workersStarted) / 1000, 1)} s`);
   }
   world.subscribe(intake.url!);
   await kommo.flushWebhooks();
@@ -94,6 +132,7 @@ async function main(): Promise<boolean> {
   const target = kommo.status('Proposal sent');
   const elu0 = performance.eventLoopUtilization();
   const cpu0 = process.cpuUsage();
+  const workerCpu0 = workers.map((w) => cpuSecondsOf(w.pid));
   let t0 = performance.now();
   const tBurst = t0;
   for (const id of leads) kommo.moveLead(id, target.id);
@@ -157,6 +196,16 @@ async function main(): Promise<boolean> {
   const elu = performance.eventLoopUtilization(elu0);
   const cpu = process.cpuUsage(cpu0);
   const wallS = (performance.now() - tBurst) / 1000;
+  const workerCores = workers.map((w, i) => {
+    try {
+      return (cpuSecondsOf(w.pid) - workerCpu0[i]!) / wallS;
+    } catch {
+      return NaN; // exited
+    }
+  });
+  const workersAlive = workers.every((w) => w.proc.exitCode === null && w.proc.signalCode === null);
+  // Stop the worker processes now (also done by the cleanup on error): SIGTERM, they finish what is in flight.
+  const workerExits = await Promise.all(workers.map((w) => w.stop(10_000)));
 
   // ---------- figures ----------
   const reqs = [...kommo.requests];
@@ -184,6 +233,7 @@ async function main(): Promise<boolean> {
     [`drained: inbox empty, no pending/leased job, ${events} notes`, drained],
     ['no dead job', stats.jobs.dead === 0],
     ['no 429 from Kommo', k429 === 0],
+    ...(workers.length ? [[`${workers.length} worker process(es) alive until the end`, workersAlive] as [string, boolean]] : []),
   ];
   const targetChecks: Array<[string, boolean]> = [
     [`Kommo requests per event <= ${TARGETS.kommoPerEvent}`, per(reqs.length) <= TARGETS.kommoPerEvent],
@@ -195,10 +245,12 @@ async function main(): Promise<boolean> {
   const summary = {
     bench: 'burst',
     machine: m,
-    settings: { events, store: storeKind, destinations: dest, mode },
+    settings: { events, store: storeKind, destinations: dest, mode, processes },
     results: {
       eventLoopUtilization: Number(elu.utilization.toFixed(2)),
       processCores: Number(((cpu.user + cpu.system) / 1e6 / wallS).toFixed(2)),
+      workerProcessCores: workerCores.map((c) => Number(c.toFixed(2))),
+      workerExits,
       drainSeconds: drained ? Number((drainMs / 1000).toFixed(2)) : null,
       tailAfterLastWebhookSeconds: drained && mode === 'live' ? Number(((drainMs - webhooksDoneMs) / 1000).toFixed(2)) : null,
       webhooksDeliveredSeconds: Number((webhooksDoneMs / 1000).toFixed(2)),
@@ -227,10 +279,11 @@ async function main(): Promise<boolean> {
     process.stdout.write(`${label.padEnd(36)} ${value}\n`);
   };
   process.stdout.write('\n=== burst results ===\n');
-  line('events (stage changes)', `${events} (store ${storeKind}, destinations ${dest}, mode ${mode})`);
+  line('events (stage changes)', `${events} (store ${storeKind}, destinations ${dest}, mode ${mode}, processes ${processes})`);
   line('webhooks delivered', `${hooks.length} (${[...hookStatus].map(([s, n]) => `${n} x ${s}`).join(', ')}) in ${fmt(webhooksDoneMs / 1000, 2)} s = ${fmt(hooks.length / (webhooksDoneMs / 1000))}/s`);
   line('time to drain', drained ? `${fmt(drainMs / 1000, 2)} s from ${mode === 'live' ? `the first move (${fmt((drainMs - webhooksDoneMs) / 1000, 2)} s after the last webhook)` : 'the router start (all events already stored)'}` : 'NOT DRAINED');
   line('this process (simulators + service)', `event loop ${fmt(elu.utilization * 100)}% busy, ${fmt((cpu.user + cpu.system) / 1e6 / wallS, 2)} cores over ${fmt(wallS, 1)} s`);
+  if (workers.length) line('worker processes', `${workerCores.map((c) => `${fmt(c, 2)} cores`).join(', ')}; exit ${workerExits.join(', ')}`);
   line('jobs', `done ${stats.jobs.done}, dead ${stats.jobs.dead}, pending ${stats.jobs.pending}, leased ${stats.jobs.leased}; notes written ${notes}`);
   line('Kommo requests', `${reqs.length} = ${fmt(per(reqs.length), 4)} per event`);
   line('  GET leads / GET contacts / POST notes', `${byKind.get('GET leads') ?? 0} / ${byKind.get('GET contacts') ?? 0} / ${byKind.get('POST notes') ?? 0}`);
