@@ -62,6 +62,14 @@ function optString(raw: Record<string, unknown>, key: string, e: Errors): string
 
 // ---- leads and contacts ----
 
+/** The item's id: from the path (`PATCH /leads/:id`), or required in the body of a batch update. */
+function itemId(raw: Record<string, unknown>, mode: 'add' | 'update', idFromPath: number | undefined, e: Errors): number | undefined {
+  if (idFromPath !== undefined || mode === 'add') return idFromPath;
+  const id = optInt(raw, 'id', e, 1);
+  if (id === undefined && raw.id === undefined) e.add('NotBlank', 'id', 'This value should not be blank');
+  return id;
+}
+
 export function parseLeadItem(
   state: SimState,
   raw: unknown,
@@ -76,11 +84,7 @@ export function parseLeadItem(
     e.add('InvalidType', '', 'This value should be of type object');
     return { write, errors: e.list, requestId };
   }
-  let id = idFromPath;
-  if (mode === 'update' && id === undefined) {
-    id = optInt(raw, 'id', e, 1);
-    if (id === undefined && raw.id === undefined) e.add('NotBlank', 'id', 'This value should not be blank');
-  }
+  const id = itemId(raw, mode, idFromPath, e);
   const current = id === undefined ? undefined : state.leads.get(id);
   if (mode === 'update' && id !== undefined && !current) e.add('NotFound', 'id', `Lead ${id} not found`);
 
@@ -122,11 +126,7 @@ export function parseContactItem(
     e.add('InvalidType', '', 'This value should be of type object');
     return { write, errors: e.list, requestId };
   }
-  let id = idFromPath;
-  if (mode === 'update' && id === undefined) {
-    id = optInt(raw, 'id', e, 1);
-    if (id === undefined && raw.id === undefined) e.add('NotBlank', 'id', 'This value should not be blank');
-  }
+  const id = itemId(raw, mode, idFromPath, e);
   if (mode === 'update' && id !== undefined && !state.contacts.has(id)) e.add('NotFound', 'id', `Contact ${id} not found`);
   write.name = optString(raw, 'name', e);
   write.firstName = optString(raw, 'first_name', e);
