@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
@@ -13,20 +12,12 @@ import { stringify, parse } from 'yaml';
 import { startWorld, type World } from '../../src/demo/world.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { waitFor } from './wait.js';
+import { BIN, freePort } from './cli.js';
 
-const BIN = new URL('../../bin/kommo-sync.js', import.meta.url).pathname;
 let world: World;
 let dir: string;
 let child: ChildProcess | null = null;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function serve(config: string, port: number): ChildProcess {
   const p = spawn(process.execPath, [BIN, 'serve', '--config', config, '--port', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -7,8 +7,8 @@ import { execFile } from 'node:child_process';
 import { it } from 'node:test';
 import { promisify } from 'node:util';
 import type { DemoSummary } from '../../src/cli/demo.js';
+import { BIN } from './cli.js';
 
-const BIN = new URL('../../bin/kommo-sync.js', import.meta.url).pathname;
 
 it('demo --duration 10 --json: deliveries in both directions for every destination, none failed', { timeout: 120_000 }, async () => {
   const { stdout } = await promisify(execFile)(process.execPath, [BIN, 'demo', '--duration', '10', '--json'], { timeout: 100_000 });

@@ -11,8 +11,8 @@ import { after, before, it } from 'node:test';
 import { promisify } from 'node:util';
 import { parse, stringify } from 'yaml';
 import { startWorld, type World } from '../../src/demo/world.js';
+import { BIN } from './cli.js';
 
-const BIN = new URL('../../bin/kommo-sync.js', import.meta.url).pathname;
 let world: World;
 let dir: string;
 let config: string;

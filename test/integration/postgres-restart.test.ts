@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -17,17 +16,9 @@ import { parseKommoWebhook } from '../../src/kommo/webhook.js';
 import { openStore } from '../../src/store/open.js';
 import { freshSchema, pgTest, postgresUnreachable } from '../pg.js';
 import { waitFor } from './wait.js';
+import { BIN, freePort } from './cli.js';
 
-const BIN = new URL('../../bin/kommo-sync.js', import.meta.url).pathname;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function pgCluster(action: 'stop' | 'start'): void {
   const version = readdirSync('/etc/postgresql').sort().at(-1)!;

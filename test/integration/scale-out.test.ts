@@ -17,8 +17,8 @@ import { openStore } from '../../src/store/open.js';
 import type { NewJob, Store } from '../../src/store/store.js';
 import { freshSchema, pgTest } from '../pg.js';
 import { waitFor } from './wait.js';
+import { BIN } from './cli.js';
 
-const BIN = new URL('../../bin/kommo-sync.js', import.meta.url).pathname;
 
 function startWorkers(n: number, config: string): ChildProcess[] {
   return Array.from({ length: n }, () => {
