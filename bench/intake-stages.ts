@@ -50,7 +50,7 @@ async function main(): Promise<boolean> {
   const nextBody = (): string => bodies[i++ & 1023]!;
 
   const rows: Array<[string, number]> = [];
-  rows.push(['URLSearchParams decode (floor of any form parser)', timeIt(iterations, () => {
+  rows.push(['URLSearchParams decode alone (for comparison)', timeIt(iterations, () => {
     let n = 0;
     for (const _ of new URLSearchParams(nextBody())) n++;
     return n;

@@ -51,6 +51,21 @@ describe('parseBracketForm', () => {
     });
   });
 
+  it('decodes plain keys exactly as URLSearchParams does, malformed escapes and bad UTF-8 included', () => {
+    const bodies = ['a=%ZZ&b=%E2%82&c=a+b%20c', 'k=%&j=%4&m=100%25', 'x=1&&y=2&=skipped&z', 'q=%F0%9F%98%80+%C3%A9', 'd=a=b=c&e=%3D%26'];
+    for (const body of bodies) {
+      const expected = Object.fromEntries([...new URLSearchParams(body)].filter(([k]) => k !== ''));
+      assert.deepEqual(parseBracketForm(body), expected, body);
+    }
+  });
+
+  it('gives the same result for a repeated key layout (the path cache) and still checks depth per call', () => {
+    const body = 'leads%5Bstatus%5D%5B0%5D%5Bid%5D=1';
+    assert.deepEqual(parseBracketForm(body), { leads: { status: { '0': { id: '1' } } } });
+    assert.deepEqual(parseBracketForm(body.replace('=1', '=2')), { leads: { status: { '0': { id: '2' } } } });
+    assert.throws(() => parseBracketForm(body, { maxDepth: 2 }), FormParseError);
+  });
+
   it('keeps sparse indices, and listOf orders them numerically', () => {
     const parsed = parseBracketForm('cf[10][id]=c&cf[0][id]=a&cf[2][id]=b');
     assert.deepEqual(parsed, { cf: { '0': { id: 'a' }, '2': { id: 'b' }, '10': { id: 'c' } } });

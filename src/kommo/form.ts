@@ -53,29 +53,98 @@ function splitKey(key: string): string[] {
 }
 
 /**
+ * Raw (still encoded) key -> its checked path. Webhooks of one account repeat the same few hundred
+ * keys (`leads%5Bstatus%5D%5B0%5D%5Bid%5D`), so decoding and splitting each once saves most of the
+ * parse. Bounded: cleared when full, so hostile bodies with endless distinct keys cannot grow it.
+ */
+const pathCache = new Map<string, string[]>();
+const PATH_CACHE_MAX = 4096;
+
+function pathOf(rawKey: string, maxDepth: number): string[] {
+  const cached = pathCache.get(rawKey);
+  if (cached !== undefined && cached.length - 1 <= maxDepth) return cached;
+  const key = decodeComponent(rawKey);
+  const path = splitKey(key);
+  const depth = path.length - 1;
+  if (depth > maxDepth) throw new FormParseError(`key "${key}" is nested ${depth} levels deep, over maxDepth=${maxDepth}`);
+  for (const segment of path) {
+    if (FORBIDDEN_KEYS.has(segment)) throw new FormParseError(`forbidden key segment "${segment}" in "${key}"`);
+  }
+  if (pathCache.size >= PATH_CACHE_MAX) pathCache.clear();
+  pathCache.set(rawKey, path);
+  return path;
+}
+
+/**
+ * `application/x-www-form-urlencoded` decoding of one key or value, as URLSearchParams does it:
+ * `+` is a space, and a malformed escape or invalid UTF-8 is kept leniently instead of failing.
+ * Most values (ids, timestamps) need no decoding at all and are returned as they are.
+ */
+function decodeComponent(s: string): string {
+  const plus = s.indexOf('+');
+  if (plus < 0 && s.indexOf('%') < 0) return s;
+  const spaced = plus < 0 ? s : s.replaceAll('+', ' ');
+  try {
+    return decodeURIComponent(spaced);
+  } catch {
+    return Buffer.from(unescapeBytes(spaced)).toString('utf8');
+  }
+}
+
+/** Percent-decodes to bytes, leaving malformed escapes literal (the fallback for decodeComponent). */
+function unescapeBytes(s: string): Uint8Array {
+  const text = Buffer.from(s, 'utf8');
+  const out = new Uint8Array(text.length);
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === 37 /* % */ && i + 2 < text.length && isHex(text[i + 1]) && isHex(text[i + 2])) {
+      out[n++] = parseInt(String.fromCharCode(text[i + 1]!, text[i + 2]!), 16);
+      i += 2;
+    } else {
+      out[n++] = c;
+    }
+  }
+  return out.subarray(0, n);
+}
+
+function isHex(c: number | undefined): boolean {
+  return c !== undefined && ((c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102));
+}
+
+/**
  * Parses an `application/x-www-form-urlencoded` body with PHP bracket keys into nested objects.
  * Every leaf is a string. Numeric segments give objects keyed by the index string (Kommo's
  * indices can be sparse); use `listOf` to read them as arrays. `k[]=a&k[]=b` appends.
+ * One pass over the string instead of URLSearchParams: this runs on every webhook, and skipping
+ * the decode of plain values plus the key cache makes it about 3x faster.
  */
 export function parseBracketForm(raw: string, limits: FormParseLimits = {}): Record<string, unknown> {
   const maxParams = limits.maxParams ?? DEFAULT_MAX_PARAMS;
   const maxDepth = limits.maxDepth ?? DEFAULT_MAX_DEPTH;
   const root: Node = {};
-  // Next free index per container, for `[]` appends (PHP: highest integer key + 1).
   // Next free index per container, for `[]` appends (PHP: highest integer key + 1). Created at the
   // first `[]`, so forms without appends (Kommo's) never pay for the bookkeeping.
   const appends: Appends = { next: null };
   let count = 0;
-  for (const [key, value] of new URLSearchParams(raw)) {
-    count += 1;
-    if (count > maxParams) throw new FormParseError(`too many parameters: more than maxParams=${maxParams}`);
-    if (key === '') continue; // PHP drops nameless pairs too
-    const path = splitKey(key);
-    const depth = path.length - 1;
-    if (depth > maxDepth) {
-      throw new FormParseError(`key "${key}" is nested ${depth} levels deep, over maxDepth=${maxDepth}`);
+  const end = raw.length;
+  let start = 0;
+  while (start < end) {
+    let amp = raw.indexOf('&', start);
+    if (amp < 0) amp = end;
+    if (amp > start) {
+      count += 1;
+      if (count > maxParams) throw new FormParseError(`too many parameters: more than maxParams=${maxParams}`);
+      let eq = raw.indexOf('=', start);
+      if (eq < 0 || eq > amp) eq = amp;
+      // PHP drops nameless pairs too
+      if (eq > start) {
+        const path = pathOf(raw.slice(start, eq), maxDepth);
+        const value = eq < amp ? decodeComponent(raw.slice(eq + 1, amp)) : '';
+        assign(root, path, value, appends);
+      }
     }
-    assign(root, path, value, key, appends);
+    start = amp + 1;
   }
   return root;
 }
@@ -91,11 +160,10 @@ function firstFreeIndex(node: Node): number {
   return next;
 }
 
-function assign(root: Node, path: string[], value: string, key: string, appends: Appends): void {
+function assign(root: Node, path: string[], value: string, appends: Appends): void {
   let node = root;
   for (let i = 0; i < path.length; i++) {
     let segment = path[i] ?? '';
-    if (FORBIDDEN_KEYS.has(segment)) throw new FormParseError(`forbidden key segment "${segment}" in "${key}"`);
     if (segment === '') {
       appends.next ??= new WeakMap();
       segment = String(appends.next.get(node) ?? firstFreeIndex(node));
@@ -105,7 +173,7 @@ function assign(root: Node, path: string[], value: string, key: string, appends:
     }
     const existing = Object.hasOwn(node, segment) ? node[segment] : undefined;
     if (i === path.length - 1) {
-      if (isNode(existing)) throw new FormParseError(`key conflict: "${key}" sets a value where "${where(path, i)}" already has nested keys`);
+      if (isNode(existing)) throw new FormParseError(`key conflict: "${formatKey(path)}" sets a value where "${where(path, i)}" already has nested keys`);
       node[segment] = value; // a repeated plain key: last one wins, as in PHP
       return;
     }
@@ -116,7 +184,7 @@ function assign(root: Node, path: string[], value: string, key: string, appends:
     } else if (isNode(existing)) {
       node = existing;
     } else {
-      throw new FormParseError(`key conflict: "${key}" nests under "${where(path, i)}", which already holds a value`);
+      throw new FormParseError(`key conflict: "${formatKey(path)}" nests under "${where(path, i)}", which already holds a value`);
     }
   }
 }
@@ -136,7 +204,31 @@ function formatKey(segments: string[]): string {
  * `values` as a bare object).
  */
 export function listOf(x: unknown): unknown[] {
-  return listEntries(x).map(([, v]) => v);
+  if (x === null || x === undefined) return [];
+  if (Array.isArray(x)) return x;
+  if (isNode(x)) {
+    const keys = indexKeysInOrder(x);
+    if (keys) return keys.map((k) => x[k]);
+  }
+  return [x];
+}
+
+/**
+ * The keys of an index-keyed object in numeric order, or null when some key is not an index.
+ * JavaScript already lists integer keys in ascending order, so the sort is only a safety net for
+ * indices too large to be array indices.
+ */
+function indexKeysInOrder(x: Node): string[] | null {
+  const keys = Object.keys(x);
+  let prev = -1;
+  let sorted = true;
+  for (const k of keys) {
+    if (!INDEX_RE.test(k)) return null;
+    const n = Number(k);
+    if (n < prev) sorted = false;
+    prev = n;
+  }
+  return sorted ? keys : keys.sort((a, b) => Number(a) - Number(b));
 }
 
 /** Like `listOf`, but keeps each item's index key (for error paths). */
@@ -144,10 +236,8 @@ export function listEntries(x: unknown): Array<[string, unknown]> {
   if (x === null || x === undefined) return [];
   if (Array.isArray(x)) return x.map((v, i): [string, unknown] => [String(i), v]);
   if (isNode(x)) {
-    const keys = Object.keys(x);
-    if (keys.every((k) => INDEX_RE.test(k))) {
-      return keys.sort((a, b) => Number(a) - Number(b)).map((k): [string, unknown] => [k, x[k]]);
-    }
+    const keys = indexKeysInOrder(x);
+    if (keys) return keys.map((k): [string, unknown] => [k, x[k]]);
   }
   return [['0', x]];
 }

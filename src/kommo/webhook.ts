@@ -46,26 +46,31 @@ function show(v: unknown): string {
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }
 
-/** A number field that accepts numbers or numeric strings (Kommo sends strings). */
+/** Numbers or numeric strings (Kommo sends strings) -> number, or NaN when `v` is neither. */
+function toNumber(v: unknown, pattern: RegExp): number {
+  if (typeof v === 'number') return v;
+  return typeof v === 'string' && pattern.test(v.trim()) ? Number(v) : NaN;
+}
+
+/** A required number field. */
 function numberField(what: string, pattern: RegExp, ok: (n: number) => boolean) {
   return z.unknown().transform((v, ctx) => {
-    const n = typeof v === 'number' ? v : typeof v === 'string' && pattern.test(v.trim()) ? Number(v) : NaN;
+    const n = toNumber(v, pattern);
     if (ok(n)) return n;
     ctx.addIssue({ code: 'custom', message: `expected ${what}, got ${show(v)}` });
     return z.NEVER;
   });
 }
 
-/** Optional: absent, null or "" mean "not sent". */
+/** Optional: absent, null or "" mean "not sent". One transform, no nested parse: it runs per field of every webhook. */
 function optionalNumber(what: string, pattern: RegExp, ok: (n: number) => boolean) {
-  const field = numberField(what, pattern, ok);
   return z
     .unknown()
     .transform((v, ctx) => {
       if (v === undefined || v === null || v === '') return undefined;
-      const r = field.safeParse(v);
-      if (r.success) return r.data;
-      for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', message: issue.message });
+      const n = toNumber(v, pattern);
+      if (ok(n)) return n;
+      ctx.addIssue({ code: 'custom', message: `expected ${what}, got ${show(v)}` });
       return z.NEVER;
     })
     .optional();
@@ -153,11 +158,16 @@ function normalizeValue(v: unknown): unknown {
 
 function normalizeRecord(r: Record<string, unknown>): Record<string, unknown> | undefined {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(r)) {
+  let empty = true;
+  for (const k of Object.keys(r)) {
+    const v = r[k];
     const n = normalizeValue(LIST_KEYS.has(k) ? listOf(v) : v);
-    if (n !== undefined) out[k] = n;
+    if (n !== undefined) {
+      out[k] = n;
+      empty = false;
+    }
   }
-  return Object.keys(out).length > 0 ? out : undefined;
+  return empty ? undefined : out;
 }
 
 function entityOf(raw: unknown): Record<string, unknown> {
@@ -179,7 +189,9 @@ const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex
 
 /** Drops undefined-valued keys so events compare and serialize cleanly. */
 function compact<T extends object>(o: T): T {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
+  return out as T;
 }
 
 interface Context {
