@@ -104,7 +104,6 @@ function mapPgError(err: unknown): unknown {
 
 // ---------- rows (type aliases: pg wants an index-signature-compatible row type) ----------
 
-const INBOX_COLUMNS = 'id, account, source, kind, dedup_key, payload, received_at, state, attempts';
 const JOB_COLUMNS =
   'id, account, destination, type, ordering_key, payload, run_after, inbox_id, state, attempts, created_at, lease_until, leased_by, last_error';
 
@@ -310,10 +309,18 @@ class PostgresStore implements Store {
       }
     });
     const { rows } = await this.query<{ account: string; dedup_key: string }>(
-      `INSERT INTO ks_inbox (account, source, kind, dedup_key, payload, received_at)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-       ON CONFLICT (account, dedup_key) DO NOTHING
-       RETURNING account, dedup_key`,
+      `WITH input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+           AS t(account, source, kind, dedup_key, payload, received_at)),
+       inserted AS (
+         INSERT INTO ks_inbox (account, source, kind, dedup_key, received_at)
+         SELECT account, source, kind, dedup_key, received_at FROM input
+         ON CONFLICT (account, dedup_key) DO NOTHING
+         RETURNING id, account, dedup_key),
+       payloads AS (
+         INSERT INTO ks_inbox_payloads (inbox_id, payload)
+         SELECT inserted.id, input.payload FROM inserted JOIN input USING (account, dedup_key))
+       SELECT account, dedup_key FROM inserted`,
       [cols.account, cols.source, cols.kind, cols.dedupKey, cols.payload, cols.receivedAt],
     );
     for (const r of rows) {
@@ -330,13 +337,15 @@ class PostgresStore implements Store {
     // SKIP LOCKED: a row another router is claiming right now is left to it; the lease keeps it
     // off everyone else's claims after that commit.
     const { rows } = await this.query<InboxRow>(
-      `UPDATE ks_inbox i SET lease_until = $3, attempts = i.attempts + 1
-       FROM (SELECT id FROM ks_inbox
-             WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
-             ORDER BY id LIMIT $1
-             FOR UPDATE SKIP LOCKED) c
-       WHERE i.id = c.id
-       RETURNING ${INBOX_COLUMNS.split(', ').map((c) => `i.${c}`).join(', ')}`,
+      `WITH claimed AS (
+         UPDATE ks_inbox i SET lease_until = $3, attempts = i.attempts + 1
+         FROM (SELECT id FROM ks_inbox
+               WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
+               ORDER BY id LIMIT $1
+               FOR UPDATE SKIP LOCKED) c
+         WHERE i.id = c.id
+         RETURNING i.id, i.account, i.source, i.kind, i.dedup_key, i.received_at, i.state, i.attempts)
+       SELECT claimed.*, p.payload FROM claimed JOIN ks_inbox_payloads p ON p.inbox_id = claimed.id`,
       [limit, now, now + leaseMs],
     );
     return rows.sort((a, b) => a.id - b.id).map(toInboxEvent);

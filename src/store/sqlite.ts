@@ -5,14 +5,16 @@
  * transaction can never interleave with another call of this process. That makes most methods a
  * single short synchronous transaction; the async signatures only exist for the interface.
  *
- * Throughput comes from group commit in insertInbox: with synchronous=FULL every commit is an
- * fsync, so webhooks arriving in the same event-loop turn share one transaction (one fsync).
+ * Throughput comes from group commit in insertInbox: webhooks arriving in the same event-loop turn
+ * share one transaction, whose fsync runs off the event loop (wal-sync.ts) before they are answered.
+ * Every other write commits with synchronous=FULL.
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
 import { sqliteMigrations } from './migrations/sqlite.js';
 import { GroupCommit } from './group-commit.js';
+import { WalSync } from './wal-sync.js';
 import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
 import type {
   ClaimOptions,
@@ -61,6 +63,10 @@ function mapSqliteError(err: unknown): unknown {
   return err;
 }
 
+function walSyncFailed(err: unknown): StoreUnavailableError {
+  return new StoreUnavailableError(`SQLite store unavailable: the write-ahead log could not be synced to disk: ${errorMessage(err)}`, { cause: err });
+}
+
 // ---------- named mutex ----------
 
 const mutexByDatabase = new Map<string, NamedMutex>();
@@ -84,15 +90,18 @@ class SqliteStore implements Store {
   private closed = false;
 
   private readonly group = new GroupCommit((batch) => this.writeGroup(batch));
+  /** Set when inbox commits are made durable by an fsync off the event loop (file databases in WAL mode). */
+  private readonly wal: WalSync | undefined;
 
   constructor(file: string, opts: SqliteStoreOptions) {
     this.db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5_000 });
     try {
       // WAL: readers never block the writer; intake keeps writing while the dashboard reads.
       // (`:memory:` silently stays in its own journal mode.)
-      this.db.pragma('journal_mode = WAL');
-      // FULL: the WAL is fsynced at every commit, so a resolved insertInbox survives power loss.
+      const mode = String(this.db.pragma('journal_mode = WAL', { simple: true }));
+      // FULL: the WAL is fsynced at every commit, so a resolved write survives power loss.
       this.db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+      if (mode.toLowerCase() === 'wal' && !this.db.memory && opts.synchronous !== 'normal') this.wal = new WalSync(`${path.resolve(file)}-wal`);
       this.db.pragma('foreign_keys = ON');
       this.db.pragma('temp_store = MEMORY');
     } catch (err) {
@@ -152,6 +161,7 @@ class SqliteStore implements Store {
     if (this.closed) return;
     this.group.flush(); // callers already waiting get their commit before the handle goes away
     this.closed = true;
+    await this.wal?.close();
     this.db.close();
   }
 
@@ -166,41 +176,99 @@ class SqliteStore implements Store {
     return this.group.add(events);
   }
 
-  /** Commits every queued insertInbox call in one transaction, then settles each caller's promise. */
+  /**
+   * Commits every queued insertInbox call in one transaction, then settles each caller's promise:
+   * after the WAL fsync when `wal` is set (the commit itself skips it), at once otherwise.
+   */
   private writeGroup(batch: QueuedInsert[]): void {
+    const done: Array<{ item: QueuedInsert; result: InsertResult }> = [];
     try {
-      const results = this.q.insertInboxBatch.immediate(batch);
-      batch.forEach((item, i) => item.resolve(results[i] ?? { inserted: 0, duplicates: 0 }));
-    } catch (err) {
-      const mapped = mapSqliteError(err);
-      if (batch.length === 1 || isStoreUnavailable(mapped)) {
-        for (const item of batch) item.reject(mapped);
-        return;
-      }
-      // One caller's rows broke the batch (e.g. a NOT NULL violation): retry callers one by one
-      // so only the culprit fails.
-      for (const item of batch) {
+      this.withDeferredSync(() => {
         try {
-          const [result] = this.q.insertInboxBatch.immediate([item]);
-          item.resolve(result ?? { inserted: 0, duplicates: 0 });
-        } catch (single) {
-          item.reject(mapSqliteError(single));
+          const results = this.q.insertInboxBatch.immediate(batch);
+          batch.forEach((item, i) => done.push({ item, result: results[i] ?? { inserted: 0, duplicates: 0 } }));
+        } catch (err) {
+          const mapped = mapSqliteError(err);
+          if (batch.length === 1 || isStoreUnavailable(mapped)) {
+            for (const item of batch) item.reject(mapped);
+            return;
+          }
+          // One caller's rows broke the batch (e.g. a NOT NULL violation): retry callers one by one
+          // so only the culprit fails.
+          for (const item of batch) {
+            try {
+              const [result] = this.q.insertInboxBatch.immediate([item]);
+              done.push({ item, result: result ?? { inserted: 0, duplicates: 0 } });
+            } catch (single) {
+              item.reject(mapSqliteError(single));
+            }
+          }
         }
-      }
+      });
+    } catch (err) {
+      // Switching `synchronous` failed: nothing was written.
+      for (const item of batch) item.reject(mapSqliteError(err));
+      return;
+    }
+    if (done.length === 0) return;
+    if (!this.wal) {
+      for (const { item, result } of done) item.resolve(result);
+      return;
+    }
+    this.wal.flushed().then(
+      () => {
+        for (const { item, result } of done) item.resolve(result);
+      },
+      (err: unknown) => {
+        const failure = walSyncFailed(err);
+        for (const { item } of done) item.reject(failure);
+      },
+    );
+  }
+
+  /** Runs `fn` with synchronous=NORMAL when the WAL is synced separately (see wal-sync.ts). */
+  private withDeferredSync<T>(fn: () => T): T {
+    if (!this.wal) return fn();
+    this.q.syncNormal.run();
+    try {
+      return fn();
+    } finally {
+      this.q.syncFull.run();
     }
   }
 
+  /**
+   * A write of soft state (a lease): committed without waiting for the disk. A power cut can only
+   * undo it, and an undone lease just lets the work be claimed again.
+   */
+  private soft<T>(fn: (q: Prepared) => T): Promise<T> {
+    return this.sync((q) => this.withDeferredSync(() => fn(q)));
+  }
+
+  /** A write that must survive power loss before its promise resolves; the fsync runs off the event loop. */
+  private async durable<T>(fn: (q: Prepared) => T): Promise<T> {
+    const result = await this.soft(fn);
+    if (this.wal) {
+      try {
+        await this.wal.flushed();
+      } catch (err) {
+        throw walSyncFailed(err);
+      }
+    }
+    return result;
+  }
+
   claimInbox(limit: number, leaseMs: number, now: number): Promise<InboxEvent[]> {
-    return this.sync((q) =>
+    return this.soft((q) =>
       q.claimInbox
         .all({ limit, now, leaseUntil: now + leaseMs })
         .sort((a, b) => a.id - b.id)
-        .map(toInboxEvent),
+        .map((r) => toInboxEvent({ ...r, payload: q.inboxPayload.get(r.id)?.payload ?? 'null' })),
     );
   }
 
   routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void> {
-    return this.sync((q) => q.routeInbox.immediate(inboxIds, jobs, Date.now()));
+    return this.durable((q) => q.routeInbox.immediate(inboxIds, jobs, Date.now()));
   }
 
   failInbox(id: number, reason: string): Promise<void> {
@@ -222,7 +290,7 @@ class SqliteStore implements Store {
 
   claimJobs(opts: ClaimOptions): Promise<Job[]> {
     if (opts.limit <= 0) return Promise.resolve([]);
-    return this.sync((q) =>
+    return this.soft((q) =>
       q.claimJobs
         .all({
           destination: opts.destination,
@@ -238,7 +306,7 @@ class SqliteStore implements Store {
 
   completeJobs(workerId: string, outcomes: JobOutcome[]): Promise<void> {
     if (outcomes.length === 0) return Promise.resolve();
-    return this.sync((q) => q.completeJobs.immediate(workerId, outcomes, Date.now()));
+    return this.durable((q) => q.completeJobs.immediate(workerId, outcomes, Date.now()));
   }
 
   getJob(id: number): Promise<Job | null> {
@@ -389,6 +457,11 @@ class SqliteStore implements Store {
   }
 }
 
+/** One chunked delete of prune: removes up to `limit` rows older than `before`. */
+interface PruneStep {
+  run(before: number, limit: number): { changes: number };
+}
+
 /** WHERE terms for JobFilter (limit is applied by the caller). `since` compares createdAt. */
 function jobConditions(filter: JobFilter): { conds: string[]; params: (string | number)[] } {
   const conds: string[] = [];
@@ -433,9 +506,10 @@ class Prepared {
   readonly indexEmails;
   readonly requeueInbox;
   readonly leadsByEmail;
-  readonly pruneSteps;
+  readonly pruneSteps: PruneStep[];
 
   readonly insertInboxBatch;
+  readonly inboxPayload;
   readonly routeInbox;
   readonly enqueueJobs;
   readonly completeJobs;
@@ -446,31 +520,41 @@ class Prepared {
   readonly forgetEmail;
   readonly stats;
 
+  readonly syncNormal;
+  readonly syncFull;
+
   constructor(private readonly db: Database.Database) {
     this.ping = db.prepare<[], { ok: number }>('SELECT 1 AS ok');
+    this.syncNormal = db.prepare('PRAGMA synchronous = NORMAL');
+    this.syncFull = db.prepare('PRAGMA synchronous = FULL');
 
-    const insertInbox = db.prepare<[string, string, string, string, string, number]>(
-      `INSERT INTO ks_inbox (account, source, kind, dedup_key, payload, received_at)
-       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, dedup_key) DO NOTHING`,
+    const insertInbox = db.prepare<[string, string, string, string, number]>(
+      `INSERT INTO ks_inbox (account, source, kind, dedup_key, received_at)
+       VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, dedup_key) DO NOTHING`,
     );
+    const insertPayload = db.prepare<[number | bigint, string]>('INSERT INTO ks_inbox_payloads (inbox_id, payload) VALUES (?, ?)');
     this.insertInboxBatch = db.transaction((batch: QueuedInsert[]): InsertResult[] =>
       batch.map(({ rows }) => {
         let inserted = 0;
         for (const r of rows) {
-          inserted += insertInbox.run(r.account, r.source, r.kind, r.dedupKey, r.payload, r.receivedAt).changes;
+          const row = insertInbox.run(r.account, r.source, r.kind, r.dedupKey, r.receivedAt);
+          if (row.changes === 0) continue;
+          insertPayload.run(row.lastInsertRowid, r.payload);
+          inserted += 1;
         }
         return { inserted, duplicates: rows.length - inserted };
       }),
     );
+    this.inboxPayload = db.prepare<[number], { payload: string }>('SELECT payload FROM ks_inbox_payloads WHERE inbox_id = ?');
 
     // A pending row whose lease is absent or expired; the lease keeps a second router off it.
-    this.claimInbox = db.prepare<Params, InboxRow>(
+    this.claimInbox = db.prepare<Params, Omit<InboxRow, 'payload'>>(
       `UPDATE ks_inbox SET lease_until = @leaseUntil, attempts = attempts + 1
        WHERE id IN (
          SELECT id FROM ks_inbox INDEXED BY ks_inbox_pending
          WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < @now)
          ORDER BY id LIMIT @limit)
-       RETURNING id, account, source, kind, dedup_key, payload, received_at, state, attempts`,
+       RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
     );
 
     // `failed` rows may be routed too (a replay); `routed` rows are not routed twice.
@@ -708,10 +792,19 @@ class Prepared {
 
     // Each step deletes at most `chunk` rows older than `before`; besides the documented three
     // (done jobs, routed inbox rows, delivery logs) it drops expired counter/rate/mark/kv rows.
-    const step = (sql: string) => db.prepare<[number, number]>(sql);
+    const step = (sql: string): PruneStep => db.prepare<[number, number]>(sql);
+    // An inbox row and its payload go together (the payload table has no cascading foreign key).
+    const routedBefore = db.prepare<[number, number], { id: number }>(`SELECT id FROM ks_inbox WHERE state = 'routed' AND received_at < ? ORDER BY id LIMIT ?`);
+    const deletePayloads = db.prepare<[string]>('DELETE FROM ks_inbox_payloads WHERE inbox_id IN (SELECT value FROM json_each(?))');
+    const deleteInbox = db.prepare<[string]>('DELETE FROM ks_inbox WHERE id IN (SELECT value FROM json_each(?))');
+    const pruneInbox = db.transaction((before: number, limit: number) => {
+      const ids = JSON.stringify(routedBefore.all(before, limit).map((r) => r.id));
+      deletePayloads.run(ids);
+      return deleteInbox.run(ids);
+    });
     this.pruneSteps = [
       step(`DELETE FROM ks_jobs WHERE id IN (SELECT id FROM ks_jobs WHERE state = 'done' AND finished_at < ? LIMIT ?)`),
-      step(`DELETE FROM ks_inbox WHERE id IN (SELECT id FROM ks_inbox WHERE state = 'routed' AND received_at < ? LIMIT ?)`),
+      { run: (before: number, limit: number) => pruneInbox.immediate(before, limit) },
       step('DELETE FROM ks_deliveries WHERE id IN (SELECT id FROM ks_deliveries WHERE at < ? LIMIT ?)'),
       step('DELETE FROM ks_counters WHERE rowid IN (SELECT rowid FROM ks_counters WHERE at < ? LIMIT ?)'),
       step('DELETE FROM ks_rate WHERE rowid IN (SELECT rowid FROM ks_rate WHERE at < ? LIMIT ?)'),

@@ -16,7 +16,10 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { StoreUnavailableError } from '../../src/store/errors.js';
 import type { Job, NewInboxEvent, NewJob, Store } from '../../src/store/store.js';
-import { freshSchema, PG_URL, postgresUnreachable } from '../pg.js';
+import pg from 'pg';
+import { sqliteMigrations } from '../../src/store/migrations/sqlite.js';
+import { postgresMigrations } from '../../src/store/migrations/postgres.js';
+import { freshSchema, pgTest, PG_URL, postgresUnreachable } from '../pg.js';
 
 // ---------- backends ----------
 
@@ -887,6 +890,53 @@ describe('sqlite specifics', () => {
     }
   });
 
+  test('upgrading a version-2 database keeps every inbox payload (migration 3 moves them)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ks-upgrade-'));
+    const file = path.join(dir, 'ks.db');
+    const old = new Database(file);
+    try {
+      old.exec('CREATE TABLE ks_schema_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+      for (const m of sqliteMigrations.filter((m) => m.id <= 2)) {
+        old.exec(m.sql);
+        old.prepare('INSERT INTO ks_schema_migrations VALUES (?, ?, ?)').run(m.id, m.name, 0);
+      }
+      old.prepare(`INSERT INTO ks_inbox (account, source, kind, dedup_key, payload, received_at) VALUES ('acc', 'kommo', 'lead.won', 'k1', '{"n":1}', 1)`).run();
+    } finally {
+      old.close();
+    }
+    const store = await openSqliteStore(file);
+    try {
+      await store.migrate();
+      const [row] = await store.claimInbox(10, 60_000, Date.now());
+      assert.deepEqual(row?.payload, { n: 1 });
+      assert.deepEqual(await store.insertInbox([ev('k1')]), { inserted: 0, duplicates: 1 }, 'the dedup index survived the column drop');
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('prune removes a routed event together with its payload row', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ks-prune-'));
+    const file = path.join(dir, 'ks.db');
+    const store = await openSqliteStore(file);
+    const db = new Database(file);
+    try {
+      await store.migrate();
+      await store.insertInbox([ev('a', { receivedAt: 1_000 }), ev('b', { receivedAt: 1_000 }), ev('c', { receivedAt: 1_000 })]);
+      const claimed = await store.claimInbox(10, 1_000, Date.now());
+      await store.routeInbox(claimed.filter((r) => r.dedupKey !== 'c').map((r) => r.id), []);
+      assert.equal(await store.prune(Date.now()), 2);
+      const count = (table: string) => (db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
+      assert.equal(count('ks_inbox'), 1);
+      assert.equal(count('ks_inbox_payloads'), 1, 'no payload outlives its inbox row');
+    } finally {
+      db.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('synchronous=normal is accepted', async () => {
     const store = await openSqliteStore(':memory:', { synchronous: 'normal' });
     await store.migrate();
@@ -895,7 +945,35 @@ describe('sqlite specifics', () => {
   });
 });
 
-describe('postgres specifics', () => {
+describe('postgres specifics', async () => {
+  await pgTest('upgrading a version-2 database keeps every inbox payload (migration 3 moves them)', async () => {
+    const db = await freshSchema();
+    const schema = new URL(db.url).searchParams.get('schema');
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    try {
+      await c.query(`SET search_path TO ${schema}`);
+      await c.query('CREATE TABLE ks_schema_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
+      for (const m of postgresMigrations.filter((m) => m.id <= 2)) {
+        await c.query(m.sql);
+        await c.query('INSERT INTO ks_schema_migrations VALUES ($1, $2, 0)', [m.id, m.name]);
+      }
+      await c.query(`INSERT INTO ks_inbox (account, source, kind, dedup_key, payload, received_at) VALUES ('acc', 'kommo', 'lead.won', 'k1', '{"n":1}', 1)`);
+    } finally {
+      await c.end();
+    }
+    const store = await openStore(db.url);
+    try {
+      await store.migrate();
+      const [row] = await store.claimInbox(10, 60_000, Date.now());
+      assert.deepEqual(row?.payload, { n: 1 });
+      assert.deepEqual(await store.insertInbox([ev('k1')]), { inserted: 0, duplicates: 1 });
+    } finally {
+      await store.close();
+      await db.dispose();
+    }
+  });
+
   test('an unreachable server gives STORE_UNAVAILABLE, not a crash', async () => {
     const store = await openPostgresStore('postgres://postgres@127.0.0.1:1/test', { connectTimeoutMs: 1_000 });
     try {
