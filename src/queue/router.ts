@@ -55,6 +55,9 @@ export interface RouterOptions {
   onJobs?: () => void;
 }
 
+/** Inbox events claimed per store call; a batch is claimed in several of these. */
+const CLAIM_CHUNK = 100;
+
 /** Errors from Kommo or the network: the event stays in the inbox and is routed again later. */
 const MAX_INBOX_ATTEMPTS = 20;
 
@@ -116,10 +119,14 @@ export class Router {
 
   private async routeBatch(): Promise<number> {
     const { store, log } = this.o;
-    const rows = await store.claimInbox(this.o.batch, this.o.leaseMs, Date.now());
+    const rows = await this.claim();
     if (rows.length === 0) return 0;
     const byAccount = new Map<string, InboxEvent[]>();
-    for (const r of rows) byAccount.set(r.account, [...(byAccount.get(r.account) ?? []), r]);
+    for (const r of rows) {
+      const list = byAccount.get(r.account);
+      if (list) list.push(r);
+      else byAccount.set(r.account, [r]);
+    }
 
     const routed: number[] = [];
     const jobs: NewJob[] = [];
@@ -142,6 +149,22 @@ export class Router {
     return rows.length;
   }
 
+  /**
+   * Claims up to a batch in chunks, letting the event loop run between them: claiming and parsing
+   * 500 stored events at once held intake's webhooks back for several milliseconds.
+   */
+  private async claim(): Promise<InboxEvent[]> {
+    const rows: InboxEvent[] = [];
+    while (rows.length < this.o.batch) {
+      const want = Math.min(CLAIM_CHUNK, this.o.batch - rows.length);
+      const chunk = await this.o.store.claimInbox(want, this.o.leaseMs, Date.now());
+      for (const r of chunk) rows.push(r);
+      if (chunk.length < want) break;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    return rows;
+  }
+
   private async routeCrm(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
     const live: InboxEvent[] = [];
     for (const row of rows) {
@@ -159,12 +182,13 @@ export class Router {
       return;
     }
     const seen: EnrichedLead[] = [];
+    const gone: number[] = [];
     for (let i = 0; i < live.length; i++) {
       const row = live[i]!;
       const e = enriched[i];
       if (!e) {
         routed.push(row.id);
-        this.o.log.info({ account: account.name, kind: row.kind, lead: (row.payload as CrmEvent).entityId }, 'lead no longer exists in Kommo; nothing to sync');
+        gone.push((row.payload as CrmEvent).entityId);
         continue;
       }
       try {
@@ -175,6 +199,8 @@ export class Router {
         await this.permanentFailure(row, err);
       }
     }
+    // One line per batch: a mass delete in Kommo must not turn into a flood of log lines.
+    if (gone.length) this.o.log.info({ account: account.name, events: gone.length, leads: gone.slice(0, 20) }, 'leads no longer exist in Kommo; nothing to sync');
     await account.remember(seen);
   }
 

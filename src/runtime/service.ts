@@ -16,6 +16,7 @@ import { Worker } from '../queue/worker.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { AccountRuntime } from './account.js';
+import { boundHeapGrowth } from './heap.js';
 
 export interface ServiceOptions {
   loaded: LoadedConfig;
@@ -46,6 +47,7 @@ export interface Service {
 }
 
 export async function startService(o: ServiceOptions): Promise<Service> {
+  boundHeapGrowth();
   const { config } = o.loaded;
   const store = o.store ?? await openStore(config.store);
   const metrics = new Metrics(store);
