@@ -4,11 +4,15 @@
  * many Customer.io requests.
  *
  *   node --import tsx bench/burst.ts [--events 2000] [--store sqlite|postgres] [--destinations customerio|none]
- *                                    [--mode live|backlog] [--processes N] [--timeout S] [--json FILE]
+ *                                    [--service process|in-process] [--mode live|backlog] [--processes N]
+ *                                    [--timeout S] [--json FILE]
  *
- * In-process: the simulated world (Kommo simulator at its default 7 requests/s limit, Customer.io
- * simulator) and the real service (intake + router + workers, real HTTP on 127.0.0.1, a SQLite file
- * or a scratch PostgreSQL schema). N leads with a main contact each are created before the webhook
+ * The simulated world (Kommo simulator at its default 7 requests/s limit, Customer.io simulator) runs
+ * in this process; the service (intake + router + workers, real HTTP on 127.0.0.1, a SQLite file or a
+ * scratch PostgreSQL schema) runs as `node bin/kommo-sync.js serve` in its own process by default, as
+ * deployed (`--service in-process`: startService() in this process, sharing its event loop with the
+ * simulators; `--mode backlog` is always in-process). This process only reads the store to see when
+ * the work is done. N leads with a main contact each are created before the webhook
  * subscription exists (so creation sends no webhook), the logs of both simulators are reset, then
  * every lead is moved to another stage in one go; the simulator sends the resulting webhooks
  * (`leads[status]` and `leads[update]` for each move) to the service, one at a time, as fast as the
@@ -20,7 +24,7 @@
  * the best case for batching (every event is in the inbox at once), so it shows the request floor
  * of the design, separately from how fast the webhooks arrive.
  *
- * --processes N (PostgreSQL, live mode): besides the in-process service (intake + router +
+ * --processes N (PostgreSQL, live mode): besides the service (intake + router +
  * workers), N-1 child processes `node bin/kommo-sync.js worker --config F` work on the same schema
  * against the same simulators; the Kommo figures then cover all processes together.
  */
@@ -32,18 +36,21 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { parse, stringify } from 'yaml';
 import { startWorld } from '../src/demo/world.js';
-import { startService } from '../src/runtime/service.js';
+import { startService, type Service } from '../src/runtime/service.js';
+import { openStore } from '../src/store/open.js';
+import type { Store } from '../src/store/store.js';
 import {
-  choiceFlag, cpuSecondsOf, fmt, HOST, intFlag, machine, onCleanup, parseFlags, progress, runBench, scratchPostgres, sleep, spawnNode, type Child,
+  choiceFlag, cpuSecondsOf, fmt, freePort, HOST, intFlag, machine, onCleanup, parseFlags, progress, runBench, scratchPostgres, sleep, spawnNode, waitReady, type Child,
 } from './lib.js';
 
-const flags = parseFlags(process.argv.slice(2), ['events', 'store', 'destinations', 'mode', 'processes', 'timeout', 'json'] as const);
+const flags = parseFlags(process.argv.slice(2), ['events', 'store', 'destinations', 'mode', 'processes', 'service', 'timeout', 'json'] as const);
 const events = intFlag(flags.events, 'events', 2000);
 const storeKind = choiceFlag(flags.store, 'store', ['sqlite', 'postgres'] as const, 'sqlite');
 const dest = choiceFlag(flags.destinations, 'destinations', ['customerio', 'none'] as const, 'customerio');
 const timeoutS = intFlag(flags.timeout, 'timeout', 120);
 const mode = choiceFlag(flags.mode, 'mode', ['live', 'backlog'] as const, 'live');
 const processes = intFlag(flags.processes, 'processes', 1);
+const serviceKind = mode === 'backlog' ? 'in-process' : choiceFlag(flags.service, 'service', ['process', 'in-process'] as const, 'process');
 if (processes > 1 && storeKind !== 'postgres') throw new Error('--processes N > 1 needs --store postgres (worker processes share the queue through PostgreSQL)');
 if (processes > 1 && mode !== 'live') throw new Error('--processes N > 1 is for --mode live only');
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -75,10 +82,31 @@ async function main(): Promise<boolean> {
   const kommo = world.kommo;
   const log = pino({ level: 'warn' }, pino.destination(2));
   // live: one service does everything, as `kommo-sync serve`. backlog: intake only for now.
-  const intake = await startService({ loaded: world.loaded, log, intake: true, work: mode === 'live', port: 0, host: HOST });
-  onCleanup(() => intake.close());
-  let service = intake;
-  progress(`service at ${intake.url} (${mode === 'live' ? 'intake + router + workers' : 'intake only'}), Kommo simulator at ${world.kommoUrl} (7 requests/s), store ${storeKind}`);
+  let serviceUrl: string;
+  let store: Pick<Store, 'stats'>;
+  let intake: Service | null = null;
+  let serveChild: Child | null = null;
+  if (serviceKind === 'process') {
+    const cfg = parse(world.yaml) as Record<string, unknown>;
+    cfg.store = storeUrl;
+    const configFile = path.join(dir, 'kommo-sync-serve.yaml');
+    writeFileSync(configFile, stringify(cfg));
+    const port = await freePort();
+    serviceUrl = `http://${HOST}:${port}`;
+    serveChild = spawnNode('serve', ['bin/kommo-sync.js', 'serve', '--config', configFile, '--port', String(port)], repoRoot);
+    await waitReady(serviceUrl, serveChild);
+    // Read-only use: the service process migrated the store and does all the writing.
+    const reader = await openStore(storeUrl);
+    onCleanup(() => reader.close());
+    store = reader;
+  } else {
+    intake = await startService({ loaded: world.loaded, log, intake: true, work: mode === 'live', port: 0, host: HOST });
+    const started = intake;
+    onCleanup(() => started.close());
+    serviceUrl = intake.url!;
+    store = intake.store;
+  }
+  progress(`service at ${serviceUrl} (${serviceKind === 'process' ? `\`kommo-sync serve\` process, pid ${serveChild!.pid}` : mode === 'live' ? 'intake + router + workers in this process' : 'intake only, in this process'}), Kommo simulator at ${world.kommoUrl} (7 requests/s), store ${storeKind}`);
 
   // --processes N: N-1 `kommo-sync worker` processes on the same schema and simulators. The schema
   // is already migrated by the service above. Started now, so their startup reads are done (and
@@ -117,7 +145,7 @@ async function main(): Promise<boolean> {
     if (dead.length) throw new Error(`worker process(es) ${dead.map((w) => w.name).join(', ')} exited during startup`);
     progress(`${workers.length} worker process(es) running after ${fmt((performance.now() - workersStarted) / 1000, 1)} s`);
   }
-  world.subscribe(intake.url!);
+  world.subscribe(serviceUrl);
   await kommo.flushWebhooks();
   // Startup reads (stages, fields, users) are not part of the burst.
   await sleep(500);
@@ -133,6 +161,7 @@ async function main(): Promise<boolean> {
   const elu0 = performance.eventLoopUtilization();
   const cpu0 = process.cpuUsage();
   const workerCpu0 = workers.map((w) => cpuSecondsOf(w.pid));
+  const serveCpu0 = serveChild ? cpuSecondsOf(serveChild.pid) : 0;
   let t0 = performance.now();
   const tBurst = t0;
   for (const id of leads) kommo.moveLead(id, target.id);
@@ -144,10 +173,11 @@ async function main(): Promise<boolean> {
   if (mode === 'backlog') {
     await flushed;
     await sleep(200); // the last group commit
-    const pending = (await intake.store.stats(Date.now())).inboxPending;
+    const pending = (await store.stats(Date.now())).inboxPending;
     progress(`backlog: ${kommo.webhooksSent.length - webhooksBefore} webhooks stored in ${fmt(webhooksDoneMs / 1000, 2)} s, ${pending} events in the inbox; starting router + workers`);
-    service = await startService({ loaded: world.loaded, log, intake: false, work: true });
-    onCleanup(() => service.close());
+    const worker = await startService({ loaded: world.loaded, log, intake: false, work: true });
+    onCleanup(() => worker.close());
+    store = worker.store;
     // Its startup reads (stages, fields) are not part of the burst; the router loads lazily (5 ms).
     kommo.resetLog();
     cio?.reset();
@@ -161,10 +191,10 @@ async function main(): Promise<boolean> {
   };
   let drainMs = NaN;
   let lastLine = 0;
-  let stats = await service.store.stats(Date.now());
+  let stats = await store.stats(Date.now());
   const deadline = t0 + timeoutS * 1000;
   for (;;) {
-    stats = await service.store.stats(Date.now());
+    stats = await store.stats(Date.now());
     const notes = kommo.notes.size - notesBefore;
     const sent = kommo.webhooksSent.length - webhooksBefore;
     const idle = Number.isFinite(webhooksDoneMs) && stats.inboxPending === 0 && stats.jobs.pending === 0 && stats.jobs.leased === 0;
@@ -203,6 +233,7 @@ async function main(): Promise<boolean> {
       return NaN; // exited
     }
   });
+  const serveCores = serveChild ? (cpuSecondsOf(serveChild.pid) - serveCpu0) / wallS : null;
   const workersAlive = workers.every((w) => w.proc.exitCode === null && w.proc.signalCode === null);
   // Stop the worker processes now (also done by the cleanup on error): SIGTERM, they finish what is in flight.
   const workerExits = await Promise.all(workers.map((w) => w.stop(10_000)));
@@ -245,10 +276,11 @@ async function main(): Promise<boolean> {
   const summary = {
     bench: 'burst',
     machine: m,
-    settings: { events, store: storeKind, destinations: dest, mode, processes },
+    settings: { events, store: storeKind, destinations: dest, mode, processes, service: serviceKind },
     results: {
       eventLoopUtilization: Number(elu.utilization.toFixed(2)),
       processCores: Number(((cpu.user + cpu.system) / 1e6 / wallS).toFixed(2)),
+      serviceProcessCores: serveCores === null ? null : Number(serveCores.toFixed(2)),
       workerProcessCores: workerCores.map((c) => Number(c.toFixed(2))),
       workerExits,
       drainSeconds: drained ? Number((drainMs / 1000).toFixed(2)) : null,
@@ -279,10 +311,11 @@ async function main(): Promise<boolean> {
     process.stdout.write(`${label.padEnd(36)} ${value}\n`);
   };
   process.stdout.write('\n=== burst results ===\n');
-  line('events (stage changes)', `${events} (store ${storeKind}, destinations ${dest}, mode ${mode}, processes ${processes})`);
+  line('events (stage changes)', `${events} (store ${storeKind}, destinations ${dest}, mode ${mode}, service ${serviceKind}, processes ${processes})`);
   line('webhooks delivered', `${hooks.length} (${[...hookStatus].map(([s, n]) => `${n} x ${s}`).join(', ')}) in ${fmt(webhooksDoneMs / 1000, 2)} s = ${fmt(hooks.length / (webhooksDoneMs / 1000))}/s`);
   line('time to drain', drained ? `${fmt(drainMs / 1000, 2)} s from ${mode === 'live' ? `the first move (${fmt((drainMs - webhooksDoneMs) / 1000, 2)} s after the last webhook)` : 'the router start (all events already stored)'}` : 'NOT DRAINED');
-  line('this process (simulators + service)', `event loop ${fmt(elu.utilization * 100)}% busy, ${fmt((cpu.user + cpu.system) / 1e6 / wallS, 2)} cores over ${fmt(wallS, 1)} s`);
+  line(serveChild ? 'this process (simulators)' : 'this process (simulators + service)', `event loop ${fmt(elu.utilization * 100)}% busy, ${fmt((cpu.user + cpu.system) / 1e6 / wallS, 2)} cores over ${fmt(wallS, 1)} s`);
+  if (serveCores !== null) line('service process', `${fmt(serveCores, 2)} cores`);
   if (workers.length) line('worker processes', `${workerCores.map((c) => `${fmt(c, 2)} cores`).join(', ')}; exit ${workerExits.join(', ')}`);
   line('jobs', `done ${stats.jobs.done}, dead ${stats.jobs.dead}, pending ${stats.jobs.pending}, leased ${stats.jobs.leased}; notes written ${notes}`);
   line('Kommo requests', `${reqs.length} = ${fmt(per(reqs.length), 4)} per event`);

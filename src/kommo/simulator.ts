@@ -175,6 +175,7 @@ export class KommoSimulator {
     const app = this.server;
     this.server = undefined;
     this.baseUrl = undefined;
+    this.hooks.close();
     if (app) await app.close();
   }
 

@@ -3,6 +3,8 @@
  * field names, every value a string, an `account[...]` block, and a 2 s receiver timeout.
  * Not simulated: Kommo's delayed retries and auto-disable (a failed send is only recorded).
  */
+import http from 'node:http';
+import https from 'node:https';
 import { encodeBracketForm } from '../form.js';
 import { nowMs } from './gate.js';
 import type {
@@ -34,6 +36,8 @@ export class WebhookDispatcher {
   /** Tail of each destination's send chain, so one subscriber gets its POSTs in order. */
   private readonly chains = new Map<string, Promise<void>>();
   private readonly pending = new Set<Promise<void>>();
+  private readonly httpAgent = new http.Agent({ keepAlive: true });
+  private readonly httpsAgent = new https.Agent({ keepAlive: true });
 
   constructor(private readonly account: WebhookAccount) {}
 
@@ -102,18 +106,46 @@ export class WebhookDispatcher {
   private async send(url: string, event: WebhookEventName, body: string): Promise<void> {
     const record: WebhookSendRecord = { url, event, status: 0, body, at: nowMs() };
     try {
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body,
-        signal: AbortSignal.timeout(RECEIVER_TIMEOUT_MS),
-      });
-      record.status = res.status;
-      await res.arrayBuffer().catch(() => undefined);
+      record.status = await this.post(url, body);
     } catch (err) {
       record.error = err instanceof Error ? err.message : String(err);
     }
     this.sent.push(record);
+  }
+
+  /**
+   * node:http with a keep-alive agent rather than fetch: a burst sends thousands of hooks, and
+   * fetch's stream machinery cost more CPU per POST than the receiver under test.
+   */
+  private post(url: string, body: string): Promise<number> {
+    const target = new URL(url);
+    const client = target.protocol === 'https:' ? https : http;
+    const agent = target.protocol === 'https:' ? this.httpsAgent : this.httpAgent;
+    return new Promise((resolve, reject) => {
+      const req = client.request(
+        target,
+        {
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) },
+          timeout: RECEIVER_TIMEOUT_MS,
+        },
+        (res) => {
+          res.resume(); // the answer's body is not used, but must be read to free the socket
+          res.on('end', () => resolve(res.statusCode ?? 0));
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${RECEIVER_TIMEOUT_MS} ms`)));
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  /** Closes idle keep-alive connections (the simulator's close()). */
+  close(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
   }
 }
 
