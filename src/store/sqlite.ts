@@ -15,6 +15,7 @@ import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } fr
 import { sqliteMigrations } from './migrations/sqlite.js';
 import { GroupCommit } from './group-commit.js';
 import { WalSync } from './wal-sync.js';
+import { Checkpointer } from './checkpointer.js';
 import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
 import type {
   ClaimOptions,
@@ -92,16 +93,22 @@ class SqliteStore implements Store {
   private readonly group = new GroupCommit((batch) => this.writeGroup(batch));
   /** Set when inbox commits are made durable by an fsync off the event loop (file databases in WAL mode). */
   private readonly wal: WalSync | undefined;
+  /** WAL checkpoints on a worker thread; started by the first intake write (file databases in WAL mode). */
+  private checkpointer: Checkpointer | undefined;
+  private readonly walMode: boolean;
+  private readonly busyTimeoutMs: number;
 
   constructor(file: string, opts: SqliteStoreOptions) {
-    this.db = new Database(file, { timeout: opts.busyTimeoutMs ?? 5_000 });
+    this.busyTimeoutMs = opts.busyTimeoutMs ?? 5_000;
+    this.db = new Database(file, { timeout: this.busyTimeoutMs });
     try {
       // WAL: readers never block the writer; intake keeps writing while the dashboard reads.
       // (`:memory:` silently stays in its own journal mode.)
       const mode = String(this.db.pragma('journal_mode = WAL', { simple: true }));
       // FULL: the WAL is fsynced at every commit, so a resolved write survives power loss.
       this.db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
-      if (mode.toLowerCase() === 'wal' && !this.db.memory && opts.synchronous !== 'normal') this.wal = new WalSync(`${path.resolve(file)}-wal`);
+      this.walMode = mode.toLowerCase() === 'wal' && !this.db.memory;
+      if (this.walMode && opts.synchronous !== 'normal') this.wal = new WalSync(`${path.resolve(file)}-wal`);
       this.db.pragma('foreign_keys = ON');
       this.db.pragma('temp_store = MEMORY');
     } catch (err) {
@@ -162,6 +169,7 @@ class SqliteStore implements Store {
     this.group.flush(); // callers already waiting get their commit before the handle goes away
     this.closed = true;
     await this.wal?.close();
+    await this.checkpointer?.close();
     this.db.close();
   }
 
@@ -173,7 +181,19 @@ class SqliteStore implements Store {
 
   insertInbox(events: NewInboxEvent[]): Promise<InsertResult> {
     if (this.closed) return Promise.reject(new Error('store is closed'));
+    if (this.walMode && !this.checkpointer) this.startCheckpointer();
     return this.group.add(events);
+  }
+
+  /** Only stores that take webhooks get the thread; `status` or `doctor` never start one. */
+  private startCheckpointer(): void {
+    this.checkpointer = new Checkpointer({
+      file: path.resolve(this.db.name),
+      busyTimeoutMs: this.busyTimeoutMs,
+      setAutocheckpoint: (pages) => {
+        if (!this.closed) this.db.pragma(`wal_autocheckpoint = ${pages}`);
+      },
+    });
   }
 
   /**
