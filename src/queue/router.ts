@@ -123,6 +123,11 @@ export class Router {
     if (rows.length === 0) return 0;
     const byAccount = new Map<string, InboxEvent[]>();
     for (const r of rows) {
+      if (typeof r.payload !== 'object' || r.payload === null) {
+        // Only a damaged store gets here; one bad row must not stop the router for good.
+        await store.failInbox(r.id, 'the stored event has no payload');
+        continue;
+      }
       const list = byAccount.get(r.account);
       if (list) list.push(r);
       else byAccount.set(r.account, [r]);

@@ -7,7 +7,8 @@
  *
  * Throughput comes from group commit in insertInbox: webhooks arriving in the same event-loop turn
  * share one transaction, whose fsync runs off the event loop (wal-sync.ts) before they are answered.
- * Every other write commits with synchronous=FULL.
+ * Routing and job completions are made durable the same way, leases skip the fsync (soft state),
+ * and every other write commits with synchronous=FULL. Checkpoints run on a thread (checkpointer.ts).
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
