@@ -52,12 +52,6 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `no route for ${req.method} ${maskWebhookUrl(req.url)}`)));
 
-  app.addHook('onResponse', async (req, reply) => {
-    if (reply.statusCode === 200 && req.routeOptions.url === '/webhooks/:account/:source/:secret') {
-      o.metrics.webhookRequests.inc({ source: (req.params as { source: string }).source, status: '200' });
-    }
-  });
-
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/readyz', async (_req, reply) => {
     try {

@@ -42,6 +42,7 @@ type Params = { account: string; source: string; secret: string };
 const STORE_TIMEOUT_MS = 1500;
 
 export async function intakePlugin(app: FastifyInstance, opts: IntakeOptions): Promise<void> {
+  const counters = new IntakeCounters(opts.metrics);
   // Bodies stay raw bytes: signatures are computed over them, and our own bracket parser reads
   // Kommo's forms (the usual form parsers drop or mangle deep, wide payloads).
   app.removeAllContentTypeParsers();
@@ -72,36 +73,103 @@ export async function intakePlugin(app: FastifyInstance, opts: IntakeOptions): P
         throw err;
       }
     }
-    return store(reply, opts, accountName, source, events);
+    return store(reply, opts, counters, accountName, source, events);
   });
 }
 
-async function store(reply: FastifyReply, opts: IntakeOptions, account: string, source: string, events: Array<NormalizedInbound | InboundParsed>) {
+async function store(reply: FastifyReply, opts: IntakeOptions, counters: IntakeCounters, account: string, source: string, events: Array<NormalizedInbound | InboundParsed>) {
   const now = Date.now();
   const rows: NewInboxEvent[] = events.map((e) => ({ account, source, kind: e.event.kind, dedupKey: e.dedupKey, payload: e.event, receivedAt: now }));
   let result = { inserted: 0, duplicates: 0 };
   if (rows.length) {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      // Kommo waits about 2 s for an answer: a store that hangs (a database restarting) gets a 503
-      // in time, so the sender retries. The insert may still land; its dedup key absorbs the retry.
-      const slow = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new StoreUnavailableError(`the event store did not answer within ${STORE_TIMEOUT_MS} ms`)), STORE_TIMEOUT_MS);
-      });
-      result = await Promise.race([opts.store.insertInbox(rows), slow]);
+      result = await counters.deadline.within(opts.store.insertInbox(rows));
     } catch (err) {
       if (err instanceof StoreUnavailableError) throw new HttpError(503, 'store_unavailable', 'the event store is unavailable; retry later');
       throw err;
-    } finally {
-      clearTimeout(timer);
     }
   }
-  if (opts.metrics) {
-    for (const e of events) opts.metrics.eventsReceived.inc({ account, source, kind: e.event.kind });
-    if (result.duplicates) opts.metrics.duplicates.inc({ account, source }, result.duplicates);
-  }
+  for (const e of events) counters.received(account, source, e.event.kind);
+  if (result.duplicates) opts.metrics?.duplicates.inc({ account, source }, result.duplicates);
+  counters.answered(source);
   if (result.inserted) opts.onStored?.();
   return reply.code(200).send({ ok: true, accepted: result.inserted, duplicates: result.duplicates });
+}
+
+/**
+ * Per-label counter children, looked up once: prom-client hashes the label object on every
+ * `inc({...})`, and intake counts every webhook and every event.
+ */
+class IntakeCounters {
+  private readonly children = new Map<string, { inc(): void }>();
+  readonly deadline = new Deadline(STORE_TIMEOUT_MS);
+
+  constructor(private readonly metrics: Metrics | undefined) {}
+
+  received(account: string, source: string, kind: string): void {
+    if (!this.metrics) return;
+    const key = `r\u0000${account}\u0000${source}\u0000${kind}`;
+    let child = this.children.get(key);
+    if (!child) {
+      child = this.metrics.eventsReceived.labels({ account, source, kind });
+      this.children.set(key, child);
+    }
+    child.inc();
+  }
+
+  answered(source: string): void {
+    if (!this.metrics) return;
+    const key = `a\u0000${source}`;
+    let child = this.children.get(key);
+    if (!child) {
+      child = this.metrics.webhookRequests.labels({ source, status: '200' });
+      this.children.set(key, child);
+    }
+    child.inc();
+  }
+}
+
+/**
+ * Rejects a store call that has not settled within `ms` with StoreUnavailableError. One shared
+ * timer checks every waiting call, instead of a timer per webhook. The call itself may still land;
+ * the sender's retry is then absorbed by its dedup key.
+ */
+class Deadline {
+  private readonly waiting = new Set<{ since: number; reject: (err: Error) => void }>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly ms: number) {}
+
+  within<T>(work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const entry = { since: Date.now(), reject };
+      this.waiting.add(entry);
+      this.timer ??= setInterval(() => this.expire(), Math.max(10, Math.floor(this.ms / 10))).unref();
+      work.then(
+        (value) => {
+          this.waiting.delete(entry);
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.waiting.delete(entry);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  private expire(): void {
+    const cutoff = Date.now() - this.ms;
+    for (const entry of this.waiting) {
+      if (entry.since > cutoff) continue;
+      this.waiting.delete(entry);
+      entry.reject(new StoreUnavailableError(`the event store did not answer within ${this.ms} ms`));
+    }
+    if (this.waiting.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
 }
 
 function parseKommo(req: FastifyRequest, raw: Buffer, subdomain: string): NormalizedInbound[] {

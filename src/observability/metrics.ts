@@ -9,7 +9,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly eventsReceived = new Counter({
     name: 'kommo_sync_events_received_total',
-    help: 'Normalized events accepted into the inbox, by source and kind (duplicates excluded).',
+    help: 'Normalized events received by intake, by source and kind (duplicates included: kommo_sync_events_duplicate_total counts those).',
     labelNames: ['account', 'source', 'kind'] as const,
     registers: [this.registry],
   });
