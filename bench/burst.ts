@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/burst.ts [--events 2000] [--store sqlite|postgres] [--destinations customerio|none]
  *                                    [--service process|in-process] [--mode live|backlog] [--processes N]
- *                                    [--timeout S] [--json FILE]
+ *                                    [--timeout S] [--json FILE] [--profile DIR]
  *
  * The simulated world (Kommo simulator at its default 7 requests/s limit, Customer.io simulator) runs
  * in this process; the service (intake + router + workers, real HTTP on 127.0.0.1, a SQLite file or a
@@ -43,7 +43,7 @@ import {
   choiceFlag, cpuSecondsOf, fmt, freePort, HOST, intFlag, machine, onCleanup, parseFlags, progress, runBench, scratchPostgres, sleep, spawnNode, waitReady, type Child,
 } from './lib.js';
 
-const flags = parseFlags(process.argv.slice(2), ['events', 'store', 'destinations', 'mode', 'processes', 'service', 'timeout', 'json'] as const);
+const flags = parseFlags(process.argv.slice(2), ['events', 'store', 'destinations', 'mode', 'processes', 'service', 'timeout', 'json', 'profile'] as const);
 const events = intFlag(flags.events, 'events', 2000);
 const storeKind = choiceFlag(flags.store, 'store', ['sqlite', 'postgres'] as const, 'sqlite');
 const dest = choiceFlag(flags.destinations, 'destinations', ['customerio', 'none'] as const, 'customerio');
@@ -93,7 +93,9 @@ async function main(): Promise<boolean> {
     writeFileSync(configFile, stringify(cfg));
     const port = await freePort();
     serviceUrl = `http://${HOST}:${port}`;
-    serveChild = spawnNode('serve', ['bin/kommo-sync.js', 'serve', '--config', configFile, '--port', String(port)], repoRoot);
+    // --profile DIR: a V8 CPU profile of the service process (written when it exits).
+    const prof = flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(flags.profile)}`] : [];
+    serveChild = spawnNode('serve', [...prof, 'bin/kommo-sync.js', 'serve', '--config', configFile, '--port', String(port)], repoRoot);
     await waitReady(serviceUrl, serveChild);
     // Read-only use: the service process migrated the store and does all the writing.
     const reader = await openStore(storeUrl);
