@@ -98,6 +98,15 @@ describe('deliverKommoOps over the simulator', () => {
     assert.equal(await echo.isEcho('contact', contactId, contact.updated_at), true);
     assert.equal(await echo.isEcho('lead', leadId, lead.updated_at), true);
     assert.equal(await echo.isEcho('lead', leadId, lead.updated_at + 1), false, 'a later human edit is not an echo');
+    assert.deepEqual(
+      await echo.echoes([
+        { entity: 'lead', id: leadId, updatedAt: lead.updated_at + 1 },
+        { entity: 'contact', id: contactId, updatedAt: contact.updated_at },
+        { entity: 'lead', id: leadId, updatedAt: lead.updated_at },
+      ]),
+      [false, true, true],
+      'the batched check answers per item, in order',
+    );
   });
 
   it('PATCHes two updates of one contact in order, in separate requests', async () => {

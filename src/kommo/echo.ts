@@ -14,6 +14,8 @@ export interface EchoMarks {
   remember(entity: EchoEntity, id: number, updatedAt: number): Promise<void>;
   /** True when this exact version was produced by our own write. */
   isEcho(entity: EchoEntity, id: number, updatedAt: number): Promise<boolean>;
+  /** isEcho for many versions at once (one store query: the router checks a whole batch). */
+  echoes(items: Array<{ entity: EchoEntity; id: number; updatedAt: number }>): Promise<boolean[]>;
 }
 
 /**
@@ -25,7 +27,7 @@ export const ECHO_TTL_MS = 2 * 60 * 60_000;
 /** Marks kept in the store's key-value area, so every router process sees every worker's writes. */
 export class StoreEchoMarks implements EchoMarks {
   constructor(
-    private readonly store: Pick<Store, 'kvGet' | 'kvSet'>,
+    private readonly store: Pick<Store, 'kvGet' | 'kvGetMany' | 'kvSet'>,
     private readonly account: string,
     private readonly ttlMs: number = ECHO_TTL_MS,
     private readonly now: () => number = Date.now,
@@ -37,6 +39,12 @@ export class StoreEchoMarks implements EchoMarks {
 
   async isEcho(entity: EchoEntity, id: number, updatedAt: number): Promise<boolean> {
     return (await this.store.kvGet(this.key(entity, id, updatedAt))) !== null;
+  }
+
+  async echoes(items: Array<{ entity: EchoEntity; id: number; updatedAt: number }>): Promise<boolean[]> {
+    const keys = items.map((i) => this.key(i.entity, i.id, i.updatedAt));
+    const found = await this.store.kvGetMany(keys);
+    return keys.map((k) => found.has(k));
   }
 
   private key(entity: EchoEntity, id: number, updatedAt: number): string {

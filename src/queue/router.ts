@@ -18,8 +18,8 @@ import { Pacer } from './pacer.js';
 /** What the router needs from one account's runtime (built in service.ts; faked in unit tests). */
 export interface AccountRouting {
   name: string;
-  /** True when the event reports a write kommo-sync itself made (no sync loops). */
-  isEcho(e: CrmEvent): Promise<boolean>;
+  /** Per event: true when it reports a write kommo-sync itself made (no sync loops). One store query per batch. */
+  echoes(events: CrmEvent[]): Promise<boolean[]>;
   /**
    * Batched enrichment: one result per event, null when Kommo no longer has the lead.
    * `receivedAt` is the stored intake time: a stable event time when Kommo sent no updated_at.
@@ -172,12 +172,13 @@ export class Router {
 
   private async routeCrm(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
     const live: InboxEvent[] = [];
-    for (const row of rows) {
-      if (await account.isEcho(row.payload as CrmEvent)) {
+    const echoes = rows.length ? await account.echoes(rows.map((r) => r.payload as CrmEvent)) : [];
+    rows.forEach((row, i) => {
+      if (echoes[i]) {
         this.o.metrics?.echoesDropped.inc({ account: account.name });
         routed.push(row.id);
       } else live.push(row);
-    }
+    });
     if (!live.length) return;
     let enriched: Array<EnrichedLead | null>;
     try {

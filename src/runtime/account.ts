@@ -173,9 +173,17 @@ export class AccountRuntime implements AccountRouting {
     if (issues.length) throw new ConfigError(issues);
   }
 
-  async isEcho(e: CrmEvent): Promise<boolean> {
-    if (e.updatedAt === undefined || e.entityType === 'company') return false;
-    return this.echo.isEcho(e.entityType, e.entityId, e.updatedAt);
+  async echoes(events: CrmEvent[]): Promise<boolean[]> {
+    const checked: Array<{ at: number; entity: 'lead' | 'contact'; id: number; updatedAt: number }> = [];
+    events.forEach((e, at) => {
+      if (e.updatedAt !== undefined && e.entityType !== 'company') checked.push({ at, entity: e.entityType, id: e.entityId, updatedAt: e.updatedAt });
+    });
+    const result = events.map(() => false);
+    const found = await this.echo.echoes(checked);
+    checked.forEach((c, i) => {
+      result[c.at] = found[i] ?? false;
+    });
+    return result;
   }
 
   async enrich(items: Array<{ event: CrmEvent; receivedAt: number }>): Promise<Array<EnrichedLead | null>> {

@@ -675,6 +675,15 @@ class PostgresStore implements Store {
     );
     return rows[0]?.value ?? null;
   }
+  async kvGetMany(keys: string[]): Promise<Map<string, string>> {
+    if (keys.length === 0) return new Map();
+    const { rows } = await this.query<{ key: string; value: string }>(
+      'SELECT key, value FROM ks_kv WHERE key = ANY($1::text[]) AND (expires_at IS NULL OR expires_at > $2)',
+      [keys, Date.now()],
+    );
+    return new Map(rows.map((r) => [r.key, r.value]));
+  }
+
 
   async kvSet(key: string, value: string, ttlMs?: number, now?: number): Promise<void> {
     const expiresAt = ttlMs === undefined ? null : (now ?? Date.now()) + ttlMs;

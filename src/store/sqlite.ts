@@ -415,6 +415,18 @@ class SqliteStore implements Store {
     return this.sync((q) => q.kvGet.get(key, Date.now())?.value ?? null);
   }
 
+  kvGetMany(keys: string[]): Promise<Map<string, string>> {
+    return this.sync((q) => {
+      const now = Date.now();
+      const found = new Map<string, string>();
+      for (const key of keys) {
+        const row = q.kvGet.get(key, now);
+        if (row) found.set(key, row.value);
+      }
+      return found;
+    });
+  }
+
   kvSet(key: string, value: string, ttlMs?: number, now?: number): Promise<void> {
     const expiresAt = ttlMs === undefined ? null : (now ?? Date.now()) + ttlMs;
     return this.sync((q) => {

@@ -168,6 +168,8 @@ export interface Store {
 
   // key-value area (OAuth tokens, caches, echo marks)
   kvGet(key: string): Promise<string | null>;
+  /** Several keys in one call (one query); only keys that are set and not expired are in the map. */
+  kvGetMany(keys: string[]): Promise<Map<string, string>>;
   /** ttlMs: optional expiry; expired keys read as null. */
   kvSet(key: string, value: string, ttlMs?: number, now?: number): Promise<void>;
   kvDelete(key: string): Promise<void>;

@@ -634,6 +634,14 @@ function conformance(backend: Backend): void {
     await s.kvDelete('a');
   });
 
+  it('kvGetMany returns the set, unexpired keys in one call', async (s) => {
+    await s.kvSet('m1', 'one');
+    await s.kvSet('m2', 'two', 60_000);
+    await s.kvSet('m3', 'gone', 1_000, Date.now() - 2_000);
+    assert.deepEqual(await s.kvGetMany(['m1', 'm2', 'm3', 'nope']), new Map([['m1', 'one'], ['m2', 'two']]));
+    assert.deepEqual(await s.kvGetMany([]), new Map());
+  });
+
   it('reserveRate is a sliding window that never admits more than limit', async (s) => {
     const t = 1_000_000;
     assert.equal(await s.reserveRate('b', 3, 1_000, t), 0);
