@@ -7,21 +7,11 @@
  *
  * Like bin/kommo-sync.js it runs the compiled build (dist/) while that is up to date.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { compiledBuildIsFresh } from '../bin/fresh-build.js';
 import { HOST, parseFlags } from './lib.js';
 
-// Same rule as bin/kommo-sync.js: the compiled build when it is newer than every source file, so
-// `--role intake` measures the code `serve` runs.
-function newestMtime(dir: URL): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const child = new URL(entry.name + (entry.isDirectory() ? '/' : ''), dir);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(child) : statSync(child).mtimeMs);
-  }
-  return newest;
-}
-const distMain = new URL('../dist/main.js', import.meta.url);
-const base = existsSync(distMain) && statSync(distMain).mtimeMs >= newestMtime(new URL('../src/', import.meta.url)) ? '../dist' : '../src';
+// Same rule as bin/kommo-sync.js, so `--role intake` measures the code `serve` runs.
+const base = compiledBuildIsFresh(new URL('../', import.meta.url)) ? '../dist' : '../src';
 const { loadConfigFile } = (await import(`${base}/config/load.js`)) as typeof import('../src/config/load.js');
 const { createLogger } = (await import(`${base}/observability/logger.js`)) as typeof import('../src/observability/logger.js');
 const { startService } = (await import(`${base}/runtime/service.js`)) as typeof import('../src/runtime/service.js');
