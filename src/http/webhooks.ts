@@ -40,6 +40,8 @@ type Params = { account: string; source: string; secret: string };
 
 /** Longest wait for the durable insert before answering 503 (Kommo gives a receiver about 2 s). */
 const STORE_TIMEOUT_MS = 1500;
+/** How often the deadline looks at waiting inserts: a 503 goes out at most this late. */
+const CHECK_EVERY_MS = 50;
 
 export async function intakePlugin(app: FastifyInstance, opts: IntakeOptions): Promise<void> {
   const counters = new IntakeCounters(opts.metrics);
@@ -144,7 +146,7 @@ class Deadline {
     return new Promise<T>((resolve, reject) => {
       const entry = { since: Date.now(), reject };
       this.waiting.add(entry);
-      this.timer ??= setInterval(() => this.expire(), Math.max(10, Math.floor(this.ms / 10))).unref();
+      this.timer ??= setInterval(() => this.expire(), CHECK_EVERY_MS).unref();
       work.then(
         (value) => {
           this.waiting.delete(entry);

@@ -51,6 +51,12 @@ export interface RouterOptions {
    * is still routed at once; only the next claim waits.
    */
   lingerMs: number;
+  /**
+   * Ids per enrichment read (Kommo's filter[id][] page, 250). Under a steady flow a claim is cut
+   * to whole pages and a remainder younger than `lingerMs` goes back for the next round, so a few
+   * leftover ids never cost a read of their own. 0 turns this off.
+   */
+  pageSize?: number;
   /** Called after jobs were enqueued (wakes the in-process worker). */
   onJobs?: () => void;
 }
@@ -167,7 +173,19 @@ export class Router {
       if (chunk.length < want) break;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    return rows;
+    return this.alignToPages(rows);
+  }
+
+  /** Whole pages only, when the rest is young enough to wait one more round (see `pageSize`). */
+  private async alignToPages(rows: InboxEvent[]): Promise<InboxEvent[]> {
+    const page = this.o.pageSize ?? 0;
+    if (page <= 0 || rows.length <= page || rows.length >= this.o.batch) return rows;
+    const keep = rows.length - (rows.length % page);
+    const rest = rows.slice(keep);
+    const oldest = Math.min(...rest.map((r) => r.receivedAt));
+    if (rest.length === 0 || Date.now() - oldest >= this.o.lingerMs) return rows;
+    await this.o.store.releaseInbox(rest.map((r) => r.id));
+    return rows.slice(0, keep);
   }
 
   private async routeCrm(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {

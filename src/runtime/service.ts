@@ -17,6 +17,7 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { AccountRuntime } from './account.js';
 import { boundHeapGrowth } from './heap.js';
+import { MAX_PAGE } from '../kommo/client.js';
 
 export interface ServiceOptions {
   loaded: LoadedConfig;
@@ -91,6 +92,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       accounts,
       batch: w.routeBatch,
       lingerMs: w.routeLinger,
+      pageSize: MAX_PAGE,
       leaseMs: w.lease,
       pollMs: w.poll,
       onJobs: () => wk.wake(),

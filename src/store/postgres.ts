@@ -351,6 +351,15 @@ class PostgresStore implements Store {
     return rows.sort((a, b) => a.id - b.id).map(toInboxEvent);
   }
 
+  async releaseInbox(ids: number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.query(
+      `UPDATE ks_inbox SET lease_until = NULL, attempts = GREATEST(attempts - 1, 0)
+       WHERE id = ANY($1::bigint[]) AND state = 'pending'`,
+      [ids],
+    );
+  }
+
   async routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void> {
     await this.tx(async (c) => {
       // `failed` rows may be routed too (a replay); `routed` ones are not routed twice. If another

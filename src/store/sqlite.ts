@@ -288,6 +288,13 @@ class SqliteStore implements Store {
     );
   }
 
+  releaseInbox(ids: number[]): Promise<void> {
+    if (ids.length === 0) return Promise.resolve();
+    return this.soft((q) => {
+      q.releaseInbox.run(JSON.stringify(ids));
+    });
+  }
+
   routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void> {
     return this.durable((q) => q.routeInbox.immediate(inboxIds, jobs, Date.now()));
   }
@@ -543,6 +550,7 @@ class Prepared {
 
   readonly insertInboxBatch;
   readonly inboxPayload;
+  readonly releaseInbox;
   readonly routeInbox;
   readonly enqueueJobs;
   readonly completeJobs;
@@ -588,6 +596,11 @@ class Prepared {
          WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < @now)
          ORDER BY id LIMIT @limit)
        RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
+    );
+
+    this.releaseInbox = db.prepare<[string]>(
+      `UPDATE ks_inbox SET lease_until = NULL, attempts = MAX(attempts - 1, 0)
+       WHERE id IN (SELECT value FROM json_each(?)) AND state = 'pending'`,
     );
 
     // `failed` rows may be routed too (a replay); `routed` rows are not routed twice.

@@ -132,6 +132,8 @@ export interface Store {
   insertInbox(events: NewInboxEvent[]): Promise<InsertResult>;
   /** Pending inbox events in id order, leased for `leaseMs` so another router skips them. */
   claimInbox(limit: number, leaseMs: number, now: number): Promise<InboxEvent[]>;
+  /** Gives claimed, still pending events back unrouted: the next claim takes them again (attempts not counted). */
+  releaseInbox(ids: number[]): Promise<void>;
   /** In one transaction: insert the jobs and mark the inbox events routed. */
   routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void>;
   /** Router could not route it (bad payload, or too many attempts): keep it, with the reason. */

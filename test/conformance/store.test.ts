@@ -216,6 +216,17 @@ function conformance(backend: Backend): void {
     }
   });
 
+  it('releaseInbox gives claimed events back without counting the attempt', async (s) => {
+    await s.insertInbox([1, 2, 3].map((i) => ev(`r${i}`)));
+    const now = Date.now();
+    const claimed = await s.claimInbox(3, 60_000, now);
+    await s.releaseInbox([claimed[1]!.id, claimed[2]!.id]);
+    const again = await s.claimInbox(10, 60_000, now + 10);
+    assert.deepEqual(again.map((r) => r.dedupKey), ['r2', 'r3'], 'released events are claimable at once, in order');
+    assert.deepEqual(again.map((r) => r.attempts), [1, 1]);
+    await s.releaseInbox([]);
+  });
+
   it('claimInbox leases in id order; routeInbox inserts jobs and marks routed atomically', async (s) => {
     await s.insertInbox([1, 2, 3, 4, 5].map((i) => ev(`e${i}`)));
     const now = Date.now();

@@ -5,7 +5,8 @@
  * (npm test runs files one at a time).
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,9 +21,14 @@ import { BIN, freePort } from './cli.js';
 
 
 
-function pgCluster(action: 'stop' | 'start'): void {
+/**
+ * Asynchronous on purpose: this process runs the Kommo simulator, whose 2 s answer timeout would
+ * otherwise fire while a synchronous `pg_ctlcluster stop` blocked its event loop, and report the
+ * service as silent when it was not.
+ */
+async function pgCluster(action: 'stop' | 'start'): Promise<void> {
   const version = readdirSync('/etc/postgresql').sort().at(-1)!;
-  execFileSync('pg_ctlcluster', ['--skip-systemctl-redirect', version, 'main', action, ...(action === 'stop' ? ['-m', 'fast'] : [])], { stdio: 'ignore' });
+  await promisify(execFile)('pg_ctlcluster', ['--skip-systemctl-redirect', version, 'main', action, ...(action === 'stop' ? ['-m', 'fast'] : [])]);
 }
 
 await pgTest('a PostgreSQL restart mid-run: 503 while it is down, nothing acknowledged is lost', async () => {
@@ -59,11 +65,11 @@ await pgTest('a PostgreSQL restart mid-run: 503 while it is down, nothing acknow
     })();
     await new Promise((r) => setTimeout(r, 1500));
     // A restart with some downtime, so webhooks certainly arrive while the database is away.
-    pgCluster('stop');
+    await pgCluster('stop');
     try {
       await new Promise((r) => setTimeout(r, 1500));
     } finally {
-      pgCluster('start');
+      await pgCluster('start');
     }
     await waitFor(async () => (await postgresUnreachable()) === null, 'PostgreSQL back', 30_000);
     await new Promise((r) => setTimeout(r, 1500));
@@ -73,7 +79,8 @@ await pgTest('a PostgreSQL restart mid-run: 503 while it is down, nothing acknow
 
     const refused = k.webhooksSent.filter((w) => w.status === 503);
     assert.ok(refused.length > 0, 'webhooks arriving while PostgreSQL was down got 503');
-    assert.ok(k.webhooksSent.every((w) => w.status === 200 || w.status === 503), `only 200 or 503, got ${[...new Set(k.webhooksSent.map((w) => w.status))].join(', ')}`);
+    const other = k.webhooksSent.filter((w) => w.status !== 200 && w.status !== 503);
+    assert.deepEqual(other.map((w) => `${w.status} ${w.error ?? ''}`), [], 'only 200 or 503 (status 0: no answer within Kommo\'s 2 s)');
 
     // Every acknowledged stage change gets its note (a note per distinct lead+stage+time).
     const store = await openStore(db.url);
