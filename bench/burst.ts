@@ -68,7 +68,7 @@ function classifyKommo(method: string, p: string): string {
 
 async function main(): Promise<boolean> {
   const m = machine();
-  progress(`burst bench: ${events} stage changes, store=${storeKind}, destinations=${dest}, processes=${processes}; ${m.nproc} CPUs, node ${m.node}, load ${m.load}`);
+  progress(`burst bench: ${events} stage changes, store=${storeKind}, destinations=${dest}, processes=${processes}; ${m.nproc} CPUs, node ${m.node}, load ${m.load}, calibration ${m.calibrationMs} ms`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kommo-sync-burst-'));
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   const storeUrl = storeKind === 'sqlite' ? `sqlite:${path.join(dir, 'burst.db')}` : scratchPostgres().url;
@@ -314,6 +314,7 @@ async function main(): Promise<boolean> {
   };
   process.stdout.write('\n=== burst results ===\n');
   line('events (stage changes)', `${events} (store ${storeKind}, destinations ${dest}, mode ${mode}, service ${serviceKind}, processes ${processes})`);
+  line('machine', `calibration ${m.calibrationMs} ms at the start (lower = faster; see bench/lib.ts calibrate)`);
   line('webhooks delivered', `${hooks.length} (${[...hookStatus].map(([s, n]) => `${n} x ${s}`).join(', ')}) in ${fmt(webhooksDoneMs / 1000, 2)} s = ${fmt(hooks.length / (webhooksDoneMs / 1000))}/s`);
   line('time to drain', drained ? `${fmt(drainMs / 1000, 2)} s from ${mode === 'live' ? `the first move (${fmt((drainMs - webhooksDoneMs) / 1000, 2)} s after the last webhook)` : 'the router start (all events already stored)'}` : 'NOT DRAINED');
   line(serveChild ? 'this process (simulators)' : 'this process (simulators + service)', `event loop ${fmt(elu.utilization * 100)}% busy, ${fmt((cpu.user + cpu.system) / 1e6 / wallS, 2)} cores over ${fmt(wallS, 1)} s`);

@@ -110,7 +110,7 @@ function runCannon(url: string, conns: number, seconds: number, nextBody: () => 
 async function main(): Promise<boolean> {
   const m = machine();
   progress(`ingest bench: store=${storeKind} role=${role} processes=${processes} connections=${connections} duration=${duration}s warmup=${warmup}s`);
-  progress(`machine: ${m.nproc} CPUs (${m.cpu}), node ${m.node}, load ${m.load}`);
+  progress(`machine: ${m.nproc} CPUs (${m.cpu}), node ${m.node}, load ${m.load}, calibration ${m.calibrationMs} ms`);
 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kommo-sync-bench-'));
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
@@ -317,7 +317,7 @@ async function main(): Promise<boolean> {
   line('peak RSS (VmHWM) per process', mem.map((x) => `${x.name} ${fmt(x.hwmMiB, 1)} MB (at the end: ${fmt(x.rssMiB)} MB = anon ${fmt(x.anonMiB)} + file ${fmt(x.fileMiB)} + shmem ${fmt(x.shmemMiB)})`).join(', '));
   line('service CPU', `${fmt(cpu.serviceCores, 2)} cores [${cpu.perProcessCores.map((c) => fmt(c, 2)).join(', ')}], ${fmt(cpu.serviceMicrosPerWebhook)} us CPU per webhook`);
   line('bench (autocannon) CPU', `${fmt(cpu.benchCores, 2)} cores`);
-  line('machine', `${fmt(cpu.machineBusyPct)}% busy of ${m.nproc} cores; other processes used ~${fmt(cpu.otherCores, 2)} cores`);
+  line('machine', `${fmt(cpu.machineBusyPct)}% busy of ${m.nproc} cores; other processes used ~${fmt(cpu.otherCores, 2)} cores; calibration ${m.calibrationMs} ms (lower = faster)`);
   line('non-2xx / errors / timeouts', `${non2xx} / ${errors} / ${timeouts}`);
   line('inbox rows vs accepted answers', `${fmt(rows)} rows, ${fmt(acked)} answered 200 (incl. ${fmt(ackedBefore)} in warm-up), ${missing} missing, ${extra} stored but cut off before the answer`);
   for (const [what, ok] of checks) line(ok ? 'check ok' : 'CHECK FAILED', what);

@@ -42,7 +42,7 @@ function timeIt(n: number, fn: () => unknown): number {
 
 async function main(): Promise<boolean> {
   const m = machine();
-  progress(`intake stages: ${iterations} iterations, store ${storeKind}, ${batch} events per commit; ${m.nproc} CPUs, node ${m.node}, load ${m.load}`);
+  progress(`intake stages: ${iterations} iterations, store ${storeKind}, ${batch} events per commit; ${m.nproc} CPUs, node ${m.node}, load ${m.load}, calibration ${m.calibrationMs} ms`);
   const bodies = Array.from({ length: 1024 }, body);
   const b0 = bodies[0]!;
   progress(`body ${b0.length} bytes`);
