@@ -25,6 +25,8 @@ declare module 'autocannon' {
     interface Options {
       url: string;
       connections?: number;
+      /** Requests per second over all connections (default: as fast as the server answers). */
+      overallRate?: number;
       /** Seconds. */
       duration?: number;
       pipelining?: number;
