@@ -146,7 +146,8 @@ class Deadline {
     return new Promise<T>((resolve, reject) => {
       const entry = { since: Date.now(), reject };
       this.waiting.add(entry);
-      this.timer ??= setInterval(() => this.expire(), CHECK_EVERY_MS).unref();
+      // Not unref'd: a webhook waiting for its answer is work in progress; the timer stops when none waits.
+      this.timer ??= setInterval(() => this.expire(), CHECK_EVERY_MS);
       work.then(
         (value) => {
           this.waiting.delete(entry);
