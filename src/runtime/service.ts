@@ -50,7 +50,7 @@ export interface Service {
 export async function startService(o: ServiceOptions): Promise<Service> {
   boundHeapGrowth();
   const { config } = o.loaded;
-  const store = o.store ?? await openStore(config.store);
+  const store = o.store ?? await openStore(config.store, { onWarning: (message) => o.log.warn(message) });
   const metrics = new Metrics(store);
   const accounts = new Map<string, AccountRuntime>();
   for (const [name, acct] of Object.entries(config.accounts)) {

@@ -14,8 +14,13 @@ import type { Store } from './store.js';
 
 const ACCEPTED = 'sqlite:./file.db, sqlite:/abs/file.db, sqlite::memory:, postgres://user@host:5432/db or postgresql://...';
 
-export async function openStore(url: string): Promise<Store> {
-  const store = await openUnmigrated(url);
+export interface OpenStoreOptions {
+  /** Told about background trouble the store handles itself (e.g. SQLite's checkpoint thread failing). */
+  onWarning?(message: string): void;
+}
+
+export async function openStore(url: string, opts: OpenStoreOptions = {}): Promise<Store> {
+  const store = await openUnmigrated(url, opts);
   try {
     await store.migrate();
   } catch (err) {
@@ -25,12 +30,12 @@ export async function openStore(url: string): Promise<Store> {
   return store;
 }
 
-async function openUnmigrated(url: string): Promise<Store> {
+async function openUnmigrated(url: string, opts: OpenStoreOptions): Promise<Store> {
   if (url.startsWith('sqlite:')) {
     const file = sqlitePath(url.slice('sqlite:'.length));
     if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     const { openSqliteStore } = await import('./sqlite.js');
-    return openSqliteStore(file);
+    return openSqliteStore(file, opts.onWarning ? { onWarning: opts.onWarning } : {});
   }
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     const { openPostgresStore } = await import('./postgres.js');

@@ -39,6 +39,8 @@ export interface SqliteStoreOptions {
   synchronous?: 'full' | 'normal';
   /** How long a write waits for another connection's lock before failing with STORE_UNAVAILABLE. */
   busyTimeoutMs?: number;
+  /** Told when the checkpoint thread fails (SQLite's own checkpoints then take over). */
+  onWarning?(message: string): void;
 }
 
 /** Flush the group-commit queue right away once it holds this many events (bounds latency and memory). */
@@ -98,9 +100,11 @@ class SqliteStore implements Store {
   private checkpointer: Checkpointer | undefined;
   private readonly walMode: boolean;
   private readonly busyTimeoutMs: number;
+  private readonly onWarning: ((message: string) => void) | undefined;
 
   constructor(file: string, opts: SqliteStoreOptions) {
     this.busyTimeoutMs = opts.busyTimeoutMs ?? 5_000;
+    this.onWarning = opts.onWarning;
     this.db = new Database(file, { timeout: this.busyTimeoutMs });
     try {
       // WAL: readers never block the writer; intake keeps writing while the dashboard reads.
@@ -194,6 +198,7 @@ class SqliteStore implements Store {
       setAutocheckpoint: (pages) => {
         if (!this.closed) this.db.pragma(`wal_autocheckpoint = ${pages}`);
       },
+      onError: (message) => this.onWarning?.(`SQLite checkpoint thread failed (${message}); checkpoints run in the main thread from now on`),
     });
   }
 
