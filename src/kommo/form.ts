@@ -3,6 +3,7 @@
  * Our own parser because `qs` defaults (depth 5, 1000 params, arrayLimit 20) silently drop
  * or mangle real Kommo payloads.
  */
+import querystring from 'node:querystring';
 
 export class FormParseError extends Error {
   override name = 'FormParseError';
@@ -77,39 +78,14 @@ function pathOf(rawKey: string, maxDepth: number): string[] {
 
 /**
  * `application/x-www-form-urlencoded` decoding of one key or value, as URLSearchParams does it:
- * `+` is a space, and a malformed escape or invalid UTF-8 is kept leniently instead of failing.
- * Most values (ids, timestamps) need no decoding at all and are returned as they are.
+ * `+` is a space, and a malformed escape or invalid UTF-8 is kept leniently instead of failing
+ * (querystring.unescape falls back to a byte-wise decode). Most values (ids, timestamps) need no
+ * decoding at all and are returned as they are.
  */
 function decodeComponent(s: string): string {
   const plus = s.indexOf('+');
   if (plus < 0 && s.indexOf('%') < 0) return s;
-  const spaced = plus < 0 ? s : s.replaceAll('+', ' ');
-  try {
-    return decodeURIComponent(spaced);
-  } catch {
-    return Buffer.from(unescapeBytes(spaced)).toString('utf8');
-  }
-}
-
-/** Percent-decodes to bytes, leaving malformed escapes literal (the fallback for decodeComponent). */
-function unescapeBytes(s: string): Uint8Array {
-  const text = Buffer.from(s, 'utf8');
-  const out = new Uint8Array(text.length);
-  let n = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (c === 37 /* % */ && i + 2 < text.length && isHex(text[i + 1]) && isHex(text[i + 2])) {
-      out[n++] = parseInt(String.fromCharCode(text[i + 1]!, text[i + 2]!), 16);
-      i += 2;
-    } else {
-      out[n++] = c;
-    }
-  }
-  return out.subarray(0, n);
-}
-
-function isHex(c: number | undefined): boolean {
-  return c !== undefined && ((c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102));
+  return querystring.unescape(plus < 0 ? s : s.replaceAll('+', ' '));
 }
 
 /**
