@@ -95,9 +95,9 @@ describe('deliverKommoOps over the simulator', () => {
     assert.equal(lead.status_id, won.id);
     assert.ok([...sim.tasks.values()].some((t) => t.entity_id === leadId && t.text === 'Call them'));
 
-    assert.equal(await echo.isEcho('contact', contactId, contact.updated_at), true);
-    assert.equal(await echo.isEcho('lead', leadId, lead.updated_at), true);
-    assert.equal(await echo.isEcho('lead', leadId, lead.updated_at + 1), false, 'a later human edit is not an echo');
+    assert.deepEqual(await echo.echoes([{ entity: 'contact', id: contactId, updatedAt: contact.updated_at }]), [true]);
+    assert.deepEqual(await echo.echoes([{ entity: 'lead', id: leadId, updatedAt: lead.updated_at }]), [true]);
+    assert.deepEqual(await echo.echoes([{ entity: 'lead', id: leadId, updatedAt: lead.updated_at + 1 }]), [false], 'a later human edit is not an echo');
     assert.deepEqual(
       await echo.echoes([
         { entity: 'lead', id: leadId, updatedAt: lead.updated_at + 1 },

@@ -12,9 +12,7 @@ export type EchoEntity = 'lead' | 'contact';
 export interface EchoMarks {
   /** Our write produced this version of the entity (`updatedAt`: unix seconds from Kommo). */
   remember(entity: EchoEntity, id: number, updatedAt: number): Promise<void>;
-  /** True when this exact version was produced by our own write. */
-  isEcho(entity: EchoEntity, id: number, updatedAt: number): Promise<boolean>;
-  /** isEcho for many versions at once (one store query: the router checks a whole batch). */
+  /** Per item: true when this exact version was produced by our own write (one store query for all). */
   echoes(items: Array<{ entity: EchoEntity; id: number; updatedAt: number }>): Promise<boolean[]>;
 }
 
@@ -27,7 +25,7 @@ export const ECHO_TTL_MS = 2 * 60 * 60_000;
 /** Marks kept in the store's key-value area, so every router process sees every worker's writes. */
 export class StoreEchoMarks implements EchoMarks {
   constructor(
-    private readonly store: Pick<Store, 'kvGet' | 'kvGetMany' | 'kvSet'>,
+    private readonly store: Pick<Store, 'kvGetMany' | 'kvSet'>,
     private readonly account: string,
     private readonly ttlMs: number = ECHO_TTL_MS,
     private readonly now: () => number = Date.now,
@@ -35,10 +33,6 @@ export class StoreEchoMarks implements EchoMarks {
 
   async remember(entity: EchoEntity, id: number, updatedAt: number): Promise<void> {
     await this.store.kvSet(this.key(entity, id, updatedAt), '1', this.ttlMs, this.now());
-  }
-
-  async isEcho(entity: EchoEntity, id: number, updatedAt: number): Promise<boolean> {
-    return (await this.store.kvGet(this.key(entity, id, updatedAt))) !== null;
   }
 
   async echoes(items: Array<{ entity: EchoEntity; id: number; updatedAt: number }>): Promise<boolean[]> {

@@ -181,9 +181,9 @@ export class Router {
     const page = this.o.pageSize ?? 0;
     if (page <= 0 || rows.length <= page || rows.length >= this.o.batch) return rows;
     const keep = rows.length - (rows.length % page);
+    if (keep === rows.length) return rows;
     const rest = rows.slice(keep);
-    const oldest = Math.min(...rest.map((r) => r.receivedAt));
-    if (rest.length === 0 || Date.now() - oldest >= this.o.lingerMs) return rows;
+    if (Date.now() - Math.min(...rest.map((r) => r.receivedAt)) >= this.o.lingerMs) return rows;
     await this.o.store.releaseInbox(rest.map((r) => r.id));
     return rows.slice(0, keep);
   }
