@@ -40,7 +40,7 @@ import { startService, type Service } from '../src/runtime/service.js';
 import { openStore } from '../src/store/open.js';
 import type { Store } from '../src/store/store.js';
 import {
-  choiceFlag, cpuSecondsOf, fmt, freePort, HOST, intFlag, machine, onCleanup, parseFlags, progress, runBench, scratchPostgres, sleep, spawnNode, waitReady, type Child,
+  choiceFlag, cpuSecondsOf, fmt, freePort, HOST, intFlag, machine, onCleanup, parseFlags, profileArgs, progress, runBench, scratchPostgres, sleep, spawnNode, waitReady, type Child,
 } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2), ['events', 'store', 'destinations', 'mode', 'processes', 'service', 'timeout', 'json', 'profile'] as const);
@@ -94,7 +94,7 @@ async function main(): Promise<boolean> {
     const port = await freePort();
     serviceUrl = `http://${HOST}:${port}`;
     // --profile DIR: a V8 CPU profile of the service process (written when it exits).
-    const prof = flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(flags.profile)}`] : [];
+    const prof = profileArgs(flags.profile);
     serveChild = spawnNode('serve', [...prof, 'bin/kommo-sync.js', 'serve', '--config', configFile, '--port', String(port)], repoRoot);
     await waitReady(serviceUrl, serveChild);
     // Read-only use: the service process migrated the store and does all the writing.

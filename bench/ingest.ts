@@ -38,7 +38,7 @@ import { openStore } from '../src/store/open.js';
 import { bodyTemplate, fillBody } from './kommo-body.js';
 import {
   choiceFlag, cpuSecondsOf, fmt, freePort, HOST, intFlag, machine, machineCpu, memoryOf, onCleanup, parseFlags, percentile, postgresBaseUrl,
-  progress, runBench, scratchPostgres, spawnNode, waitReady, withPg, type Child,
+  profileArgs, progress, runBench, scratchPostgres, spawnNode, waitReady, withPg, type Child,
 } from './lib.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -149,7 +149,7 @@ async function main(): Promise<boolean> {
   for (let i = 0; i < processes; i++) {
     const port = await freePort();
     // --profile DIR: a V8 CPU profile of each service process (written when it exits).
-    const prof = flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(flags.profile)}`] : [];
+    const prof = profileArgs(flags.profile);
     const args = role === 'serve'
       ? [...prof, 'bin/kommo-sync.js', 'serve', '--config', configFile, '--port', String(port)]
       : [...prof, '--import', 'tsx', 'bench/ingest-child.ts', '--config', configFile, '--port', String(port)];

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 
 export const HOST = '127.0.0.1';
@@ -160,6 +161,11 @@ export interface Child {
 }
 
 /** Spawns `node <args>` from the repo root; its output lines are echoed with a prefix. */
+/** `--profile DIR` of a bench: node flags that write a V8 CPU profile of a child process when it exits. */
+export function profileArgs(dir: string | undefined): string[] {
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(dir)}`] : [];
+}
+
 export function spawnNode(name: string, args: string[], cwd: string): Child {
   const proc = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
   if (proc.pid === undefined) throw new Error(`could not start ${name}`);

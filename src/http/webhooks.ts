@@ -109,25 +109,21 @@ class IntakeCounters {
   constructor(private readonly metrics: Metrics | undefined) {}
 
   received(account: string, source: string, kind: string): void {
-    if (!this.metrics) return;
-    const key = `r\u0000${account}\u0000${source}\u0000${kind}`;
-    let child = this.children.get(key);
-    if (!child) {
-      child = this.metrics.eventsReceived.labels({ account, source, kind });
-      this.children.set(key, child);
-    }
-    child.inc();
+    this.child(`r\u0000${account}\u0000${source}\u0000${kind}`, (m) => m.eventsReceived.labels({ account, source, kind }))?.inc();
   }
 
   answered(source: string): void {
-    if (!this.metrics) return;
-    const key = `a\u0000${source}`;
+    this.child(`a\u0000${source}`, (m) => m.webhookRequests.labels({ source, status: '200' }))?.inc();
+  }
+
+  private child(key: string, make: (metrics: Metrics) => { inc(): void }): { inc(): void } | undefined {
+    if (!this.metrics) return undefined;
     let child = this.children.get(key);
     if (!child) {
-      child = this.metrics.webhookRequests.labels({ source, status: '200' });
+      child = make(this.metrics);
       this.children.set(key, child);
     }
-    child.inc();
+    return child;
   }
 }
 
