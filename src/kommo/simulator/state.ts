@@ -22,6 +22,11 @@ import type {
   SimUser,
 } from './types.js';
 
+/** Ownership and audit fields of an entity created by `actor` now, as Kommo sets them. */
+function createdBy(actor: number, responsibleUserId: number | undefined, t: number) {
+  return { responsible_user_id: responsibleUserId ?? actor, group_id: 0, created_by: actor, updated_by: actor, created_at: t, updated_at: t };
+}
+
 export const WON_STATUS_ID = 142;
 export const LOST_STATUS_ID = 143;
 const STATUS_COLORS = ['#99ccff', '#ffff99', '#ffcc66', '#ffcccc', '#deff81', '#87f2c0', '#f9deff', '#d6eaff'];
@@ -296,15 +301,10 @@ export class SimState {
         id: this.next('lead'),
         name: w.name ?? '',
         price: w.price ?? 0,
-        responsible_user_id: w.responsibleUserId ?? actor,
-        group_id: 0,
+        ...createdBy(actor, w.responsibleUserId, t),
         status_id: stage.status_id,
         pipeline_id: stage.pipeline_id,
         loss_reason_id: null,
-        created_by: actor,
-        updated_by: actor,
-        created_at: t,
-        updated_at: t,
         closed_at: isClosed(stage.status_id) ? t : null,
         closest_task_at: null,
         custom_fields_values: applyFields(null, w.fields ?? []),
@@ -405,12 +405,7 @@ export class SimState {
         name: w.name ?? [first, last].filter(Boolean).join(' '),
         first_name: first,
         last_name: last,
-        responsible_user_id: w.responsibleUserId ?? actor,
-        group_id: 0,
-        created_by: actor,
-        updated_by: actor,
-        created_at: t,
-        updated_at: t,
+        ...createdBy(actor, w.responsibleUserId, t),
         closest_task_at: null,
         custom_fields_values: applyFields(null, w.fields ?? []),
         account_id: this.accountId,
@@ -472,12 +467,7 @@ export class SimState {
     const company: SimCompany = {
       id: this.next('company'),
       name: w.name,
-      responsible_user_id: w.responsibleUserId ?? actor,
-      group_id: 0,
-      created_by: actor,
-      updated_by: actor,
-      created_at: t,
-      updated_at: t,
+      ...createdBy(actor, w.responsibleUserId, t),
       closest_task_at: null,
       custom_fields_values: null,
       account_id: this.accountId,

@@ -160,11 +160,10 @@ export interface SimLead {
   company_id: number | null;
 }
 
-export interface SimContact {
+/** What contacts and companies share in Kommo's v4 shape. */
+interface SimParty {
   id: number;
   name: string;
-  first_name: string;
-  last_name: string;
   responsible_user_id: number;
   group_id: number;
   created_by: number;
@@ -177,25 +176,16 @@ export interface SimContact {
   is_deleted: boolean;
   tags: SimTag[];
   lead_ids: number[];
+}
+
+export interface SimContact extends SimParty {
+  first_name: string;
+  last_name: string;
   /** The linked company (a contact has at most one). */
   company_id: number | null;
 }
 
-export interface SimCompany {
-  id: number;
-  name: string;
-  responsible_user_id: number;
-  group_id: number;
-  created_by: number;
-  updated_by: number;
-  created_at: number;
-  updated_at: number;
-  closest_task_at: number | null;
-  custom_fields_values: SimCustomFieldValue[] | null;
-  account_id: number;
-  is_deleted: boolean;
-  tags: SimTag[];
-  lead_ids: number[];
+export interface SimCompany extends SimParty {
   contact_ids: number[];
 }
 
