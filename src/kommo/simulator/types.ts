@@ -161,7 +161,7 @@ export interface SimLead {
 }
 
 /** What contacts and companies share in Kommo's v4 shape. */
-interface SimParty {
+export interface SimParty {
   id: number;
   name: string;
   responsible_user_id: number;

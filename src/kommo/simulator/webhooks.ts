@@ -13,6 +13,7 @@ import type {
   SimCustomFieldValue,
   SimLead,
   SimNote,
+  SimParty,
   SimTag,
   SimTask,
   SimWebhook,
@@ -213,46 +214,33 @@ export function leadDeleteV2(lead: SimLead): Fields {
 }
 
 export function contactV2(contact: SimContact, modifiedUserId: number, oldResponsibleUserId?: number): Fields {
-  const linked: Record<string, { ID: string }> = {};
-  for (const id of contact.lead_ids) linked[String(id)] = { ID: String(id) };
-  return {
-    id: s(contact.id),
-    name: contact.name,
-    responsible_user_id: s(contact.responsible_user_id),
-    old_responsible_user_id: s(oldResponsibleUserId),
-    date_create: s(contact.created_at),
-    last_modified: s(contact.updated_at),
-    created_user_id: s(contact.created_by),
-    modified_user_id: s(modifiedUserId),
-    account_id: s(contact.account_id),
-    custom_fields: customFieldsV2(contact.custom_fields_values),
-    tags: tagsV2(contact.tags),
-    linked_leads_id: contact.lead_ids.length > 0 ? linked : undefined,
-    created_at: s(contact.created_at),
-    updated_at: s(contact.updated_at),
-    type: 'contact',
-  };
+  return partyV2(contact, 'contact', modifiedUserId, oldResponsibleUserId);
 }
 
 /** Companies ride on the `contacts` key too, told apart by `type=company` (kommo.md 1.2/1.3, pitfall 7). */
 export function companyV2(company: SimCompany, modifiedUserId: number): Fields {
+  return partyV2(company, 'company', modifiedUserId);
+}
+
+function partyV2(party: SimParty, type: 'contact' | 'company', modifiedUserId: number, oldResponsibleUserId?: number): Fields {
   const linked: Record<string, { ID: string }> = {};
-  for (const id of company.lead_ids) linked[String(id)] = { ID: String(id) };
+  for (const id of party.lead_ids) linked[String(id)] = { ID: String(id) };
   return {
-    id: s(company.id),
-    name: company.name,
-    responsible_user_id: s(company.responsible_user_id),
-    date_create: s(company.created_at),
-    last_modified: s(company.updated_at),
-    created_user_id: s(company.created_by),
+    id: s(party.id),
+    name: party.name,
+    responsible_user_id: s(party.responsible_user_id),
+    old_responsible_user_id: s(oldResponsibleUserId),
+    date_create: s(party.created_at),
+    last_modified: s(party.updated_at),
+    created_user_id: s(party.created_by),
     modified_user_id: s(modifiedUserId),
-    account_id: s(company.account_id),
-    custom_fields: customFieldsV2(company.custom_fields_values),
-    tags: tagsV2(company.tags),
-    linked_leads_id: company.lead_ids.length > 0 ? linked : undefined,
-    created_at: s(company.created_at),
-    updated_at: s(company.updated_at),
-    type: 'company',
+    account_id: s(party.account_id),
+    custom_fields: customFieldsV2(party.custom_fields_values),
+    tags: tagsV2(party.tags),
+    linked_leads_id: party.lead_ids.length > 0 ? linked : undefined,
+    created_at: s(party.created_at),
+    updated_at: s(party.updated_at),
+    type,
   };
 }
 
