@@ -8,6 +8,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { maskWebhookUrl } from '../observability/logger.js';
 import type { Store } from '../store/store.js';
 import { errorBody, HttpError } from './errors.js';
+import { lazyRequestLogger } from './request-logger.js';
 import { intakePlugin, type IntakeOptions } from './webhooks.js';
 
 export interface AppOptions {
@@ -27,6 +28,7 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     bodyLimit: o.bodyLimit,
     // Per-request log lines at 5,000 webhooks/s would cost more than the work; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: lazyRequestLogger,
   });
 
   app.setErrorHandler((err: FastifyError | HttpError, req, reply) => {
