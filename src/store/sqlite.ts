@@ -14,8 +14,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
 import { sqliteMigrations } from './migrations/sqlite.js';
-import { GroupCommit } from './group-commit.js';
-import { WalSync } from './wal-sync.js';
+import { GROUP_COMMIT_MAX_EVENTS, GroupCommit } from './group-commit.js';
+import { WalSync, type WalFiles } from './wal-sync.js';
 import { Checkpointer } from './checkpointer.js';
 import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
 import type {
@@ -41,9 +41,10 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
   /** Told when the checkpoint thread fails (SQLite's own checkpoints then take over). */
   onWarning?(message: string): void;
+  /** Tests: the file operations behind the WAL fsync (see wal-sync.ts). */
+  walFiles?: WalFiles;
 }
 
-/** Flush the group-commit queue right away once it holds this many events (bounds latency and memory). */
 /** prune deletes in chunks so one call never holds the write lock (and the event loop) for long. */
 const PRUNE_CHUNK = 5_000;
 
@@ -94,6 +95,9 @@ class SqliteStore implements Store {
   private closed = false;
 
   private readonly group = new GroupCommit((batch) => this.writeGroup(batch));
+  /** Batches waiting for the running WAL fsync to end (see writeGroup). */
+  private held: QueuedInsert[] = [];
+  private heldEvents = 0;
   /** Set when inbox commits are made durable by an fsync off the event loop (file databases in WAL mode). */
   private readonly wal: WalSync | undefined;
   /** WAL checkpoints on a worker thread; started by the first intake write (file databases in WAL mode). */
@@ -113,7 +117,7 @@ class SqliteStore implements Store {
       // FULL: the WAL is fsynced at every commit, so a resolved write survives power loss.
       this.db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
       this.walMode = mode.toLowerCase() === 'wal' && !this.db.memory;
-      if (this.walMode && opts.synchronous !== 'normal') this.wal = new WalSync(`${path.resolve(file)}-wal`);
+      if (this.walMode && opts.synchronous !== 'normal') this.wal = new WalSync(`${path.resolve(file)}-wal`, opts.walFiles);
       this.db.pragma('foreign_keys = ON');
       this.db.pragma('temp_store = MEMORY');
     } catch (err) {
@@ -172,6 +176,7 @@ class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.group.flush(); // callers already waiting get their commit before the handle goes away
+    this.commitHeld();
     this.closed = true;
     await this.wal?.close();
     await this.checkpointer?.close();
@@ -203,10 +208,40 @@ class SqliteStore implements Store {
   }
 
   /**
+   * Takes a group-commit batch. While the WAL fsync of an earlier commit runs, the batch is held and
+   * committed when that fsync ends, together with everything else that arrived meanwhile: it could
+   * not become durable before the next fsync anyway, and one transaction per fsync instead of one
+   * per event-loop turn rewrites the shared table and index pages (WAL frames, two writes each)
+   * once for the lot. The group-commit bound still applies to what is held.
+   */
+  private writeGroup(batch: QueuedInsert[]): void {
+    const wal = this.wal;
+    if (!wal?.syncing) {
+      this.commitGroup(batch);
+      return;
+    }
+    const first = this.held.length === 0;
+    for (const item of batch) {
+      this.held.push(item);
+      this.heldEvents += item.rows.length;
+    }
+    if (this.heldEvents >= GROUP_COMMIT_MAX_EVENTS) this.commitHeld();
+    else if (first) wal.afterSync(() => this.commitHeld());
+  }
+
+  private commitHeld(): void {
+    const batch = this.held;
+    if (batch.length === 0) return;
+    this.held = [];
+    this.heldEvents = 0;
+    this.commitGroup(batch);
+  }
+
+  /**
    * Commits every queued insertInbox call in one transaction, then settles each caller's promise:
    * after the WAL fsync when `wal` is set (the commit itself skips it), at once otherwise.
    */
-  private writeGroup(batch: QueuedInsert[]): void {
+  private commitGroup(batch: QueuedInsert[]): void {
     const done: Array<{ item: QueuedInsert; result: InsertResult }> = [];
     try {
       this.withDeferredSync(() => {

@@ -46,6 +46,32 @@ describe('WalSync', () => {
     assert.deepEqual(log, ['open', 'fsync', 'fsync']);
   });
 
+  it('afterSync runs at once when idle, else when the running fsync ends and before the next starts', async () => {
+    const { files, pending, log } = manualFiles();
+    const wal = new WalSync('/x-wal', files);
+    const order: string[] = [];
+    wal.afterSync(() => order.push('idle'));
+    assert.deepEqual(order, ['idle']);
+    assert.equal(wal.syncing, false);
+
+    void wal.flushed().then(() => order.push('a flushed'));
+    assert.equal(wal.syncing, true);
+    // What a held commit does: commit, then ask for the next fsync, from inside the callback.
+    wal.afterSync(() => {
+      order.push('held commit');
+      void wal.flushed().then(() => order.push('held flushed'));
+    });
+    assert.deepEqual(order, ['idle'], 'held while the fsync runs');
+    pending.shift()!(null);
+    assert.deepEqual(order, ['idle', 'held commit'], 'right when it ends');
+    assert.deepEqual(log, ['open', 'fsync', 'fsync'], 'the held commit got its own, next fsync at once');
+    await tick();
+    assert.deepEqual(order, ['idle', 'held commit', 'a flushed']);
+    pending.shift()!(null);
+    await tick();
+    assert.deepEqual(order, ['idle', 'held commit', 'a flushed', 'held flushed']);
+  });
+
   it('rejects the callers of a failed fsync and recovers for the next ones', async () => {
     const { files, pending } = manualFiles();
     const wal = new WalSync('/x-wal', files);

@@ -9,7 +9,9 @@
  * A transaction whose WAL frames are on disk is durable, which is all FULL guarantees too
  * (SQLite also fsyncs the WAL before every checkpoint in NORMAL mode).
  *
- * fsyncs are coalesced: every commit made while one runs shares the next one.
+ * fsyncs are coalesced: every commit made while one runs shares the next one. The store can also
+ * hold its next commit until the running fsync ends (`afterSync`), so that everything arriving
+ * meanwhile goes into one transaction instead of one per event-loop turn (see sqlite.ts).
  */
 import { closeSync, fsync, openSync } from 'node:fs';
 
@@ -32,6 +34,8 @@ export class WalSync {
   private next: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private running = false;
   private closed = false;
+  /** Run once the current fsync has ended, before the next one starts. */
+  private afterRunning: Array<() => void> = [];
 
   /** `walFile` is the database path + `-wal`; it exists once the first transaction committed. */
   constructor(
@@ -46,6 +50,20 @@ export class WalSync {
       this.next.push({ resolve, reject });
       if (!this.running) this.start();
     });
+  }
+
+  /** True while an fsync runs. */
+  get syncing(): boolean {
+    return this.running;
+  }
+
+  /**
+   * Runs `fn` when the fsync running now has ended (at once when none runs). A commit made in `fn`
+   * and followed by flushed() gets the very next fsync.
+   */
+  afterSync(fn: () => void): void {
+    if (!this.running) fn();
+    else this.afterRunning.push(fn);
   }
 
   private start(): void {
@@ -70,7 +88,10 @@ export class WalSync {
       if (err) w.reject(err);
       else w.resolve();
     }
-    if (this.next.length > 0) this.start();
+    const after = this.afterRunning;
+    this.afterRunning = [];
+    for (const fn of after) fn();
+    if (this.next.length > 0 && !this.running) this.start();
   }
 
   /** Call after the last commit; waiting callers still get their fsync first. */

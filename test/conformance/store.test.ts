@@ -6,7 +6,7 @@
  * is unreachable the PostgreSQL run is skipped, unless REQUIRE_POSTGRES=1 (then it fails).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, fsync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
@@ -16,6 +16,7 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { StoreUnavailableError } from '../../src/store/errors.js';
 import type { Job, NewInboxEvent, NewJob, Store } from '../../src/store/store.js';
+import type { WalFiles } from '../../src/store/wal-sync.js';
 import pg from 'pg';
 import { sqliteMigrations } from '../../src/store/migrations/sqlite.js';
 import { postgresMigrations } from '../../src/store/migrations/postgres.js';
@@ -889,6 +890,48 @@ describe('sqlite specifics', () => {
       assert.deepEqual(await store.insertInbox([ev('a')]), { inserted: 1, duplicates: 0 });
     } finally {
       other.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('inserts arriving while the WAL fsync runs are held, then committed together and fsynced next', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ks-held-'));
+    const file = path.join(dir, 'ks.db');
+    // Real fsyncs, started only when the test lets them.
+    const waiting: Array<() => void> = [];
+    let manual = true;
+    const walFiles: WalFiles = {
+      open: (f) => openSync(f, 'r+'),
+      fsync: (fd, done) => (manual ? waiting.push(() => fsync(fd, done)) : fsync(fd, done)),
+      close: (fd) => closeSync(fd),
+    };
+    const store = await openSqliteStore(file, { walFiles });
+    await store.migrate();
+    const reader = new Database(file, { readonly: true });
+    const committed = (): number => (reader.prepare('SELECT count(*) AS n FROM ks_inbox').get() as { n: number }).n;
+    const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+    try {
+      const a = store.insertInbox([ev('a')]);
+      await turn();
+      assert.equal(committed(), 1);
+      assert.equal(waiting.length, 1, "a's fsync runs");
+      const b = store.insertInbox([ev('b')]);
+      await turn();
+      const c = store.insertInbox([ev('c'), ev('d')]);
+      await turn();
+      assert.equal(committed(), 1, 'b, c and d wait for the running fsync instead of committing turn by turn');
+      waiting.shift()!();
+      assert.deepEqual(await a, { inserted: 1, duplicates: 0 });
+      assert.equal(committed(), 4, 'held inserts committed at once when it ended');
+      assert.equal(waiting.length, 1, 'and share the next fsync');
+      waiting.shift()!();
+      assert.deepEqual(await Promise.all([b, c]), [{ inserted: 1, duplicates: 0 }, { inserted: 2, duplicates: 0 }]);
+      assert.equal(waiting.length, 0);
+    } finally {
+      manual = false;
+      for (const go of waiting.splice(0)) go();
+      reader.close();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
