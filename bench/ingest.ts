@@ -4,10 +4,12 @@
  *
  *   node --import tsx bench/ingest.ts [--store sqlite|postgres] [--processes N] [--duration S]
  *                                      [--connections C] [--role serve|intake] [--warmup S] [--json FILE]
- *                                      [--profile DIR] [--rate N]
+ *                                      [--profile DIR] [--rate N] [--node-flags "F ..."]
  *
  * --rate N offers N webhooks/s in total (autocannon overallRate) instead of as many as the service
- * can answer: the latency figures are then latency at that load, not at saturation.
+ * can answer: the latency figures are then latency at that load, not at saturation. (autocannon
+ * releases each second's quota in bursts, so these latencies include the bursts' own queueing.)
+ * --node-flags "F ..." passes V8/Node flags to the service processes (for GC A/B runs).
  *
  * Setup: the simulated world (Kommo simulator, no marketing destination) runs in this process only so
  * the generated config is valid and, with `--role serve`, the router has a Kommo to talk to. N service
@@ -43,15 +45,24 @@ import {
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-const flags = parseFlags(process.argv.slice(2), ['store', 'processes', 'duration', 'connections', 'role', 'warmup', 'json', 'profile', 'rate'] as const);
+const flags = parseFlags(process.argv.slice(2), ['store', 'processes', 'duration', 'connections', 'role', 'warmup', 'json', 'profile', 'rate', 'node-flags'] as const);
 const storeKind = choiceFlag(flags.store, 'store', ['sqlite', 'postgres'] as const, 'sqlite');
 const processes = intFlag(flags.processes, 'processes', 1);
 const duration = intFlag(flags.duration, 'duration', 15);
-const connections = intFlag(flags.connections, 'connections', 50);
+/**
+ * Requests in flight at once. Both ends of the range measure the client more than the service: at
+ * 10 (autocannon's default) throughput is capped near 10 / commit latency (~1.5 ms: the answer
+ * waits for the fsync), at 50 the mean latency is at least 50 / throughput (Little's law: >= 7 ms
+ * at 7,000/s whatever the service does). 20 keeps the service busy without a deep queue; the
+ * bench prints the queueing floor, and RESULTS.md has runs at 10, 20 and 50.
+ */
+const connections = intFlag(flags.connections, 'connections', 20);
 const role = choiceFlag(flags.role, 'role', ['serve', 'intake'] as const, 'serve');
 const warmup = intFlag(flags.warmup, 'warmup', 3, 0);
 /** --rate N: offer N webhooks/s in total (0: as fast as the service answers, the default). */
 const rate = intFlag(flags.rate, 'rate', 0, 0);
+/** --node-flags "F ...": extra node flags for the service processes (A/B of V8 or GC settings). */
+const nodeFlags = (flags['node-flags'] ?? '').split(/\s+/).filter(Boolean);
 if (storeKind === 'sqlite' && processes > 1) {
   throw new Error('--processes > 1 needs --store postgres (a SQLite file belongs to one process)');
 }
@@ -149,7 +160,7 @@ async function main(): Promise<boolean> {
   for (let i = 0; i < processes; i++) {
     const port = await freePort();
     // --profile DIR: a V8 CPU profile of each service process (written when it exits).
-    const prof = profileArgs(flags.profile);
+    const prof = [...profileArgs(flags.profile), ...nodeFlags];
     const args = role === 'serve'
       ? [...prof, 'bin/kommo-sync.js', 'serve', '--config', configFile, '--port', String(port)]
       : [...prof, '--import', 'tsx', 'bench/ingest-child.ts', '--config', configFile, '--port', String(port)];
@@ -206,6 +217,7 @@ async function main(): Promise<boolean> {
   const svcCpu = cpu1.svc.map((c, i) => c - cpu0.svc[i]!);
   const benchCpu = (cpu1.self.user + cpu1.self.system) / 1e6;
   const machineBusy = (cpu1.machine.busy - cpu0.machine.busy) / (cpu1.machine.total - cpu0.machine.total);
+  const machineSteal = (cpu1.machine.steal - cpu0.machine.steal) / (cpu1.machine.total - cpu0.machine.total);
 
   // Peak memory before the processes go away.
   const mem = children.map(({ child }) => ({ name: child.name, pid: child.pid, ...memoryOf(child.pid) }));
@@ -266,6 +278,7 @@ async function main(): Promise<boolean> {
     serviceMicrosPerWebhook: (svcCpuTotal * 1e6) / Math.max(1, ok2xx),
     benchCores: benchCpu / wall,
     machineBusyPct: machineBusy * 100,
+    stealPct: machineSteal * 100,
     otherCores: Math.max(0, machineBusy * m.nproc - svcCpuTotal / wall - benchCpu / wall),
   };
 
@@ -303,6 +316,7 @@ async function main(): Promise<boolean> {
         serviceMicrosPerWebhook: Math.round(cpu.serviceMicrosPerWebhook),
         benchCores: Number(cpu.benchCores.toFixed(2)),
         machineBusyPct: Math.round(cpu.machineBusyPct),
+        stealPct: Number(cpu.stealPct.toFixed(1)),
         otherProcessesCores: Number(cpu.otherCores.toFixed(2)),
       },
       rssMiB: mem.map((x) => ({ name: x.name, peak: Number(x.hwmMiB.toFixed(1)), end: Number(x.rssMiB.toFixed(1)), anon: Math.round(x.anonMiB), file: Math.round(x.fileMiB), shmem: Math.round(x.shmemMiB) })),
@@ -318,6 +332,7 @@ async function main(): Promise<boolean> {
   process.stdout.write('\n=== ingest results ===\n');
   line('store / role / processes', `${storeKind} / ${role} / ${processes}`);
   line('connections / duration', `${connections} / ${fmt(measuredSeconds, 1)} s (after ${warmup} s warm-up)`);
+  line('queueing floor (Little\'s law)', `mean latency >= connections / throughput = ${fmt((connections / Math.max(1, rps)) * 1000, 2)} ms`);
   line('offered rate', rate > 0 ? `${fmt(rate)} webhooks/s (latency at that load)` : 'unlimited (capacity: as fast as the service answers)');
   line('webhook body', `${sampleBody.length} bytes (form, leads[status])`);
   line('requests/s (2xx)', `${fmt(rps)}  [per process: ${summary.results.perProcessRps.map((x) => fmt(x)).join(', ')}]`);
@@ -325,7 +340,7 @@ async function main(): Promise<boolean> {
   line('peak RSS (VmHWM) per process', mem.map((x) => `${x.name} ${fmt(x.hwmMiB, 1)} MB (at the end: ${fmt(x.rssMiB)} MB = anon ${fmt(x.anonMiB)} + file ${fmt(x.fileMiB)} + shmem ${fmt(x.shmemMiB)})`).join(', '));
   line('service CPU', `${fmt(cpu.serviceCores, 2)} cores [${cpu.perProcessCores.map((c) => fmt(c, 2)).join(', ')}], ${fmt(cpu.serviceMicrosPerWebhook)} us CPU per webhook`);
   line('bench (autocannon) CPU', `${fmt(cpu.benchCores, 2)} cores`);
-  line('machine', `${fmt(cpu.machineBusyPct)}% busy of ${m.nproc} cores; other processes used ~${fmt(cpu.otherCores, 2)} cores; calibration ${m.calibrationMs} ms (lower = faster)`);
+  line('machine', `${fmt(cpu.machineBusyPct)}% busy of ${m.nproc} cores (${fmt(cpu.stealPct, 1)}% stolen by the hypervisor); other processes used ~${fmt(cpu.otherCores, 2)} cores; calibration ${m.calibrationMs} ms (lower = faster)`);
   line('non-2xx / errors / timeouts', `${non2xx} / ${errors} / ${timeouts}`);
   line('inbox rows vs accepted answers', `${fmt(rows)} rows, ${fmt(acked)} answered 200 (incl. ${fmt(ackedBefore)} in warm-up), ${missing} missing, ${extra} stored but cut off before the answer`);
   for (const [what, ok] of checks) line(ok ? 'check ok' : 'CHECK FAILED', what);

@@ -225,11 +225,15 @@ export function cpuSecondsOf(pid: number): number {
 }
 
 /** Machine-wide CPU time counters (all cores), to tell how busy the shared machine was. */
-export function machineCpu(): { busy: number; total: number } {
+/**
+ * Machine-wide CPU ticks from /proc/stat. `steal` is time the hypervisor gave our virtual CPUs to
+ * other guests: the likeliest cause when the same build runs slower than usual.
+ */
+export function machineCpu(): { busy: number; total: number; steal: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const idle = (line[3] ?? 0) + (line[4] ?? 0);
   const total = line.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
+  return { busy: total - idle, total, steal: line[7] ?? 0 };
 }
 
 /** A port that was free a moment ago on 127.0.0.1. */
