@@ -44,6 +44,12 @@ program.command('replay').description('re-queue dead-lettered (or chosen) jobs')
   .option('--destination <name>', 'only this destination (name, or account/name)')
   .option('--since <date>', 'only jobs created since this date (ISO 8601)')
   .action(async (o: { config?: string; dead?: boolean; inbox?: boolean; destination?: string; since?: string }) => (await import('./cli/replay.js')).replay(o));
+program.command('erase').description('GDPR erasure of one person in every destination that supports it, with a note on their Kommo leads')
+  .argument('<email>', 'the person\'s email address')
+  .option(configOpt, configHelp)
+  .option('--account <name>', 'only this account (default: every configured account)')
+  .option('--json', 'machine-readable output')
+  .action(async (email: string, o: { config?: string; account?: string; json?: boolean }) => (await import('./cli/erase.js')).erase({ ...o, email }));
 
 try {
   await program.parseAsync(process.argv);

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import type { SyncOp } from '../destinations/types.js';
 import type { KommoOp } from '../kommo/ops.js';
+import type { NewJob } from '../store/store.js';
 
 export const SYNC_OPS_V1 = 'sync.ops@1';
 export const KOMMO_OPS_V1 = 'kommo.ops@1';
@@ -45,6 +46,11 @@ export function decodeJob(type: string, payload: unknown): DecodedJob | { error:
   const r = schema.safeParse(payload);
   if (!r.success) return { error: `job payload does not match ${type}: ${r.error.issues[0]?.message ?? 'invalid'}` };
   return { type, payload: r.data } as DecodedJob;
+}
+
+/** A job with one write into Kommo (a Kommo write is one job per operation: notes and tasks are not idempotent). */
+export function kommoJob(account: string, orderingKey: string, subject: string, op: KommoOp, inboxId?: number): NewJob {
+  return { account, destination: destinationKey(account, 'kommo'), type: KOMMO_OPS_V1, orderingKey, payload: { subject, ops: [op] }, ...(inboxId === undefined ? {} : { inboxId }) };
 }
 
 /** Destination key in job rows: destinations are named per account, so the account is part of it. */

@@ -12,7 +12,7 @@ import type { KommoOp } from '../kommo/ops.js';
 import type { EnrichedLead } from '../sync/enriched.js';
 import { MappingError } from '../sync/mapping.js';
 import type { CrmEvent, EngagementEvent, InboundEvent } from '../sync/events.js';
-import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from './jobs.js';
+import { destinationKey, kommoJob, SYNC_OPS_V1 } from './jobs.js';
 import { Pacer } from './pacer.js';
 
 /** What the router needs from one account's runtime (built in service.ts; faked in unit tests). */
@@ -70,10 +70,6 @@ const MAX_INBOX_ATTEMPTS = 20;
 /** Mapping evaluation errors are permanent (the config or the data is wrong); the rest may pass. */
 function isPermanent(err: unknown): boolean {
   return err instanceof MappingError;
-}
-
-function kommoJob(account: string, orderingKey: string, subject: string, op: KommoOp, inboxId: number): NewJob {
-  return { account, destination: destinationKey(account, 'kommo'), type: KOMMO_OPS_V1, orderingKey, payload: { subject, ops: [op] }, inboxId };
 }
 
 export class Router {

@@ -97,6 +97,11 @@ export interface OutboundPlan {
   skipped?: string;
 }
 
+/** How a Kommo contact is known at a destination that identifies people by id. */
+export function personId(contactId: number): string {
+  return `kommo-contact-${contactId}`;
+}
+
 /**
  * The ops for one destination, in the order the vendor should apply them: the person first (events
  * for an unknown person are dropped by some vendors), then the company, the event, workflows, lists.
@@ -116,7 +121,7 @@ export async function planOutbound(e: EnrichedLead, m: CompiledMapping, opts: Ou
   if (m.identifyBy === 'email' && !e.contact.email) {
     return { ops: [], skipped: `contact ${e.contact.id} of lead ${e.lead.id} has no email` };
   }
-  const person: PersonRef = { email: e.contact.email, id: `kommo-contact-${e.contact.id}` };
+  const person: PersonRef = { email: e.contact.email, id: personId(e.contact.id) };
   const at = e.event.at;
 
   // An op's index is its place in the plan before filtering by `supports`, so ids stay stable even

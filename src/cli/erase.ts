@@ -1,0 +1,80 @@
+/**
+ * `kommo-sync erase EMAIL`: GDPR erasure of one person. Looks the person up in Kommo (contacts with
+ * exactly this email, and their leads), queues their deletion in every destination that supports
+ * it and a note on each of their leads, then forgets the email in kommo-sync's own store (the
+ * email -> lead index and the hot-lead counters). A running serve or worker delivers the jobs;
+ * `status` shows them.
+ */
+import pino from 'pino';
+import { normalizeEmail, type KommoContact } from '../kommo/client.js';
+import { AccountRuntime } from '../runtime/account.js';
+import { errorMessage } from '../store/errors.js';
+import { openStore } from '../store/open.js';
+import { planErasure } from '../sync/erase.js';
+import { loadConfig } from './context.js';
+
+interface AccountResult {
+  account: string;
+  contacts: number[];
+  leads: number[];
+  erasedIn: string[];
+  skipped: Array<{ destination: string; reason: string }>;
+  jobs: number;
+  /** Set when Kommo could not be searched: only the leads kommo-sync already knew are covered. */
+  kommoError?: string;
+}
+
+export async function erase(o: { email: string; config?: string; account?: string; json?: boolean }): Promise<void> {
+  const email = normalizeEmail(o.email);
+  if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw new Error(`expected an email address, got "${o.email}"`);
+  const loaded = loadConfig(o.config);
+  const names = Object.keys(loaded.config.accounts);
+  if (o.account !== undefined && !names.includes(o.account)) {
+    throw new Error(`--account: no account "${o.account}" in ${loaded.file} (configured: ${names.join(', ')})`);
+  }
+  const store = await openStore(loaded.config.store);
+  const log = pino({ level: 'silent' });
+  const results: AccountResult[] = [];
+  try {
+    for (const name of o.account !== undefined ? [o.account] : names) {
+      const rt = new AccountRuntime(name, loaded.config.accounts[name]!, loaded.destinations[name] ?? [], loaded, store, log);
+      let contacts: KommoContact[] = [];
+      let kommoError: string | undefined;
+      try {
+        contacts = await rt.client.searchContactsByEmail(email);
+      } catch (err) {
+        kommoError = errorMessage(err);
+      }
+      const known = await store.leadsByEmail(name, email);
+      const leads = [...new Set([...contacts.flatMap((c) => c._embedded.leads.map((l) => l.id)), ...known])];
+      const plan = planErasure({
+        account: name,
+        email,
+        contactIds: contacts.map((c) => c.id),
+        leadIds: leads,
+        destinations: rt.active.map((a) => ({ name: a.cfg.name, canErase: a.dest.supports.erasePerson === true, identifyBy: a.cfg.common.identifyBy })),
+      });
+      const jobIds = plan.jobs.length ? await store.enqueueJobs(plan.jobs) : [];
+      await store.forgetEmail(name, email);
+      results.push({ account: name, contacts: contacts.map((c) => c.id), leads, erasedIn: plan.erasedIn, skipped: plan.skipped, jobs: jobIds.length, ...(kommoError ? { kommoError } : {}) });
+    }
+  } finally {
+    await store.close();
+  }
+
+  if (o.json) {
+    process.stdout.write(`${JSON.stringify({ email, accounts: results })}\n`);
+  } else {
+    for (const r of results) {
+      process.stdout.write(`account ${r.account}: ${r.contacts.length} Kommo contact${r.contacts.length === 1 ? '' : 's'} and ${r.leads.length} lead${r.leads.length === 1 ? '' : 's'} with ${email}\n`);
+      if (r.kommoError) process.stdout.write(`  WARNING Kommo could not be searched (${r.kommoError}); only the leads kommo-sync already knew are covered. Run erase again once Kommo answers.\n`);
+      process.stdout.write(r.erasedIn.length ? `  erasure queued in: ${r.erasedIn.join(', ')}\n` : '  no destination can erase this person\n');
+      for (const s of r.skipped) process.stdout.write(`  NOT erased in ${s.destination}: ${s.reason}; erase it there by hand\n`);
+      if (r.leads.length) process.stdout.write(`  a note on ${r.leads.length === 1 ? 'the lead' : `each of the ${r.leads.length} leads`} records it\n`);
+      process.stdout.write('  forgotten by kommo-sync: the email index and hot-lead counters\n');
+    }
+    const jobs = results.reduce((n, r) => n + r.jobs, 0);
+    process.stdout.write(`${jobs} job${jobs === 1 ? '' : 's'} queued. A running serve or worker process delivers them; \`kommo-sync status\` shows them.\n`);
+  }
+  if (results.some((r) => r.kommoError || r.skipped.length)) process.exitCode = 1;
+}
