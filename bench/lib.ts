@@ -224,9 +224,8 @@ export function cpuSecondsOf(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / clkTck;
 }
 
-/** Machine-wide CPU time counters (all cores), to tell how busy the shared machine was. */
 /**
- * Machine-wide CPU ticks from /proc/stat. `steal` is time the hypervisor gave our virtual CPUs to
+ * Machine-wide CPU ticks from /proc/stat (all cores), to tell how busy the shared machine was. `steal` is time the hypervisor gave our virtual CPUs to
  * other guests: the likeliest cause when the same build runs slower than usual.
  */
 export function machineCpu(): { busy: number; total: number; steal: number } {

@@ -48,6 +48,11 @@ export function decodeJob(type: string, payload: unknown): DecodedJob | { error:
   return { type, payload: r.data } as DecodedJob;
 }
 
+/** A job with sync operations for one marketing destination (`destination` is its configured name). */
+export function syncJob(account: string, destination: string, orderingKey: string, subject: string, ops: SyncOp[], inboxId?: number): NewJob {
+  return { account, destination: destinationKey(account, destination), type: SYNC_OPS_V1, orderingKey, payload: { subject, ops }, ...(inboxId === undefined ? {} : { inboxId }) };
+}
+
 /** A job with one write into Kommo (a Kommo write is one job per operation: notes and tasks are not idempotent). */
 export function kommoJob(account: string, orderingKey: string, subject: string, op: KommoOp, inboxId?: number): NewJob {
   return { account, destination: destinationKey(account, 'kommo'), type: KOMMO_OPS_V1, orderingKey, payload: { subject, ops: [op] }, ...(inboxId === undefined ? {} : { inboxId }) };

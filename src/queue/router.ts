@@ -12,7 +12,7 @@ import type { KommoOp } from '../kommo/ops.js';
 import type { EnrichedLead } from '../sync/enriched.js';
 import { MappingError } from '../sync/mapping.js';
 import type { CrmEvent, EngagementEvent, InboundEvent } from '../sync/events.js';
-import { destinationKey, kommoJob, SYNC_OPS_V1 } from './jobs.js';
+import { kommoJob, syncJob } from './jobs.js';
 import { Pacer } from './pacer.js';
 
 /** What the router needs from one account's runtime (built in service.ts; faked in unit tests). */
@@ -233,14 +233,7 @@ export class Router {
       if (plan.skipped) this.o.log.debug({ destination: d.name, lead: e.lead.id, reason: plan.skipped }, 'not synced');
       if (!plan.ops.length) continue;
       sentTo.push(d.name);
-      jobs.push({
-        account: account.name,
-        destination: destinationKey(account.name, d.name),
-        type: SYNC_OPS_V1,
-        orderingKey,
-        payload: { subject: e.contact?.email || `lead ${e.lead.id}`, ops: plan.ops },
-        inboxId: row.id,
-      });
+      jobs.push(syncJob(account.name, d.name, orderingKey, e.contact?.email || `lead ${e.lead.id}`, plan.ops, row.id));
     }
     const note = await account.crmNote(e, sentTo);
     if (note) jobs.push(kommoJob(account.name, orderingKey, `lead ${e.lead.id}`, { kind: 'addNote', leadId: e.lead.id, text: note }, row.id));

@@ -7,7 +7,7 @@
  * person's lead ordering keys (deleting twice is harmless), so an upsert queued earlier cannot
  * re-create the person after it.
  */
-import { destinationKey, kommoJob, SYNC_OPS_V1 } from '../queue/jobs.js';
+import { kommoJob, syncJob } from '../queue/jobs.js';
 import type { PersonRef } from '../destinations/types.js';
 import type { NewJob } from '../store/store.js';
 import { personId } from './outbound.js';
@@ -58,13 +58,7 @@ export function planErasure(input: ErasureInput): ErasurePlan {
     }
     erasedIn.push(d.name);
     for (const orderingKey of keys) {
-      jobs.push({
-        account,
-        destination: destinationKey(account, d.name),
-        type: SYNC_OPS_V1,
-        orderingKey,
-        payload: { subject: email, ops: people.map((person) => ({ kind: 'erasePerson' as const, person })) },
-      });
+      jobs.push(syncJob(account, d.name, orderingKey, email, people.map((person) => ({ kind: 'erasePerson' as const, person }))));
     }
   }
   const text = [
