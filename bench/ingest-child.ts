@@ -15,11 +15,12 @@ const base = compiledBuildIsFresh(new URL('../', import.meta.url)) ? '../dist' :
 const { loadConfigFile } = (await import(`${base}/config/load.js`)) as typeof import('../src/config/load.js');
 const { createLogger } = (await import(`${base}/observability/logger.js`)) as typeof import('../src/observability/logger.js');
 const { startService } = (await import(`${base}/runtime/service.js`)) as typeof import('../src/runtime/service.js');
+const { secretRedactPaths } = (await import(`${base}/runtime/secrets.js`)) as typeof import('../src/runtime/secrets.js');
 
 const flags = parseFlags(process.argv.slice(2), ['config', 'port'] as const);
 if (!flags.config || !flags.port) throw new Error('usage: ingest-child.ts --config FILE --port N');
 const loaded = loadConfigFile(flags.config);
-const log = createLogger(loaded.config.log);
+const log = createLogger({ ...loaded.config.log, redact: secretRedactPaths() });
 const service = await startService({ loaded, log, intake: true, work: false, port: Number(flags.port), host: HOST });
 
 let stopping = false;

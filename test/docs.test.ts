@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import { isScalar, parse, parseDocument, visit } from 'yaml';
 import { ConfigError, parseConfigText } from '../src/config/load.js';
 import { crmNotesSchema, destinationCommon } from '../src/config/schema.js';
-import type { EnrichedLead } from '../src/sync/enriched.js';
+import type { EnrichedLead } from '../src/model/index.js';
 import { compileEngagementRules, ENGAGEMENT_ROOTS } from '../src/sync/inbound.js';
 import { compileExpression, compileTemplate } from '../src/sync/mapping.js';
 import { compileCrmNotes, compileDestinationMapping } from '../src/sync/outbound.js';
@@ -159,15 +159,16 @@ const proposal = { id: 102, name: 'Proposal sent', key: 'proposal_sent', pipelin
 const demo = { id: 101, name: 'Demo scheduled', key: 'demo_scheduled', pipelineId: 7, pipeline: 'Sales', type: 'open' as const };
 /** The sample lead docs/mapping.md describes. */
 const SAMPLE: EnrichedLead = {
-  account: { name: 'acme', subdomain: 'acme' },
+  account: { name: 'acme', subdomain: 'acme', currency: 'USD' },
   event: { kind: 'lead.stage_changed', at: Date.UTC(2026, 2, 14, 9, 30) },
   lead: {
     id: 20000042, name: 'Ann Lee — annual plan', price: 12000, pipelineId: 7, statusId: 102, responsibleUserId: 9,
-    createdAt: Date.UTC(2026, 2, 1, 8, 0), updatedAt: Date.UTC(2026, 2, 14, 9, 30), closedAt: null, tags: ['vip', 'webinar'], deleted: false,
+    createdAt: Date.UTC(2026, 2, 1, 8, 0), updatedAt: Date.UTC(2026, 2, 14, 9, 30), closedAt: null, wonAt: null, lostAt: null, lossReason: null, tags: ['vip', 'webinar'], deleted: false,
     fields: { Industry: 'SaaS', Source: 'Webinar', Topics: ['Billing', 'API'], 'Contract end': 1798675200 },
   },
   contact: { id: 77, name: 'Ann Lee', firstName: 'Ann', lastName: 'Lee', email: 'ann@example.com', phone: '+1 555 0100', tags: [], fields: { Position: 'CTO' } },
-  company: { id: 5, name: 'Acme Inc' },
+  company: { id: 5, name: 'Acme Inc', fields: {} },
+  pipeline: { id: 7, name: 'Sales' },
   stage: proposal,
   previousStage: demo,
   responsible: { id: 9, name: 'Bob Sales', email: 'bob@acme.example' },

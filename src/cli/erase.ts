@@ -6,7 +6,8 @@
  * `status` shows them.
  */
 import pino from 'pino';
-import { normalizeEmail, type KommoContact } from '../kommo/client.js';
+import type { KommoContact } from '../kommo/schemas.js';
+import { normalizeEmail } from '../model/index.js';
 import { AccountRuntime } from '../runtime/account.js';
 import { errorMessage } from '../store/errors.js';
 import { openStore } from '../store/open.js';

@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
 import { getDestination, destinationTypes } from '../destinations/index.js';
+import { secretKeys, secretPaths } from '../model/index.js';
 import { configSchema, destinationCommon, destinationCommonKeys, type Config, type DestinationConfig } from './schema.js';
 
 export class ConfigError extends Error {
@@ -18,6 +19,8 @@ export class ConfigError extends Error {
 export interface LoadedConfig {
   file: string;
   config: Config;
+  /** Things that work but should be changed (a secret written in the file instead of `${VAR}`). */
+  warnings: string[];
   /** Per account: its destination blocks after both validation steps. */
   destinations: Record<string, DestinationConfig[]>;
   /** `file:line path` for a config path, for errors raised later (stage names, mappings). */
@@ -53,11 +56,12 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
   }
   const raw: unknown = doc.toJS() ?? {};
   const issues: string[] = [];
+  const secretAt = secretMatcher(raw);
   const interpolated = interpolate(raw, [], env, (path, name) => issues.push(`${where(path)}: environment variable ${name} is not set (use \${${name}:-default} for a default)`));
   if (issues.length) throw new ConfigError(issues);
 
   const parsed = configSchema.safeParse(interpolated);
-  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i: z.core.$ZodIssue) => describeIssue(i, [], interpolated, where)));
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i: z.core.$ZodIssue) => describeIssue(i, [], interpolated, where, secretAt)));
   const config = parsed.data;
 
   const destinations: Record<string, DestinationConfig[]> = {};
@@ -67,7 +71,7 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
       const base = ['accounts', accountName, 'destinations', name];
       const common = destinationCommon.safeParse(pick(block, destinationCommonKeys));
       if (!common.success) {
-        issues.push(...common.error.issues.map((i) => describeIssue(i, base, block, where)));
+        issues.push(...common.error.issues.map((i) => describeIssue(i, base, block, where, secretAt)));
         continue;
       }
       const type = common.data.type ?? name;
@@ -78,7 +82,7 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
       }
       const settings = dest.settings.safeParse(omit(block, destinationCommonKeys));
       if (!settings.success) {
-        issues.push(...settings.error.issues.map((i) => describeIssue(i, base, block, where)));
+        issues.push(...settings.error.issues.map((i) => describeIssue(i, base, block, where, secretAt)));
         continue;
       }
       list.push({ name, type, common: common.data, settings: settings.data });
@@ -86,7 +90,8 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
     destinations[accountName] = list;
   }
   if (issues.length) throw new ConfigError(issues);
-  return { file, config, destinations, where };
+  const warnings = literalSecrets(raw, [], secretAt).map((path) => `${where(path)}: a secret is written in the file; put it in the environment and write \${VAR} here, so the file can be shared and committed`);
+  return { file, config, warnings, destinations, where };
 }
 
 /** Replaces ${VAR} and ${VAR:-default} in every string value. A whole-value reference keeps YAML typing off: it stays a string. */
@@ -107,7 +112,40 @@ function interpolate(value: unknown, path: Array<string | number>, env: NodeJS.P
   return value;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, base: Array<string | number>, root: unknown, where: (p: Array<string | number>) => string): string {
+type SecretAt = (path: Array<string | number>) => boolean;
+
+/**
+ * Whether a config path holds a secret, from the `secret()` marks of the core schema and of the
+ * destination schema each block's `type` selects (nothing here lists key names).
+ */
+function secretMatcher(raw: unknown): SecretAt {
+  const core = secretPaths(configSchema);
+  const common = new Set(secretKeys(destinationCommon));
+  const matches = (pattern: string[], path: Array<string | number>) => pattern.length === path.length && pattern.every((p, i) => p === '*' || p === String(path[i]));
+  return (path) => {
+    if (core.some((p) => matches(p, path))) return true;
+    // accounts.<a>.destinations.<name>.<key>
+    if (path.length === 5 && path[0] === 'accounts' && path[2] === 'destinations') {
+      const key = String(path[4]);
+      if (common.has(key)) return true;
+      const block = valueAt(raw, path.slice(0, 4));
+      const type = block && typeof block === 'object' && typeof (block as Record<string, unknown>).type === 'string' ? String((block as Record<string, unknown>).type) : String(path[3]);
+      const dest = getDestination(type);
+      return dest ? secretKeys(dest.settings).includes(key) : false;
+    }
+    return false;
+  };
+}
+
+/** Paths of secrets whose value in the file is not (only) a `${VAR}` reference. */
+function literalSecrets(value: unknown, path: Array<string | number>, secretAt: SecretAt): Array<Array<string | number>> {
+  if (typeof value === 'string') return secretAt(path) && !/^\s*\$\{[^}]+\}\s*$/.test(value) ? [path] : [];
+  if (Array.isArray(value)) return value.flatMap((v, i) => literalSecrets(v, [...path, i], secretAt));
+  if (value && typeof value === 'object') return Object.entries(value).flatMap(([k, v]) => literalSecrets(v, [...path, k], secretAt));
+  return [];
+}
+
+function describeIssue(issue: z.core.$ZodIssue, base: Array<string | number>, root: unknown, where: (p: Array<string | number>) => string, secretAt: SecretAt): string {
   const rel = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
   const path = [...base, ...rel];
   if (issue.code === 'unrecognized_keys') {
@@ -115,17 +153,15 @@ function describeIssue(issue: z.core.$ZodIssue, base: Array<string | number>, ro
     return `${where([...path, issue.keys[0]!])}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
   }
   const got = valueAt(root, rel);
-  const gotText = got === undefined ? 'nothing' : describeValue(got, path);
+  const gotText = got === undefined ? 'nothing' : describeValue(got, path, secretAt);
   return `${where(path)}: ${issue.message}; got ${gotText}`;
 }
 
-/** Secret keys of the core schema and of every registered destination (their `secrets` lists). */
-const SECRET_KEYS = new Set(['accessToken', 'refreshToken', 'clientSecret', 'webhookSecret', 'adminToken', 'metricsToken', ...destinationTypes().flatMap((t) => getDestination(t)?.secrets ?? [])]);
-
 /** Shows what was found, but never a secret's value (nor anything that looks like one). */
-function describeValue(v: unknown, path: Array<string | number>): string {
+function describeValue(v: unknown, path: Array<string | number>, secretAt: SecretAt): string {
   const key = String(path[path.length - 1] ?? '');
-  if ((SECRET_KEYS.has(key) || /token|secret|key|password/i.test(key)) && v !== null && typeof v !== 'object') return `a value of ${String(v).length} characters`;
+  // The name pattern is a second guard, for a key mistyped so its schema is not found.
+  if ((secretAt(path) || /token|secret|key|password/i.test(key)) && v !== null && typeof v !== 'object') return `a value of ${String(v).length} characters`;
   if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
   if (Array.isArray(v)) return 'a list';
   if (v && typeof v === 'object') return 'a map';

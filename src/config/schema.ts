@@ -4,27 +4,8 @@
  * settings schema from the registry (see config/load.ts), so adding a vendor touches no file here.
  */
 import { z } from 'zod';
-import { CRM_EVENT_KINDS, ENGAGEMENT_KINDS } from '../sync/events.js';
+import { crmEventKind, duration, engagementKind, secret } from '../model/index.js';
 
-/** Schemas registered here hold secrets: they are masked wherever config is shown or logged. */
-export const secretRegistry = z.registry<{ secret: true }>();
-export const secret = () => z.string().min(1, 'must not be empty').register(secretRegistry, { secret: true });
-
-const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** `48h`, `30m`, `10s`, `250ms`, `2d`, or a number of milliseconds. */
-export const duration = z.union([
-  z.number().nonnegative(),
-  z.string().regex(DURATION_RE, 'expected a duration like "48h", "30m", "10s" or "250ms"'),
-]).transform((v) => {
-  if (typeof v === 'number') return v;
-  const m = DURATION_RE.exec(v)!;
-  return Number(m[1]) * UNIT_MS[m[2]!]!;
-});
-
-export const crmEventKind = z.enum(CRM_EVENT_KINDS);
-export const engagementKind = z.enum(ENGAGEMENT_KINDS);
 
 const oauth = z.object({
   clientId: z.string().min(1),
@@ -41,7 +22,7 @@ export const kommoSchema = z.object({
   accessToken: secret().optional(),
   oauth: oauth.optional(),
   /** Long random string in the webhook URL path (Kommo does not sign its webhooks). */
-  webhookSecret: secret().refine((s) => s.length >= 16, 'must be at least 16 characters (it is the only proof a webhook came from Kommo)'),
+  webhookSecret: secret({ min: 16, message: 'must be at least 16 characters (it is the only proof a webhook came from Kommo)' }),
   /** Requests per second to this account's API, shared by everything in kommo-sync. Kommo allows 7. */
   rateLimit: z.number().positive().max(50).default(7),
   /** Read user names for `responsible` (needs an admin token; falls back to ids on 403). */
@@ -77,7 +58,7 @@ export const destinationCommon = z.object({
   /** How people are keyed at the vendor. */
   identifyBy: z.enum(['email', 'id']).default('email'),
   /** Secret path segment of this destination's inbound webhook URL. */
-  webhookSecret: secret().refine((s) => s.length >= 16, 'must be at least 16 characters').optional(),
+  webhookSecret: secret({ min: 16 }).optional(),
   /** Only leads of these pipelines (names) are synced here; default all. */
   pipelines: z.array(z.string()).optional(),
 });

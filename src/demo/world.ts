@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import { parseConfigText, type LoadedConfig } from '../config/load.js';
 import { destinations, destinationTypes } from '../destinations/index.js';
 import type { DestinationSimulator } from '../destinations/types.js';
-import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from '../kommo/simulator.js';
+import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from '../kommo/simulator/index.js';
 
 export interface WorldOptions {
   /** Store URL for the generated config (default: an in-memory SQLite). */

@@ -2,47 +2,30 @@
  * The contract every marketing-tool destination implements (one folder each, one registry line in
  * index.ts). Destinations translate SyncOps into vendor requests and classify each result; they never
  * sleep or retry: the worker owns backoff, Retry-After, dead letters and replay.
+ *
+ * What a destination declares is read by the core, so nothing outside its folder names it:
+ * - `settings` marks its secrets with `secret()` (model/settings.ts): log redaction, config errors,
+ *   `status`, the admin API and the conformance suite find them there;
+ * - `inbound.auth` says how its webhooks are verified (which header, which setting);
+ * - `defaults` gives its naming conventions (attribute, event and property names);
+ * - `simulator` is a fake of the vendor with the same neutral view for every vendor (the test kit).
  */
 import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import type { EngagementEvent } from '../sync/events.js';
+import type { CrmEventKind, EngagementEvent, ItemResult, SyncOp, SyncOpKind } from '../model/index.js';
 
-/** Attribute values we send: what every vendor accepts. */
-export type AttrValue = string | number | boolean | null;
-export type Attributes = Record<string, AttrValue>;
+export type { Attributes, AttrValue, FailCode, ItemResult, PersonRef, SyncOp, SyncOpKind } from '../model/index.js';
 
-/** Who an operation is about. `email` is always set for people; `id` is the Kommo contact/lead key. */
-export interface PersonRef {
-  email: string;
-  /** Stable id (default: `kommo-contact-<id>`), used when a destination identifies by id. */
-  id?: string;
-}
-
-/** Timestamps in SyncOps are unix milliseconds; connectors convert to what their vendor wants. */
-export type SyncOp =
-  | { kind: 'upsertPerson'; person: PersonRef; attributes: Attributes; timestamp: number }
-  | { kind: 'trackEvent'; person: PersonRef; name: string; properties: Attributes; timestamp: number; messageId: string }
-  | { kind: 'triggerWorkflow'; person: PersonRef; workflowId: string; data: Attributes; messageId: string }
-  | { kind: 'addToList'; person: PersonRef; listId: string; attributes: Attributes }
-  | { kind: 'removeFromList'; person: PersonRef; listId: string }
-  | { kind: 'groupAccount'; person: PersonRef; groupId: string; traits: Attributes; timestamp: number; messageId: string }
-  | { kind: 'suppress'; person: PersonRef }
-  | { kind: 'erasePerson'; person: PersonRef };
-
-export type SyncOpKind = SyncOp['kind'];
-
-export type FailCode = 'auth' | 'invalid' | 'not_found' | 'rejected';
-
-export type ItemResult =
-  | { ok: true; httpStatus?: number }
-  | { retry: { reason: string; afterMs?: number }; httpStatus?: number }
-  | { fail: { reason: string; code: FailCode }; httpStatus?: number };
+/** How people are keyed at the vendor (the common `identifyBy` key). */
+export type IdentifyBy = 'email' | 'id';
 
 export interface DestinationContext<S> {
   /** The destination's configured name (`cio`), its settings (validated), and a child logger. */
   name: string;
   settings: S;
+  /** `email` (default) or `id` (`kommo-contact-<id>`): the common `identifyBy` key. */
+  identifyBy: IdentifyBy;
   log: Logger;
   /** Per-request timeout for vendor calls. */
   timeoutMs: number;
@@ -72,31 +55,64 @@ export interface InboundParsed {
   event: EngagementEvent;
 }
 
+/**
+ * How a vendor proves a webhook is its own, on top of the secret path segment every webhook URL
+ * carries (`webhookSecret`). `setting` names the settings key holding the shared secret; when that
+ * setting is not configured, only the path secret protects the webhook.
+ */
+export type InboundAuth =
+  | { kind: 'path-secret' }
+  | { kind: 'hmac'; header: string; timestampHeader?: string; setting: string }
+  | { kind: 'header-token'; header: string; setting: string };
+
+/**
+ * A destination's naming conventions, used where the user's config says nothing. Attributes and
+ * properties are mapping expressions over the enriched lead (docs/mapping.md); `null` drops a core
+ * default. Event names per CRM event kind.
+ */
+export interface MappingDefaults {
+  attributes?: Readonly<Record<string, string | null>>;
+  events?: Partial<Record<CrmEventKind, string>>;
+  /** `*` applies to every event; a kind adds to (or, with null, removes from) it. */
+  properties?: Partial<Record<CrmEventKind | '*', Readonly<Record<string, string | null>>>>;
+  /** Group traits (groupAccount), expressions over the enriched lead. */
+  traits?: Readonly<Record<string, string | null>>;
+}
+
 export interface Destination<S extends z.ZodType = z.ZodType> {
   /** Folder name = config `type` = registry key = metrics label. */
   type: string;
   /** Human name for logs and the dashboard. */
   title: string;
-  /** Zod schema of its config block. Secret keys are listed in `secrets` (masked everywhere). */
+  /** Zod schema of its config block; secrets are marked with `secret()`. */
   settings: S;
-  secrets: readonly string[];
   limits: { perSecond?: number; maxBatch: number; maxBatchBytes?: number };
   supports: Partial<Record<SyncOpKind, true>>;
+  /**
+   * What it cannot do, said plainly (shown by `erase` and the docs when an op is unsupported), e.g.
+   * `{ erasePerson: 'the tracking API cannot delete; file a deletion request in the workspace' }`.
+   */
+  unsupportedReasons?: Partial<Record<SyncOpKind, string>>;
+  defaults?: MappingDefaults;
   /** Cheap authenticated call: doctor and the dashboard's "test connection". Throws a clear Error. */
   check(ctx: DestinationContext<z.infer<S>>): Promise<void>;
   /** One result per op, same order. Batch endpoints inside; never throws for vendor errors. */
   deliver(ctx: DestinationContext<z.infer<S>>, ops: SyncOp[]): Promise<ItemResult[]>;
   inbound?: {
+    auth: InboundAuth;
     /** Throws InboundRejected (401 for a bad signature/token or stale timestamp). */
     verify(req: InboundRequest, settings: z.infer<S>): void;
-    /** Throws InboundRejected(400) for a body it cannot read. Unknown metrics -> []. */
+    /** Throws InboundRejected(400) for a body it cannot read. Unknown events -> []. */
     parse(req: InboundRequest, sourceName: string): InboundParsed[];
   };
-  /** A faithful fake of the vendor API (see its README), mounted by tests and the demo. */
+  /** A faithful fake of the vendor API (see its README), mounted by tests, benches and the demo. */
   simulator: DestinationSimulatorFactory;
 }
 
-/** What a simulator records: tests assert on it, the demo prints it. */
+// ---------------------------------------------------------------------------------------------
+// The vendor test kit: every simulator offers this same neutral view.
+
+/** What a simulator records per HTTP request: tests assert on it, the demo prints it. */
 export interface SimulatedRequest {
   at: number;
   method: string;
@@ -106,19 +122,59 @@ export interface SimulatedRequest {
   status: number;
 }
 
+/**
+ * One item the vendor applied or refused, in the neutral vocabulary: tests, the demo and
+ * `bench/burst` count these instead of reading each vendor's payloads.
+ */
+export interface SimulatedItem {
+  at: number;
+  kind: SyncOpKind;
+  /** The person's email (lower-cased) or id, as the request named them. */
+  person: string;
+  /** Event name, list id, workflow id or group id, when the kind has one. */
+  target?: string;
+  /** The vendor applied it; false when it refused the item (`reason`). */
+  ok: boolean;
+  reason?: string;
+  /** Accepted but not applied again: the vendor had seen this event id / message id before. */
+  duplicate?: boolean;
+}
+
+export interface SimulatorFaults {
+  /** The next `n` requests fail with `status` (and `Retry-After: retryAfterSec` when given). */
+  failNext(n: number, status: number, retryAfterSec?: number): void;
+  /**
+   * Until called with null: every request fails with `status`, or (`'timeout'`) is never answered
+   * until the client gives up.
+   */
+  outage(mode: { status: number } | 'timeout' | null): void;
+}
+
 export interface DestinationSimulator {
   plugin: FastifyPluginAsync;
   requests: SimulatedRequest[];
+  items: SimulatedItem[];
+  faults: SimulatorFaults;
   /** Credentials the simulator accepts, as a config block for this destination (secrets included). */
   settingsFor(baseUrl: string): Record<string, unknown>;
-  /** Make the next `n` requests fail with `status` (and optional Retry-After seconds): conformance. */
-  failNext(n: number, status: number, retryAfterSec?: number): void;
   /**
    * Sends the vendor's engagement webhook (signed as the vendor would) to `url` for `email`.
    * Returns the HTTP status our service answered.
    */
-  sendEngagement?(url: string, kind: 'opened' | 'clicked' | 'unsubscribed' | 'bounced', email: string, extra?: { subject?: string; link?: string; eventId?: string; timestamp?: number }): Promise<number>;
+  sendEngagement?(url: string, kind: EngagementSample, email: string, extra?: EngagementExtra): Promise<number>;
   reset(): void;
+}
+
+/** The engagement every inbound simulator can send: the conformance suite and the demo use them. */
+export type EngagementSample = 'opened' | 'clicked' | 'unsubscribed' | 'bounced';
+export interface EngagementExtra {
+  subject?: string;
+  link?: string;
+  eventId?: string;
+  /** When it happened, unix ms (default now). */
+  timestamp?: number;
+  /** A machine open (privacy proxy, prefetch) where the vendor reports one. */
+  machine?: boolean;
 }
 
 export type DestinationSimulatorFactory = (opts?: { perSecond?: number }) => DestinationSimulator;

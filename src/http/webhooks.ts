@@ -12,7 +12,7 @@ import { parseKommoWebhook, WebhookBodyError } from '../kommo/webhook.js';
 import type { Metrics } from '../observability/metrics.js';
 import { StoreUnavailableError } from '../store/errors.js';
 import type { NewInboxEvent, Store } from '../store/store.js';
-import type { NormalizedInbound } from '../sync/events.js';
+import type { NormalizedInbound } from '../model/index.js';
 import { HttpError } from './errors.js';
 
 export interface IntakeSource {

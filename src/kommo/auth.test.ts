@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { OAuthTokenProvider, oauthStoreKey, type StoredTokenPair } from './auth.js';
-import { KommoApiError, KommoClient } from './client.js';
+import { KommoClient } from './client.js';
+import { KommoApiError } from './transport.js';
 import { CircuitBreaker, SlidingWindowLimiter } from './rate-limit.js';
-import { KommoSimulator } from './simulator.js';
+import { KommoSimulator } from './simulator/index.js';
 import { openSqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 

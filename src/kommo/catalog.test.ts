@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { StaticTokenProvider } from './auth.js';
 import { CatalogLookupError, KommoCatalog, editDistance, nearestName, slugify, toFieldValues } from './catalog.js';
-import { KommoClient, type KommoCustomFieldValue } from './client.js';
+import { KommoClient } from './client.js';
+import type { KommoCustomFieldValue } from './schemas.js';
 import { CircuitBreaker, SlidingWindowLimiter } from './rate-limit.js';
-import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator.js';
+import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator/index.js';
 
 describe('KommoCatalog over the simulator', () => {
   const sim = new KommoSimulator({ subdomain: 'acme' });

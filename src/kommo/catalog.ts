@@ -7,10 +7,11 @@
  * such lookup refreshes the cache (single flight, at most once per `refreshMinIntervalMs`), so an
  * event burst in a new stage costs one request, not one per event.
  */
-import type { FieldValues, StageInfo } from '../sync/enriched.js';
-import type { KommoClient, KommoCustomField, KommoCustomFieldValue, KommoPipeline } from './client.js';
+import type { FieldValues, StageInfo } from '../model/index.js';
+import type { KommoClient } from './client.js';
+import type { KommoCustomField, KommoCustomFieldValue, KommoPipeline } from './schemas.js';
 
-export type FieldEntity = 'leads' | 'contacts';
+export type FieldEntity = 'leads' | 'contacts' | 'companies';
 
 /** A configured name that matches nothing (or several things); the message says what to write. */
 export class CatalogLookupError extends Error {
@@ -34,7 +35,7 @@ export const LOST_STATUS_ID = 143;
 export class KommoCatalog {
   private pipelineList: KommoPipeline[] = [];
   private stages = new Map<string, StageInfo>();
-  private fieldDefs: Record<FieldEntity, KommoCustomField[]> = { leads: [], contacts: [] };
+  private fieldDefs: Record<FieldEntity, KommoCustomField[]> = { leads: [], contacts: [], companies: [] };
   private loading: Promise<void> | null = null;
   private pipelinesInflight: Promise<void> | null = null;
   private loaded = false;
@@ -62,6 +63,7 @@ export class KommoCatalog {
       this.refreshPipelines(),
       this.client.getCustomFields('leads').then((f) => { this.fieldDefs.leads = f; }),
       this.client.getCustomFields('contacts').then((f) => { this.fieldDefs.contacts = f; }),
+      this.client.getCustomFields('companies').then((f) => { this.fieldDefs.companies = f; }),
     ]).then(
       () => {
         this.loaded = true;

@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { StaticTokenProvider } from './auth.js';
-import { KommoApiError, KommoClient, type KommoClientOptions, type RequestInfo } from './client.js';
+import { KommoClient, type KommoClientOptions } from './client.js';
+import { KommoApiError, type RequestInfo } from './transport.js';
 import { CircuitBreaker, SlidingWindowLimiter } from './rate-limit.js';
-import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator.js';
+import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator/index.js';
 
 type Handler = (req: FastifyRequest, reply: FastifyReply, n: number) => unknown;
 

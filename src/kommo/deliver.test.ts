@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { StaticTokenProvider } from './auth.js';
-import { KommoApiError, KommoClient } from './client.js';
+import { KommoClient } from './client.js';
+import { KommoApiError } from './transport.js';
 import { classifyError, deliverKommoOps } from './deliver.js';
 import { StoreEchoMarks } from './echo.js';
-import type { KommoOp } from './ops.js';
+import type { KommoOp } from '../model/index.js';
 import { CircuitBreaker, SlidingWindowLimiter } from './rate-limit.js';
-import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator.js';
+import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator/index.js';
 import { openSqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 

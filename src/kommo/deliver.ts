@@ -4,9 +4,10 @@
  * request; the worker owns backoff, dead letters and replay.
  */
 import type { ItemResult } from '../destinations/types.js';
-import type { KommoApiError, KommoClient, WriteResult } from './client.js';
+import type { KommoClient, WriteResult } from './client.js';
+import type { KommoApiError } from './transport.js';
 import type { EchoEntity, EchoMarks } from './echo.js';
-import type { KommoOp } from './ops.js';
+import type { KommoOp } from '../model/index.js';
 
 export type { EchoMarks } from './echo.js';
 

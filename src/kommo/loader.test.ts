@@ -4,7 +4,7 @@ import { StaticTokenProvider } from './auth.js';
 import { KommoClient } from './client.js';
 import { KommoLoader, mainContactId } from './loader.js';
 import { CircuitBreaker, SlidingWindowLimiter } from './rate-limit.js';
-import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator.js';
+import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator/index.js';
 
 describe('KommoLoader over the simulator', () => {
   const sim = new KommoSimulator({ subdomain: 'acme' });
@@ -44,7 +44,7 @@ describe('KommoLoader over the simulator', () => {
     for (const r of sim.requests.filter((x) => x.path === '/api/v4/leads')) {
       const q = new URLSearchParams(r.query);
       assert.equal(q.getAll('filter[id][]').length, 250);
-      assert.equal(q.get('with'), 'contacts');
+      assert.equal(q.get('with'), 'contacts,loss_reason');
     }
 
     loaded.forEach((l, i) => {

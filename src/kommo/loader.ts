@@ -7,7 +7,8 @@
  *
  * Nothing is cached across batches: each event must see the lead's current state.
  */
-import { MAX_PAGE, type KommoClient, type KommoCompany, type KommoContact, type KommoLead } from './client.js';
+import { MAX_PAGE, type KommoClient } from './client.js';
+import type { KommoCompany, KommoContact, KommoLead } from './schemas.js';
 
 export interface LoadedLead {
   lead: KommoLead;
@@ -84,7 +85,8 @@ export class KommoLoader {
   }
 
   private async loadChunk(ids: number[]): Promise<Map<number, LoadedLead>> {
-    const leads = await this.client.getLeadsByIds(ids, { withContacts: true });
+    // The loss reason rides along in the same request (`with=contacts,loss_reason`).
+    const leads = await this.client.getLeadsByIds(ids, { withContacts: true, withLossReason: true });
     const contactIds = leads.map(mainContactId).filter((id): id is number => id !== null);
     const companyIds = this.withCompanies
       ? leads.map((l) => l._embedded.companies[0]?.id).filter((id): id is number => id !== undefined)

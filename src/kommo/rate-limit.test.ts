@@ -9,7 +9,7 @@ import {
   getAccountLimiter,
   resetAccountLimiters,
 } from './rate-limit.js';
-import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator.js';
+import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from './simulator/index.js';
 import { openSqliteStore } from '../store/sqlite.js';
 
 describe('SlidingWindowLimiter', () => {

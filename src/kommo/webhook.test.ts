@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import type { CrmEvent, NormalizedInbound } from '../sync/events.js';
+import type { CrmEvent, NormalizedInbound } from '../model/index.js';
 import { encodeBracketForm, parseBracketForm } from './form.js';
 import { parseKommoWebhook, WebhookBodyError } from './webhook.js';
 

@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { CrmEvent, CrmEventKind, NormalizedInbound } from '../sync/events.js';
+import type { CrmEvent, CrmEventKind, NormalizedInbound } from '../model/index.js';
 import { listEntries, listOf } from './form.js';
 
 /** The body is not a usable Kommo webhook; the message is safe to return in a 400. */

@@ -1,6 +1,7 @@
 /**
  * pino, JSON by default and readable lines in a terminal. Secrets never reach a log line: auth
- * headers are redacted, and webhook URLs have their secret path segment masked.
+ * headers are redacted, webhook URLs have their secret path segment masked, and the caller adds the
+ * paths of every secret the config schemas mark (runtime/secrets.ts derives them).
  */
 import pino, { type Logger } from 'pino';
 
@@ -12,28 +13,22 @@ export interface LoggerOptions {
   pretty?: boolean;
   /** Write here instead of stdout (tests capture logs to assert no secret leaks). */
   destination?: pino.DestinationStream;
+  /** More pino redact paths: the config's secret keys and the inbound auth headers. */
+  redact?: readonly string[];
 }
 
-export const REDACT_PATHS = [
+/** Credentials any HTTP request or response may carry, whatever the config holds. */
+export const BASE_REDACT_PATHS = [
   'req.headers.authorization',
-  'req.headers["x-cio-signature"]',
-  'req.headers["api-key"]',
-  'req.headers["x-encharge-token"]',
+  'req.headers.cookie',
   'headers.authorization',
   'headers.Authorization',
-  '*.accessToken',
-  '*.refreshToken',
-  '*.clientSecret',
-  '*.apiKey',
-  '*.writeKey',
-  '*.webhookSecret',
-  '*.webhookSigningKey',
 ];
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const base: pino.LoggerOptions = {
     level: opts.level ?? 'info',
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    redact: { paths: [...new Set([...BASE_REDACT_PATHS, ...(opts.redact ?? [])])], censor: '[redacted]' },
     serializers: { req: serializeRequest },
   };
   if (opts.destination) return pino(base, opts.destination);

@@ -3,35 +3,14 @@
  * older release are still understood (or clearly rejected) after an upgrade, and replay stays safe.
  */
 import { z } from 'zod';
-import type { SyncOp } from '../destinations/types.js';
-import type { KommoOp } from '../kommo/ops.js';
+import { kommoOpSchema, syncOpSchema, type KommoOp, type SyncOp } from '../model/index.js';
 import type { NewJob } from '../store/store.js';
 
 export const SYNC_OPS_V1 = 'sync.ops@1';
 export const KOMMO_OPS_V1 = 'kommo.ops@1';
 
-const attrs = z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()]));
-const person = z.object({ email: z.string(), id: z.string().optional() });
-const syncOp: z.ZodType<SyncOp> = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('upsertPerson'), person, attributes: attrs, timestamp: z.number() }),
-  z.object({ kind: z.literal('trackEvent'), person, name: z.string(), properties: attrs, timestamp: z.number(), messageId: z.string() }),
-  z.object({ kind: z.literal('triggerWorkflow'), person, workflowId: z.string(), data: attrs, messageId: z.string() }),
-  z.object({ kind: z.literal('addToList'), person, listId: z.string(), attributes: attrs }),
-  z.object({ kind: z.literal('removeFromList'), person, listId: z.string() }),
-  z.object({ kind: z.literal('groupAccount'), person, groupId: z.string(), traits: attrs, timestamp: z.number(), messageId: z.string() }),
-  z.object({ kind: z.literal('suppress'), person }),
-  z.object({ kind: z.literal('erasePerson'), person }),
-]);
-const fieldWrite = z.object({ fieldId: z.number().optional(), fieldCode: z.string().optional(), value: z.union([z.string(), z.number(), z.boolean()]) });
-const kommoOp: z.ZodType<KommoOp> = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('addNote'), leadId: z.number(), text: z.string() }),
-  z.object({ kind: z.literal('addTask'), leadId: z.number(), text: z.string(), completeTill: z.number(), responsibleUserId: z.number().optional(), taskTypeId: z.number() }),
-  z.object({ kind: z.literal('updateContact'), contactId: z.number(), fields: z.array(fieldWrite).optional(), tagsToAdd: z.array(z.string()).optional() }),
-  z.object({ kind: z.literal('moveLead'), leadId: z.number(), pipelineId: z.number(), statusId: z.number() }),
-]);
-
-export const syncOpsPayload = z.object({ subject: z.string(), ops: z.array(syncOp).min(1) });
-export const kommoOpsPayload = z.object({ subject: z.string(), ops: z.array(kommoOp).min(1) });
+export const syncOpsPayload = z.object({ subject: z.string(), ops: z.array(syncOpSchema).min(1) });
+export const kommoOpsPayload = z.object({ subject: z.string(), ops: z.array(kommoOpSchema).min(1) });
 export type SyncOpsPayload = z.infer<typeof syncOpsPayload>;
 export type KommoOpsPayload = z.infer<typeof kommoOpsPayload>;
 

@@ -3,7 +3,7 @@ import { after, beforeEach, describe, it } from 'node:test';
 import pino from 'pino';
 import { openStore } from '../store/open.js';
 import type { NewInboxEvent, Store } from '../store/store.js';
-import type { CrmEvent } from '../sync/events.js';
+import type { CrmEvent } from '../model/index.js';
 import { Router, type AccountRouting } from './router.js';
 
 /** An account whose leads are all gone from Kommo: every routed event is marked routed, with no jobs. */

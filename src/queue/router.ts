@@ -8,10 +8,10 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.js';
 import type { InboxEvent, NewJob, Store } from '../store/store.js';
 import type { SyncOp } from '../destinations/types.js';
-import type { KommoOp } from '../kommo/ops.js';
-import type { EnrichedLead } from '../sync/enriched.js';
+import type { KommoOp } from '../model/index.js';
+import type { EnrichedLead } from '../model/index.js';
 import { MappingError } from '../sync/mapping.js';
-import type { CrmEvent, EngagementEvent, InboundEvent } from '../sync/events.js';
+import type { CrmEvent, EngagementEvent, InboundEvent } from '../model/index.js';
 import { kommoJob, syncJob } from './jobs.js';
 import { Pacer } from './pacer.js';
 

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ItemResult, SyncOp } from '../destinations/types.js';
-import type { KommoOp } from '../kommo/ops.js';
+import type { KommoOp } from '../model/index.js';
 import type { Metrics } from '../observability/metrics.js';
 import { StoreUnavailableError } from '../store/errors.js';
 import type { DeliveryRecord, Job, JobOutcome, Store } from '../store/store.js';

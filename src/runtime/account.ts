@@ -15,15 +15,15 @@ import { deliverKommoOps } from '../kommo/deliver.js';
 import { getAccountLimiter } from '../kommo/rate-limit.js';
 import { StoreEchoMarks } from '../kommo/echo.js';
 import { KommoLoader, mainContactId } from '../kommo/loader.js';
-import type { KommoOp } from '../kommo/ops.js';
+import type { KommoOp } from '../model/index.js';
 import type { Metrics } from '../observability/metrics.js';
 import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from '../queue/jobs.js';
 import type { AccountRouting } from '../queue/router.js';
 import type { DeliveryTarget } from '../queue/worker.js';
 import type { Store } from '../store/store.js';
 import { enrichLead } from '../sync/enrich.js';
-import type { EnrichedLead } from '../sync/enriched.js';
-import type { CrmEvent, EngagementEvent } from '../sync/events.js';
+import type { EnrichedLead } from '../model/index.js';
+import type { CrmEvent, EngagementEvent } from '../model/index.js';
 import { compileEngagementRules, findLeadForEmail, planEngagement, WON_STATUS, LOST_STATUS, type EngagementRules, type LeadRow } from '../sync/inbound.js';
 import { fieldNamesReferenced, MappingError } from '../sync/mapping.js';
 import { compileCrmNotes, compileDestinationMapping, crmNoteText, planOutbound, type CompiledCrmNotes, type CompiledMapping } from '../sync/outbound.js';
@@ -47,6 +47,8 @@ export class AccountRuntime implements AccountRouting {
   private readonly notes: CompiledCrmNotes | null;
   private rules: EngagementRules | null = null;
   private users: { at: number; map: Map<number, { name: string; email: string | null }> | null } | null = null;
+  /** The Kommo account's currency, read once at start (null when it could not be read). */
+  private currency: string | null = null;
   private ready: Promise<void> | null = null;
 
   constructor(
@@ -96,8 +98,8 @@ export class AccountRuntime implements AccountRouting {
         mapping,
         ctx: {
           name: d.name,
-          // The vendor keys plus how people are keyed, which is a common key every connector reads.
-          settings: { ...(d.settings as Record<string, unknown>), identifyBy: d.common.identifyBy },
+          settings: d.settings,
+          identifyBy: d.common.identifyBy,
           log: log.child({ account: name, destination: d.name }),
           timeoutMs: 15_000,
         },
@@ -125,6 +127,10 @@ export class AccountRuntime implements AccountRouting {
 
   private async loadCatalog(): Promise<void> {
     await this.catalog.load();
+    this.currency = await this.client.getAccount().then((a) => a.currency ?? null, (err: unknown) => {
+      this.log.warn({ account: this.name, err: (err as Error).message }, 'could not read the Kommo account; `account.currency` is null');
+      return null;
+    });
     const issues = this.catalog.configErrors().map((m) => `${this.loaded.where(['accounts', this.name, 'stages'])}: ${m}`);
     for (const a of this.active) {
       for (const stageName of Object.keys(a.mapping.lists)) {
@@ -197,7 +203,7 @@ export class AccountRuntime implements AccountRouting {
     for (let i = 0; i < items.length; i++) {
       const loaded = loadedAll[i]!;
       const { event, receivedAt } = items[i]!;
-      results.push(loaded && !(event.kind === 'lead.deleted') ? await enrichLead(event, receivedAt, loaded, { account: { name: this.name, subdomain: this.cfg.kommo.subdomain }, catalog: this.catalog, users }) : null);
+      results.push(loaded && !(event.kind === 'lead.deleted') ? await enrichLead(event, receivedAt, loaded, { account: { name: this.name, subdomain: this.cfg.kommo.subdomain, currency: this.currency }, catalog: this.catalog, users }) : null);
     }
     return results;
   }

@@ -11,7 +11,8 @@ import pg from 'pg';
 import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
 import { postgresMigrations } from './migrations/postgres.js';
 import { GroupCommit } from './group-commit.js';
-import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
+import { clampLimit, NamedMutex, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
+import { normalizeEmail } from '../model/index.js';
 import type {
   ClaimOptions,
   DeliveryRecord,

@@ -104,10 +104,6 @@ export function toJson(payload: unknown): string {
   return JSON.stringify(payload) ?? 'null';
 }
 
-export function normalizeEmail(email: string): string {
-  return email.trim().toLowerCase();
-}
-
 export function clampLimit(limit: number | undefined): number {
   if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_LIST_LIMIT;
   return Math.max(0, Math.min(MAX_LIST_LIMIT, Math.floor(limit)));

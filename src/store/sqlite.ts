@@ -17,7 +17,8 @@ import { sqliteMigrations } from './migrations/sqlite.js';
 import { GROUP_COMMIT_MAX_EVENTS, GroupCommit } from './group-commit.js';
 import { WalSync, type WalFiles } from './wal-sync.js';
 import { Checkpointer } from './checkpointer.js';
-import { clampLimit, NamedMutex, normalizeEmail, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
+import { clampLimit, NamedMutex, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
+import { normalizeEmail } from '../model/index.js';
 import type {
   ClaimOptions,
   DeliveryRecord,

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { engagementSchema } from '../config/schema.js';
-import type { KommoOp } from '../kommo/ops.js';
-import type { EngagementEvent, EngagementKind } from './events.js';
+import type { KommoOp } from '../model/index.js';
+import type { EngagementEvent, EngagementKind } from '../model/index.js';
 import {
   compileEngagementRules,
   findLeadForEmail,

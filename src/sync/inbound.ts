@@ -4,8 +4,8 @@
  * Pure apart from the injected lookups and the store's counters.
  */
 import type { EngagementConfig } from '../config/schema.js';
-import type { KommoOp } from '../kommo/ops.js';
-import type { EngagementEvent, EngagementKind } from './events.js';
+import type { KommoOp } from '../model/index.js';
+import type { EngagementEvent, EngagementKind } from '../model/index.js';
 import { compileTemplate, humanDuration, MappingError, whereOf, type CompiledTemplate, type Where } from './mapping.js';
 
 /** Kommo's fixed status ids for closed leads, in every pipeline. */
@@ -278,6 +278,10 @@ export function noteText(ev: EngagementEvent): string {
     'email.spammed': 'Email marked as spam',
     'email.failed': withPart('Email failed', d),
     'journey.milestone': withPart('Journey milestone', d),
+    'message.clicked': withPart('Message link clicked', ev.link) + (d ? ` (${d})` : ''),
+    'message.bounced': withPart('Message bounced', d),
+    'tag.added': withPart('Tagged', d && `"${d}"`),
+    'tag.removed': withPart('Tag removed', d && `"${d}"`),
   };
   return `${text[ev.kind]} (via ${ev.source})`;
 }

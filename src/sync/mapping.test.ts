@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import jsonata from 'jsonata';
-import type { EnrichedLead } from './enriched.js';
+import type { EnrichedLead } from '../model/index.js';
 import {
   compileExpression,
   compileTemplate,
@@ -16,15 +16,16 @@ const WHERE = 'kommo-sync.yaml:23 accounts.acme.destinations.cio.attributes.indu
 
 const stage = { id: 501, name: 'Proposal sent', key: 'proposal_sent', pipelineId: 7, pipeline: 'Sales', type: 'open' as const };
 const input: EnrichedLead = {
-  account: { name: 'acme', subdomain: 'acme' },
+  account: { name: 'acme', subdomain: 'acme', currency: 'USD' },
   event: { kind: 'lead.stage_changed', at: 1_700_000_000_000 },
   lead: {
     id: 42, name: 'Big deal', price: 5000, pipelineId: 7, statusId: 501, responsibleUserId: 9, createdAt: 1, updatedAt: 2,
-    closedAt: null, tags: ['vip', 'q4'], deleted: false,
+    closedAt: null, wonAt: null, lostAt: null, lossReason: null, tags: ['vip', 'q4'], deleted: false,
     fields: { Industry: 'Retail', "Owner's note": 'hi', 'Budget "max"': 10, Topics: ['a', 'b'], Empty: null },
   },
   contact: { id: 77, name: 'Ana Lima', firstName: 'Ana', lastName: 'Lima', email: 'ana@example.com', phone: '', tags: [], fields: { Position: 'CTO' } },
-  company: { id: 5, name: 'Acme Inc' },
+  company: { id: 5, name: 'Acme Inc', fields: {} },
+  pipeline: { id: 7, name: 'Sales' },
   stage,
   previousStage: null,
   responsible: { id: 9, name: null, email: null },
@@ -57,7 +58,7 @@ describe('compileExpression: evaluation', () => {
     ['stage.key', 'proposal_sent'],
     ['previousStage.key', undefined],
     ['responsible.name ? responsible.name : $string(responsible.id)', '9'],
-    ['company', '{"id":5,"name":"Acme Inc"}'],
+    ['company', '{"id":5,"name":"Acme Inc","fields":{}}'],
     ['$lookup(lead.fields, "Industry")', 'Retail'],
     ['($p := lead.price; $p > 1000 ? "big" : "small")', 'big'],
     ['$map(lead.tags, function($t){ $uppercase($t) })', ['VIP', 'Q4']],
@@ -76,7 +77,7 @@ describe('compileExpression: errors name the location', () => {
     ['lead.price +', [/kommo-sync\.yaml:23 accounts\.acme\.destinations\.cio\.attributes\.industry/, /Unexpected end of expression/, /at character 12/]],
     ['lead.fields["Industry"] +', [/Unexpected end of expression/, /at character 25/]],
     ['"abc', [/String literal must be terminated/]],
-    ['leed.price', [/unknown name `leed`/, /did you mean `lead`\?/, /expected one of account, event, lead, contact, company, stage, previousStage, responsible/]],
+    ['leed.price', [/unknown name `leed`/, /did you mean `lead`\?/, /expected one of account, event, lead, contact, company, pipeline, stage, previousStage, responsible/]],
     ['$uppercase(contct.name)', [/unknown name `contct`/, /did you mean `contact`/]],
     ['lead.price > 0 ? stge.key : ""', [/unknown name `stge`/, /did you mean `stage`/]],
     ['$uppercse(lead.name)', [/unknown function or variable `\$uppercse`/, /did you mean `\$uppercase`/]],

@@ -5,7 +5,7 @@
  */
 import jsonata from 'jsonata';
 import type { AttrValue } from '../destinations/types.js';
-import type { EnrichedLead } from './enriched.js';
+import type { EnrichedLead } from '../model/index.js';
 
 /** A mistake in a mapping expression or template. The message starts with where it is. */
 export class MappingError extends Error {
@@ -19,7 +19,7 @@ export class MappingError extends Error {
 }
 
 /** The top-level names of EnrichedLead: the only names a mapping may start a path with. */
-export const LEAD_ROOTS = ['account', 'event', 'lead', 'contact', 'company', 'stage', 'previousStage', 'responsible'] as const;
+export const LEAD_ROOTS = ['account', 'event', 'lead', 'contact', 'company', 'pipeline', 'stage', 'previousStage', 'responsible'] as const;
 
 export type MappingValue = AttrValue | AttrValue[] | undefined;
 
@@ -375,7 +375,7 @@ function toText(v: MappingValue): string {
 // Helpers for the config loader
 
 export interface FieldReference {
-  entity: 'lead' | 'contact';
+  entity: 'lead' | 'contact' | 'company';
   name: string;
 }
 
@@ -387,7 +387,7 @@ export function fieldNamesReferenced(expr: CompiledExpr | CompiledTemplate): Fie
   const exprs = 'parts' in expr ? expr.parts.filter((p): p is CompiledExpr => typeof p !== 'string') : [expr];
   const seen = new Map<string, FieldReference>();
   const add = (entity: unknown, name: unknown) => {
-    if ((entity === 'lead' || entity === 'contact') && typeof name === 'string') seen.set(`${entity}\0${name}`, { entity, name });
+    if ((entity === 'lead' || entity === 'contact' || entity === 'company') && typeof name === 'string') seen.set(`${entity}\0${name}`, { entity, name });
   };
   const fieldsOf = (n: AstNode | undefined): unknown => {
     const s = n?.type === 'path' ? n.steps : undefined;

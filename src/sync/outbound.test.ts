@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { destinationCommon, type DestinationCommon } from '../config/schema.js';
 import type { SyncOp, SyncOpKind } from '../destinations/types.js';
-import type { EnrichedLead, StageInfo } from './enriched.js';
-import type { CrmEventKind } from './events.js';
+import type { EnrichedLead, StageInfo } from '../model/index.js';
+import type { CrmEventKind } from '../model/index.js';
 import { MappingError } from './mapping.js';
 import { compileCrmNotes, compileDestinationMapping, crmNoteText, deterministicUlid, planOutbound } from './outbound.js';
 
@@ -18,14 +18,15 @@ const STAGES = {
 
 function lead(kind: CrmEventKind, over: Partial<EnrichedLead> = {}): EnrichedLead {
   return {
-    account: { name: 'acme', subdomain: 'acme' },
+    account: { name: 'acme', subdomain: 'acme', currency: 'USD' },
     event: { kind, at: AT },
     lead: {
       id: 42, name: 'Big deal', price: 5000, pipelineId: 7, statusId: 102, responsibleUserId: 9, createdAt: 1, updatedAt: 2,
-      closedAt: null, tags: [], deleted: false, fields: { Industry: 'Retail', Topics: ['a', 'b'] },
+      closedAt: null, wonAt: null, lostAt: null, lossReason: null, tags: [], deleted: false, fields: { Industry: 'Retail', Topics: ['a', 'b'] },
     },
     contact: { id: 77, name: 'Ana Lima', firstName: 'Ana', lastName: 'Lima', email: 'ana@example.com', phone: '', tags: [], fields: {} },
     company: null,
+    pipeline: { id: 7, name: 'Sales' },
     stage: STAGES.proposal,
     previousStage: kind === 'lead.stage_changed' || kind === 'lead.won' ? STAGES.demo : null,
     responsible: { id: 9, name: 'Bob', email: null },
@@ -190,7 +191,7 @@ describe('planOutbound: who and where', () => {
   });
 
   it('groupAccount for the company, only when supported', async () => {
-    const e = lead('lead.updated', { company: { id: 5, name: 'Acme Inc' } });
+    const e = lead('lead.updated', { company: { id: 5, name: 'Acme Inc', fields: {} } });
     assert.deepEqual(shape((await plan(e)).ops).filter((o) => (o as SyncOp).kind === 'groupAccount'), [
       { kind: 'groupAccount', person, groupId: 'kommo-company-5', traits: { name: 'Acme Inc' }, timestamp: AT },
     ]);
@@ -207,7 +208,7 @@ describe('planOutbound: who and where', () => {
 });
 
 describe('planOutbound: deterministic messageIds', () => {
-  const ids = async (o = opts, e = lead('lead.won', { company: { id: 5, name: 'Acme' } })) =>
+  const ids = async (o = opts, e = lead('lead.won', { company: { id: 5, name: 'Acme', fields: {} } })) =>
     (await plan(e, { on: { 'lead.won': { workflowId: 'wf' } } }, o)).ops.flatMap((op) => ('messageId' in op ? [op.messageId] : []));
 
   it('same event, destination and op -> same ids (a retry or replay is deduped by the vendor)', async () => {

@@ -5,8 +5,8 @@
 import { createHash } from 'node:crypto';
 import type { AccountConfig, DestinationCommon } from '../config/schema.js';
 import type { Attributes, AttrValue, PersonRef, SyncOp, SyncOpKind } from '../destinations/types.js';
-import type { EnrichedLead, StageInfo } from './enriched.js';
-import type { CrmEventKind } from './events.js';
+import type { EnrichedLead, StageInfo } from '../model/index.js';
+import type { CrmEventKind } from '../model/index.js';
 import {
   compileExpression,
   compileTemplate,

@@ -6,17 +6,19 @@
  * What a destination and its simulator must do to pass:
  * - `simulator.settingsFor(baseUrl)` is a valid settings block (the destination's own schema parses it).
  * - every supported op is delivered ok, and the simulator records a request that names the person
- *   (email or id) and the op's subject (event name, attribute value, list, workflow or group id);
- *   simulators accept any list/workflow/group id the suite sends;
+ *   (email or id) and the op's subject (event name, attribute value, list, workflow or group id),
+ *   and a neutral item (`sim.items`) of that kind for that person; simulators accept any
+ *   list/workflow/group id the suite sends;
  * - an unsupported op is answered with a failure, not a throw;
  * - with every secret replaced by a wrong value, `check()` rejects and `deliver()` fails with `auth`;
- * - `failNext(1, 429|503, s)` gives `retry` with `afterMs = s * 1000`; a 500 without Retry-After
- *   gives `retry`;
+ * - `faults.failNext(1, 429|503, s)` gives `retry` with `afterMs = s * 1000`; a 500 without
+ *   Retry-After gives `retry`; an outage (errors, or no answer until the timeout) gives `retry`
+ *   and deliveries pass again once it ends;
  * - when `limits.maxBatch > 1`: in one delivery, an event without a name (or, without trackEvent, a
  *   person without an email) fails alone;
  * - with `inbound` and `sendEngagement`: a signed webhook is parsed into `email.<kind>` for that
- *   email; a body that is not JSON is InboundRejected(400); when the settings hold an inbound secret
- *   (a secret key named like *webhook* or *signing*), webhooks checked against wrong secrets are 401;
+ *   email; a body that is not JSON is InboundRejected(400); when `inbound.auth` names a setting
+ *   (a signing key or token) and the simulator's settings fill it, a wrong value there gives 401;
  * - no credential value ever appears in the destination's log output.
  */
 import assert from 'node:assert/strict';
@@ -24,6 +26,7 @@ import { after, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { destinationTypes, getDestination } from '../../src/destinations/index.js';
+import { secretKeys } from '../../src/model/index.js';
 import {
   InboundRejected,
   type Destination,
@@ -38,7 +41,6 @@ import {
 
 const ALL_KINDS: SyncOpKind[] = ['upsertPerson', 'trackEvent', 'triggerWorkflow', 'addToList', 'removeFromList', 'groupAccount', 'suppress', 'erasePerson'];
 const ENGAGEMENTS = ['opened', 'clicked', 'unsubscribed', 'bounced'] as const;
-const INBOUND_SECRET_RE = /webhook|signing/i;
 
 let seq = 0;
 
@@ -71,6 +73,7 @@ for (const type of destinationTypes()) {
   const destination: Destination | undefined = getDestination(type);
   assert.ok(destination, `registry lists ${type}`);
   const supported = ALL_KINDS.filter((k) => destination.supports[k]);
+  const secrets = secretKeys(destination.settings);
 
   describe(`destination ${type}`, () => {
     const sim: DestinationSimulator = destination.simulator();
@@ -79,7 +82,7 @@ for (const type of destinationTypes()) {
     let app: FastifyInstance;
     let settings: unknown;
     let badSettings: unknown;
-    const ctx = (s: unknown): DestinationContext<unknown> => ({ name: `conf-${type}`, settings: s, log, timeoutMs: 5000 });
+    const ctx = (s: unknown, timeoutMs = 5000): DestinationContext<unknown> => ({ name: `conf-${type}`, settings: s, identifyBy: 'email', log, timeoutMs });
     const deliver = (s: unknown, ops: SyncOp[]): Promise<ItemResult[]> => destination.deliver(ctx(s), ops);
 
     before(async () => {
@@ -88,7 +91,7 @@ for (const type of destinationTypes()) {
       const address = await app.listen({ port: 0, host: '127.0.0.1' });
       const raw = sim.settingsFor(`${address}/sim`);
       settings = destination.settings.parse(raw);
-      const wrong = Object.fromEntries(destination.secrets.filter((k) => typeof raw[k] === 'string').map((k) => [k, `wrong-${k}-value`]));
+      const wrong = Object.fromEntries(secrets.filter((k) => typeof raw[k] === 'string').map((k) => [k, `wrong-${k}-value`]));
       badSettings = destination.settings.parse({ ...raw, ...wrong });
     });
     after(() => app.close());
@@ -108,6 +111,8 @@ for (const type of destinationTypes()) {
         const haystack = sent.map((r) => `${safeDecode(r.path)} ${JSON.stringify(r.body)}`).join('\n');
         assert.ok(haystack.includes(person.email) || haystack.includes(person.id), 'the request names the person');
         if (marker) assert.ok(haystack.includes(marker), `the request carries ${marker}`);
+        const items = sim.items.filter((i) => i.kind === kind && (i.person === person.email || i.person === person.id));
+        assert.ok(items.some((i) => i.ok), `the simulator lists an applied ${kind} item for the person (items: ${JSON.stringify(sim.items.slice(-3))})`);
       });
     }
 
@@ -130,11 +135,26 @@ for (const type of destinationTypes()) {
       it(`retries on ${status}${retryAfterSec ? ` honouring Retry-After: ${retryAfterSec}` : ''}`, async () => {
         const [first] = supported;
         assert.ok(first);
-        sim.failNext(1, status, retryAfterSec);
+        sim.faults.failNext(1, status, retryAfterSec);
         const [result] = await deliver(settings, [sampleOp(first).op]);
         assert.ok(result && 'retry' in result, JSON.stringify(result));
         if (retryAfterSec !== undefined) assert.equal(result.retry.afterMs, retryAfterSec * 1000);
         // Only the next request failed: the resend goes through.
+        assert.deepEqual(okOnly(await deliver(settings, [sampleOp(first).op])), [true]);
+      });
+    }
+
+    for (const outage of [{ status: 503 }, 'timeout'] as const) {
+      it(`retries during an outage (${outage === 'timeout' ? 'no answer' : `HTTP ${outage.status}`}) and delivers once it ends`, async () => {
+        const [first] = supported;
+        assert.ok(first);
+        sim.faults.outage(outage);
+        try {
+          const results = await destination.deliver(ctx(settings, 300), [sampleOp(first).op, sampleOp(first).op]);
+          assert.deepEqual(results.map((r) => Object.keys(r).find((k) => k !== 'httpStatus')), ['retry', 'retry'], JSON.stringify(results));
+        } finally {
+          sim.faults.outage(null);
+        }
         assert.deepEqual(okOnly(await deliver(settings, [sampleOp(first).op])), [true]);
       });
     }
@@ -201,8 +221,10 @@ for (const type of destinationTypes()) {
 
       it('rejects a webhook checked against wrong secrets', async (t) => {
         if (!inbound || !send) return t.skip('no inbound webhooks');
-        if (!destination.secrets.some((k) => INBOUND_SECRET_RE.test(k))) return t.skip('the vendor does not sign webhooks (path secret only)');
-        receiverSettings = badSettings;
+        const auth = inbound.auth;
+        if (auth.kind === 'path-secret') return t.skip('the vendor does not sign webhooks (path secret only)');
+        if (typeof (settings as Record<string, unknown>)[auth.setting] !== 'string') return t.skip(`the simulator's settings leave ${auth.setting} unset`);
+        receiverSettings = { ...(settings as Record<string, unknown>), [auth.setting]: `wrong-${auth.setting}-value` };
         try {
           assert.equal(await send(url, 'opened', 'someone@example.com'), 401);
         } finally {
@@ -234,10 +256,11 @@ function okOnly(results: ItemResult[]): Array<true | string> {
 
 /** Secret settings values, and every credential the simulator saw in auth headers (decoded too). */
 function credentialValues(destination: Destination, settingsList: unknown[], sim: DestinationSimulator): string[] {
+  const secrets = secretKeys(destination.settings);
   const values = new Set<string>();
   for (const s of settingsList) {
     if (typeof s !== 'object' || s === null) continue;
-    for (const key of destination.secrets) {
+    for (const key of secrets) {
       const v: unknown = (s as Record<string, unknown>)[key];
       if (typeof v === 'string') values.add(v);
     }

@@ -8,7 +8,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import type { EngagementKind } from '../../sync/events.js';
+import { normalizeEmail, type EngagementKind } from '../../model/index.js';
 import { InboundRejected, type InboundParsed, type InboundRequest } from '../types.js';
 import type { CustomerioSettings } from './settings.js';
 
@@ -72,6 +72,11 @@ const envelope = z.looseObject({
     subject: text,
     href: text,
     failure_message: text,
+    // Opens by privacy proxies and prefetchers, and clicks by link scanners, are flagged (UNCONFIRMED
+    // which of these every account gets; any one set to true marks the event a machine's).
+    proxied: z.boolean().nullish().catch(undefined),
+    prefetched: z.boolean().nullish().catch(undefined),
+    machine: z.boolean().nullish().catch(undefined),
     campaign_id: idLike,
     broadcast_id: idLike,
     newsletter_id: idLike,
@@ -100,8 +105,10 @@ function toEngagement(e: z.infer<typeof envelope>, source: string, now: number):
   if (!PERSON_METRICS.has(e.metric) && e.object_type && e.object_type !== 'email') return [];
   const d = e.data;
   // identifiers.email is null in id-only workspaces; recipient is the address the message went to.
-  const email = [d.identifiers?.email, d.recipient, d.email_address].find((v) => v?.includes('@'))?.trim().toLowerCase();
-  if (!email) return [];
+  const found = [d.identifiers?.email, d.recipient, d.email_address].find((v) => v?.includes('@'));
+  if (!found) return [];
+  const email = normalizeEmail(found);
+  const machine = d.proxied === true || d.prefetched === true || d.machine === true;
   const campaign = d.campaign_id ? `campaign:${d.campaign_id}`
     : d.broadcast_id ? `broadcast:${d.broadcast_id}`
     : d.newsletter_id ? `newsletter:${d.newsletter_id}`
@@ -120,6 +127,7 @@ function toEngagement(e: z.infer<typeof envelope>, source: string, now: number):
       ...(d.href ? { link: d.href } : {}),
       ...(campaign ? { campaign } : {}),
       ...(d.failure_message ? { detail: d.failure_message } : {}),
+      ...(machine ? { machine } : {}),
     },
   }];
 }

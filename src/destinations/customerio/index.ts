@@ -8,7 +8,7 @@ import type { Destination, ItemResult } from '../types.js';
 import { getRegion, postBatch, trackUrl } from './client.js';
 import { parseCio, verifyCio } from './inbound.js';
 import { batchResults, planBatches } from './ops.js';
-import { customerioSecrets, customerioSettings } from './settings.js';
+import { customerioSettings } from './settings.js';
 import { customerioSimulator } from './simulator.js';
 
 const regionAnswer = z.looseObject({ region: z.string().optional() });
@@ -17,7 +17,6 @@ export const customerio = {
   type: 'customerio',
   title: 'Customer.io',
   settings: customerioSettings,
-  secrets: customerioSecrets,
   // 1000 rps is Customer.io's documented (soft) limit, far above what one worker sends: no perSecond.
   // 100 ops of a few KB each fit one batch request easily.
   limits: { maxBatch: 100, maxBatchBytes: 500_000 },
@@ -40,7 +39,7 @@ export const customerio = {
   },
 
   async deliver(ctx, ops) {
-    const plan = planBatches(ops, ctx.settings.identifyBy ?? 'email');
+    const plan = planBatches(ops, ctx.identifyBy);
     const results = new Map(plan.decided);
     // Once a request fails for every item (auth, throttling, outage, network), the rest would too:
     // answer them the same way without sending, so a 429 is not answered with more traffic.
@@ -60,6 +59,10 @@ export const customerio = {
     return ops.map((_, i) => results.get(i) ?? { retry: { reason: 'not sent' } });
   },
 
-  inbound: { verify: verifyCio, parse: parseCio },
+  inbound: {
+    auth: { kind: 'hmac', header: 'x-cio-signature', timestampHeader: 'x-cio-timestamp', setting: 'webhookSigningKey' },
+    verify: verifyCio,
+    parse: parseCio,
+  },
   simulator: customerioSimulator,
 } satisfies Destination<typeof customerioSettings>;

@@ -5,12 +5,10 @@
  * Everything goes through `POST /api/v2/batch`: one request per ≤ 500 KB of ops instead of one per
  * op (v1), identify/event/suppress/delete all fit, and a 207 answer says which items failed.
  */
-import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { classifyResult, type AnyVendorAnswer } from '../http.js';
-import type { Attributes, ItemResult, PersonRef, SyncOp } from '../types.js';
-
-export type IdentifyBy = 'email' | 'id';
+import { deterministicUlid, ULID_RE } from '../../model/index.js';
+import type { Attributes, IdentifyBy, ItemResult, PersonRef, SyncOp } from '../types.js';
 
 export const BATCH_PATH = '/api/v2/batch';
 /**
@@ -117,30 +115,14 @@ function unixSeconds(ms: number): number {
   return Math.floor(ms / 1000);
 }
 
-const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/i;
-
 /**
  * The event `id` Customer.io dedups on. Its spec types the id as a ULID, and what it does with other
  * strings is undocumented, so a messageId that is a ULID is sent as is and anything else becomes a
- * ULID derived from it: op time in the time part, SHA-256(messageId) in the random part. Same op,
+ * ULID derived from it: op time in the time part, a hash of the messageId in the rest. Same op,
  * same id, so a retried batch cannot create a second event.
  */
 export function toEventId(messageId: string, timestampMs: number): string {
-  if (ULID_RE.test(messageId)) return messageId.toUpperCase();
-  let time = '';
-  let t = Math.min(Math.max(0, Math.floor(timestampMs)), 2 ** 48 - 1);
-  for (let i = 0; i < 10; i += 1) {
-    time = CROCKFORD[t % 32] + time;
-    t = Math.floor(t / 32);
-  }
-  let n = BigInt(`0x${createHash('sha256').update(messageId).digest('hex').slice(0, 20)}`);
-  let random = '';
-  for (let i = 0; i < 16; i += 1) {
-    random = CROCKFORD[Number(n & 31n)] + random;
-    n >>= 5n;
-  }
-  return time + random;
+  return ULID_RE.test(messageId) ? messageId.toUpperCase() : deterministicUlid(timestampMs, messageId);
 }
 
 /** The 207 body. Loose: extra keys are fine, but every error must say which item it is about. */

@@ -3,7 +3,7 @@
  * attributes, events, identifyBy, webhookSecret, … — and strips them before this schema runs).
  */
 import { z } from 'zod';
-import { duration, secret } from '../../config/schema.js';
+import { duration, secret } from '../../model/index.js';
 
 /** Track API roots as Customer.io documents them; the client appends `/api/v1/...` and `/api/v2/...`. */
 export const TRACK_URLS = {
@@ -24,14 +24,6 @@ export const customerioSettings = z.object({
   webhookSigningKey: secret().optional(),
   /** Per-request timeout, overriding the service default (`10s`, `2500ms`, …). */
   timeout: duration.optional(),
-  /**
-   * Not written in this block: the common `identifyBy` key (config/schema.ts), which the loader
-   * copies in so the connector sees it. Absent means `email`.
-   */
-  identifyBy: z.enum(['email', 'id']).optional(),
 }).strict();
 
 export type CustomerioSettings = z.infer<typeof customerioSettings>;
-
-/** Masked wherever config is shown or logged. */
-export const customerioSecrets = ['siteId', 'apiKey', 'webhookSigningKey'] as const satisfies ReadonlyArray<keyof CustomerioSettings>;

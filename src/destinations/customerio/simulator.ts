@@ -6,7 +6,9 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
-import type { DestinationSimulator, DestinationSimulatorFactory, SimulatedRequest } from '../types.js';
+import { randomUlid } from '../../model/index.js';
+import { SimulatorHarness } from '../simulator-kit.js';
+import type { DestinationSimulator, DestinationSimulatorFactory, EngagementExtra, EngagementSample, SyncOpKind } from '../types.js';
 
 // Customer.io's limits, read strictly (KB = 1000 bytes) so a client that passes here passes there.
 const MAX_BATCH_BYTES = 500_000;
@@ -19,16 +21,7 @@ const PERSON_ACTIONS = new Set([
   'delete_relationships', 'add_device', 'delete_device', 'merge',
 ]);
 const UNAUTHORIZED = { meta: { error: 'Unauthorized request. Make sure that you provided the right credentials.' } };
-const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
-export type EngagementKind = 'opened' | 'clicked' | 'unsubscribed' | 'bounced';
-export interface EngagementExtra {
-  subject?: string;
-  link?: string;
-  eventId?: string;
-  /** When it happened, unix ms (default now). */
-  timestamp?: number;
-}
 
 export interface SimEvent {
   /** The identifier the event was recorded for (email lower-cased, or id). */
@@ -48,7 +41,7 @@ export interface CustomerioSimulator extends DestinationSimulator {
   /** Suppressed identifiers: identify calls for them are dropped. */
   readonly suppressed: ReadonlySet<string>;
   readonly credentials: { readonly siteId: string; readonly apiKey: string; readonly webhookSigningKey: string };
-  sendEngagement(url: string, kind: EngagementKind, email: string, extra?: EngagementExtra): Promise<number>;
+  sendEngagement(url: string, kind: EngagementSample, email: string, extra?: EngagementExtra): Promise<number>;
 }
 
 interface ItemError {
@@ -71,11 +64,16 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
   const events: SimEvent[] = [];
   const eventIds = new Set<string>();
   const suppressed = new Set<string>();
-  const requests: SimulatedRequest[] = [];
-  let failures: { remaining: number; status: number; retryAfterSec?: number } = { remaining: 0, status: 500 };
-  let rateWindow = { second: 0, count: 0 };
+  const harness = new SimulatorHarness({
+    errorBody: (status) => ({ meta: { error: status === 429 ? 'rate limit exceeded (simulated)' : `simulated HTTP ${status}` } }),
+    // Our choice: the Track spec documents no 429 (its limit is 1000 rps, "not strictly enforced").
+    ...(opts.perSecond !== undefined ? { perSecond: opts.perSecond } : {}),
+  });
+  const record = (kind: SyncOpKind, person: string, ok: boolean, extra: { target?: string; reason?: string; duplicate?: boolean } = {}) =>
+    harness.item({ kind, person, ok, ...extra });
 
   const identify = (key: string, attributes: Record<string, unknown>): void => {
+    record('upsertPerson', key, true);
     if (suppressed.has(key)) return; // Customer.io silently drops identifies of suppressed people.
     const { _update, _timestamp, ...rest } = attributes;
     const existing = people.get(key);
@@ -84,14 +82,22 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
   };
   const track = (event: SimEvent): void => {
     if (event.id !== undefined) {
-      if (eventIds.has(event.id)) return; // a repeated id is ignored (that is what it is for)
+      // A repeated id is ignored (that is what it is for).
+      const duplicate = eventIds.has(event.id);
+      record('trackEvent', event.person, true, { target: event.name, ...(duplicate ? { duplicate } : {}) });
+      if (duplicate) return;
       eventIds.add(event.id);
-    }
+    } else record('trackEvent', event.person, true, { target: event.name });
     events.push(event);
   };
   const suppress = (key: string): void => {
+    record('suppress', key, true);
     people.delete(key);
     suppressed.add(key);
+  };
+  const erase = (key: string): void => {
+    record('erasePerson', key, true);
+    people.delete(key);
   };
 
   /** A v2 operation, applied when valid. */
@@ -118,7 +124,10 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
       case 'page':
       case 'screen': {
         const name = typeof item.name === 'string' ? item.name.trim() : '';
-        if (!name) return { reason: 'required', field: 'name', message: 'name cannot be blank' };
+        if (!name) {
+          record('trackEvent', key, false, { reason: 'name cannot be blank' });
+          return { reason: 'required', field: 'name', message: 'name cannot be blank' };
+        }
         track({
           person: key,
           name,
@@ -131,7 +140,7 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
         return undefined;
       }
       case 'delete':
-        people.delete(key);
+        erase(key);
         return undefined;
       case 'suppress':
         suppress(key);
@@ -145,42 +154,17 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
   };
 
   const plugin: FastifyPluginAsync = async (app) => {
-    const prefix = app.prefix;
     // Raw bytes: the size limits apply to what was sent, and malformed JSON gets Customer.io's answer.
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 4 * MAX_BATCH_BYTES }, (_req, body, done) => done(null, body));
 
     app.addHook('onRequest', async (request, reply) => {
-      if (failures.remaining > 0) {
-        failures.remaining -= 1;
-        if (failures.retryAfterSec !== undefined) void reply.header('retry-after', String(failures.retryAfterSec));
-        return reply.code(failures.status).send({ meta: { error: `simulated HTTP ${failures.status}` } });
-      }
+      const faulted = await harness.fault(request, reply);
+      if (faulted) return faulted;
       if (request.headers.authorization !== expectedAuth) return reply.code(401).send(UNAUTHORIZED);
-      if (opts.perSecond !== undefined) {
-        const second = Math.floor(Date.now() / 1000);
-        rateWindow = rateWindow.second === second ? { second, count: rateWindow.count + 1 } : { second, count: 1 };
-        if (rateWindow.count > opts.perSecond) {
-          // Our choice: the Track spec documents no 429 (its limit is 1000 rps, "not strictly enforced").
-          return reply.code(429).header('retry-after', '1').send({ meta: { error: 'rate limit exceeded (simulated)' } });
-        }
-      }
-      return undefined;
+      return harness.overLimit(reply);
     });
-
-    // onSend, not onResponse: the record must exist before the client sees the answer.
-    app.addHook('onSend', async (request, reply, payload) => {
-      const path = request.url.split('?')[0] ?? '';
-      requests.push({
-        at: Date.now(),
-        method: request.method,
-        path: path.startsWith(prefix) ? path.slice(prefix.length) : path,
-        headers: { ...request.headers },
-        body: readJson(request.body).value,
-        status: reply.statusCode,
-      });
-      return payload;
-    });
+    harness.install(app, (request) => readJson(request.body).value);
 
     app.get('/api/v1/accounts/region', async () => ({ url: HOSTS[region], region, environment_id: 1 }));
 
@@ -210,7 +194,7 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
     });
 
     app.delete<{ Params: { identifier: string } }>('/api/v1/customers/:identifier', async (request) => {
-      people.delete(keyOf(request.params.identifier));
+      erase(keyOf(request.params.identifier));
       return {};
     });
 
@@ -256,7 +240,7 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
   };
 
   /** A reporting webhook in Customer.io's envelope, signed as Customer.io signs it. */
-  const sendEngagement = async (url: string, kind: EngagementKind, email: string, extra: EngagementExtra = {}): Promise<number> => {
+  const sendEngagement = async (url: string, kind: EngagementSample, email: string, extra: EngagementExtra = {}): Promise<number> => {
     const body = JSON.stringify(engagementEnvelope(kind, email, extra, idFor(email, people)));
     const timestamp = String(Math.floor(Date.now() / 1000));
     const signature = createHmac('sha256', credentials.webhookSigningKey).update(`v0:${timestamp}:${body}`).digest('hex');
@@ -273,29 +257,26 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
 
   return {
     plugin,
-    requests,
+    requests: harness.requests,
+    items: harness.items,
+    faults: harness.faults,
     people,
     events,
     suppressed,
     credentials,
     settingsFor: (baseUrl) => ({ siteId: credentials.siteId, apiKey: credentials.apiKey, baseUrl, webhookSigningKey: credentials.webhookSigningKey }),
-    failNext: (n, status, retryAfterSec) => {
-      failures = retryAfterSec === undefined ? { remaining: n, status } : { remaining: n, status, retryAfterSec };
-    },
     sendEngagement,
     reset: () => {
       people.clear();
       events.length = 0;
       eventIds.clear();
       suppressed.clear();
-      requests.length = 0;
-      failures = { remaining: 0, status: 500 };
-      rateWindow = { second: 0, count: 0 };
+      harness.reset();
     },
   };
 }) satisfies DestinationSimulatorFactory;
 
-function engagementEnvelope(kind: EngagementKind, email: string, extra: EngagementExtra, personId: string | null): Record<string, unknown> {
+function engagementEnvelope(kind: EngagementSample, email: string, extra: EngagementExtra, personId: string | null): Record<string, unknown> {
   const data: Record<string, unknown> = {
     // A campaign (journey) message; broadcasts and newsletters carry broadcast_id / newsletter_id instead.
     campaign_id: 7,
@@ -306,11 +287,13 @@ function engagementEnvelope(kind: EngagementKind, email: string, extra: Engageme
     recipient: email,
     subject: extra.subject ?? 'Your proposal from Acme',
   };
-  if (kind === 'opened') Object.assign(data, { proxied: false, prefetched: false });
-  if (kind === 'clicked') Object.assign(data, { href: extra.link ?? 'https://example.com/pricing', link_id: 3, machine: false });
+  // Customer.io flags opens by privacy proxies and prefetchers, and clicks by link scanners.
+  const machine = extra.machine ?? false;
+  if (kind === 'opened') Object.assign(data, { proxied: machine, prefetched: machine });
+  if (kind === 'clicked') Object.assign(data, { href: extra.link ?? 'https://example.com/pricing', link_id: 3, machine });
   if (kind === 'bounced') data.failure_message = '550 5.1.1 The email account that you tried to reach does not exist.';
   return {
-    event_id: extra.eventId ?? newUlid(),
+    event_id: extra.eventId ?? randomUlid(),
     object_type: 'email',
     metric: kind,
     timestamp: Math.floor((extra.timestamp ?? Date.now()) / 1000),
@@ -326,13 +309,6 @@ function idFor(email: string, people: ReadonlyMap<string, Readonly<Record<string
     if (typeof attrs.email === 'string' && attrs.email.toLowerCase() === email.toLowerCase() && !key.includes('@')) return key;
   }
   return null;
-}
-
-function newUlid(now: number = Date.now()): string {
-  let time = '';
-  for (let t = now, i = 0; i < 10; i += 1, t = Math.floor(t / 32)) time = CROCKFORD[t % 32] + time;
-  const random = [...randomBytes(16)].map((b) => CROCKFORD[b % 32]).join('');
-  return time + random;
 }
 
 /** Emails are case-insensitive identifiers in Customer.io; ids are kept exactly. */

@@ -1,12 +1,17 @@
 /** v4 JSON for the simulator's records, with `_links` and `_embedded` the way the API nests them. */
 import { selfLink } from './http.js';
-import type { SimCompany, SimContact, SimCustomField, SimLead, SimNote, SimPipeline, SimTask, SimUser, SimWebhook } from './types.js';
+import type { SimCompany, SimContact, SimCustomField, SimLead, SimLossReason, SimNote, SimPipeline, SimTask, SimUser, SimWebhook } from './types.js';
 
-export function renderLead(lead: SimLead, api: string, withContacts: boolean): Record<string, unknown> {
+/** `with=contacts` embeds the contact links, `with=loss_reason` the lost lead's reason (a one-item list). */
+export function renderLead(lead: SimLead, api: string, withs: ReadonlySet<string>, lossReasons: ReadonlyMap<number, SimLossReason>): Record<string, unknown> {
   const { tags, contact_ids, company_id, ...fields } = lead;
   const embedded: Record<string, unknown> = { tags: tags.map((t) => ({ ...t })), companies: companyLinks(company_id, api) };
-  if (withContacts) {
+  if (withs.has('contacts')) {
     embedded.contacts = contact_ids.map((id, i) => ({ id, is_main: i === 0, _links: selfLink(`${api}/api/v4/contacts/${id}`) }));
+  }
+  if (withs.has('loss_reason')) {
+    const reason = lead.loss_reason_id === null ? undefined : lossReasons.get(lead.loss_reason_id);
+    embedded.loss_reason = reason ? [renderLossReason(reason, api)] : [];
   }
   return { ...fields, _links: selfLink(`${api}/api/v4/leads/${lead.id}`), _embedded: embedded };
 }
@@ -81,4 +86,8 @@ export function renderTask(t: SimTask, api: string): Record<string, unknown> {
 
 export function renderWebhook(w: SimWebhook): Record<string, unknown> {
   return { ...w, settings: [...w.settings] };
+}
+
+export function renderLossReason(r: SimLossReason, api: string): Record<string, unknown> {
+  return { ...r, _links: selfLink(`${api}/api/v4/leads/loss_reasons/${r.id}`) };
 }

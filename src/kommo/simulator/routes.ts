@@ -25,6 +25,7 @@ import {
   renderContact,
   renderCustomField,
   renderLead,
+  renderLossReason,
   renderNote,
   renderPipeline,
   renderTask,
@@ -239,7 +240,7 @@ function registerEntities(app: FastifyInstance, deps: RouteDeps, prefix: string,
   const isLeads = entity === 'leads';
   const embedKey = isLeads ? 'contacts' : 'leads';
   const render = (x: SimLead | SimContact, api: string, withs: Set<string>): unknown =>
-    isLeads ? renderLead(x as SimLead, api, withs.has(embedKey)) : renderContact(x as SimContact, api, withs.has(embedKey));
+    isLeads ? renderLead(x as SimLead, api, withs, state.lossReasons) : renderContact(x as SimContact, api, withs.has(embedKey));
   const lookup = (id: number): SimLead | SimContact | undefined => (isLeads ? state.leads.get(id) : state.contacts.get(id));
 
   app.get(`/api/v4/${entity}`, async (req, reply) => {
@@ -356,6 +357,25 @@ function registerCatalog(app: FastifyInstance, deps: RouteDeps, prefix: string):
       _links: selfLink(base.path),
       _embedded: { pipelines: pipelines.map((p) => renderPipeline(p, base.api)) },
     });
+  });
+
+  app.get('/api/v4/leads/loss_reasons', async (req, reply) => {
+    const base = linkBase(req, prefix);
+    const reasons = [...state.lossReasons.values()];
+    if (reasons.length === 0) return reply.code(204).send();
+    return sendHal(reply, {
+      _total_items: reasons.length,
+      _links: selfLink(base.path),
+      _embedded: { loss_reasons: reasons.map((r) => renderLossReason(r, base.api)) },
+    });
+  });
+
+  app.get('/api/v4/companies/custom_fields', async (req, reply) => {
+    const q = new KommoQuery(rawQuery(req));
+    const fields = [...state.customFields.companies.values()];
+    const pp = pageParams(q);
+    const extra = pp.ok ? { _total_items: fields.length, _page_count: Math.max(1, Math.ceil(fields.length / pp.limit)) } : {};
+    return sendPage(req, reply, prefix, q, 'custom_fields', fields, renderCustomField, extra);
   });
 
   app.get<IdParams>('/api/v4/leads/pipelines/:id', async (req, reply) => {

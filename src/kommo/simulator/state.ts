@@ -8,12 +8,14 @@ import { companyV2, contactV2, leadDeleteV2, leadV2, noteV2, taskV2, type LeadCh
 import type {
   CustomFieldType,
   EntityType,
+  FieldEntityType,
   SimCompany,
   SimContact,
   SimCustomField,
   SimCustomFieldValue,
   SimFieldValue,
   SimLead,
+  SimLossReason,
   SimNote,
   SimPipeline,
   SimStatus,
@@ -56,6 +58,8 @@ export interface LeadWrite {
   pipelineId?: number;
   statusId?: number;
   responsibleUserId?: number;
+  /** Kommo keeps it whatever the stage; the UI asks for one when a lead is lost. */
+  lossReasonId?: number | null;
   fields?: FieldChange[];
   tags?: TagOps;
   /** Contacts to link on creation, main contact first. */
@@ -91,7 +95,7 @@ export interface TaskWrite {
   result: { text: string } | null;
 }
 
-type SeqKind = 'user' | 'pipeline' | 'status' | 'field' | 'enumId' | 'tag' | 'lead' | 'contact' | 'company' | 'note' | 'task';
+type SeqKind = 'user' | 'pipeline' | 'status' | 'field' | 'enumId' | 'tag' | 'lead' | 'contact' | 'company' | 'note' | 'task' | 'lossReason';
 
 function nowSec(): number {
   return Math.floor(Date.now() / 1000);
@@ -105,7 +109,8 @@ function bump(prev: number): number {
 export class SimState {
   readonly users = new Map<number, SimUser>();
   readonly pipelines = new Map<number, SimPipeline>();
-  readonly customFields: Record<EntityType, Map<number, SimCustomField>> = { leads: new Map(), contacts: new Map() };
+  readonly customFields: Record<FieldEntityType, Map<number, SimCustomField>> = { leads: new Map(), contacts: new Map(), companies: new Map() };
+  readonly lossReasons = new Map<number, SimLossReason>();
   readonly leads = new Map<number, SimLead>();
   readonly contacts = new Map<number, SimContact>();
   readonly companies = new Map<number, SimCompany>();
@@ -127,6 +132,7 @@ export class SimState {
     company: 40_000_001,
     note: 50_000_001,
     task: 60_000_001,
+    lossReason: 5_001,
   };
 
   constructor(
@@ -140,6 +146,13 @@ export class SimState {
   }
 
   // ---- catalog ----
+
+  addLossReason(name: string): SimLossReason {
+    const t = nowSec();
+    const reason: SimLossReason = { id: this.next('lossReason'), name, sort: (this.lossReasons.size + 1) * 10, created_at: t, updated_at: t };
+    this.lossReasons.set(reason.id, reason);
+    return reason;
+  }
 
   addUser(name: string, email: string, isAdmin: boolean): SimUser {
     const user: SimUser = { id: this.next('user'), name, email, lang: 'en', is_admin: isAdmin };
@@ -181,7 +194,7 @@ export class SimState {
   }
 
   addCustomField(
-    entity: EntityType,
+    entity: FieldEntityType,
     def: { name: string; code?: string; type: CustomFieldType; enums?: string[]; predefined?: boolean },
   ): SimCustomField {
     const field: SimCustomField = {
@@ -216,7 +229,7 @@ export class SimState {
     return st;
   }
 
-  findField(entity: EntityType, key: { id?: number; code?: string; name?: string }): SimCustomField | undefined {
+  findField(entity: FieldEntityType, key: { id?: number; code?: string; name?: string }): SimCustomField | undefined {
     if (key.id !== undefined) return this.customFields[entity].get(key.id);
     for (const f of this.customFields[entity].values()) {
       if (key.code !== undefined && f.code === key.code) return f;
@@ -345,6 +358,7 @@ export class SimState {
         lead.status_id = stage.status_id;
       }
       if (write.responsibleUserId !== undefined) lead.responsible_user_id = write.responsibleUserId;
+      if (write.lossReasonId !== undefined) lead.loss_reason_id = write.lossReasonId;
       if (write.fields) lead.custom_fields_values = applyFields(lead.custom_fields_values, write.fields);
       if (write.tags) lead.tags = this.applyTags('leads', lead.tags, write.tags);
       for (const cid of write.contactIds ?? []) this.link(lead, cid);
@@ -452,7 +466,7 @@ export class SimState {
    * Creates a company linked to the given leads and contacts. A lead or contact has at most one
    * company, so linking moves it off its previous one. Fires add_company (under `contacts`, type=company).
    */
-  addCompany(w: { name: string; leadIds?: number[]; contactIds?: number[]; responsibleUserId?: number }, actor: number): SimCompany {
+  addCompany(w: { name: string; leadIds?: number[]; contactIds?: number[]; responsibleUserId?: number; fields?: FieldChange[] }, actor: number): SimCompany {
     const leads = (w.leadIds ?? []).map((id) => {
       const lead = this.leads.get(id);
       if (!lead) throw new Error(`Lead ${id} not found`);
@@ -469,7 +483,7 @@ export class SimState {
       name: w.name,
       ...createdBy(actor, w.responsibleUserId, t),
       closest_task_at: null,
-      custom_fields_values: null,
+      custom_fields_values: applyFields(null, w.fields ?? []),
       account_id: this.accountId,
       is_deleted: false,
       tags: [],

@@ -5,6 +5,17 @@
  */
 
 export type EntityType = 'leads' | 'contacts';
+/** Entities with custom fields (companies have fields too, but no notes or tags here). */
+export type FieldEntityType = EntityType | 'companies';
+
+/** A reason a lead was lost (`GET /api/v4/leads/loss_reasons`, `with=loss_reason`). */
+export interface SimLossReason {
+  id: number;
+  name: string;
+  sort: number;
+  created_at: number;
+  updated_at: number;
+}
 
 export interface KommoSimulatorOAuthOptions {
   clientId: string;
@@ -97,7 +108,7 @@ export interface SimCustomField {
   code: string | null;
   sort: number;
   type: CustomFieldType;
-  entity_type: EntityType;
+  entity_type: FieldEntityType;
   is_predefined: boolean;
   is_deletable: boolean;
   is_visible: boolean;

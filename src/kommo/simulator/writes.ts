@@ -5,7 +5,7 @@
  */
 import { isRecord, type ValidationError } from './http.js';
 import type { ContactWrite, FieldChange, LeadWrite, NoteWrite, SimState, TagOps, TagRef, TaskWrite } from './state.js';
-import type { CustomFieldScalar, EntityType, SimCustomField, SimFieldValue } from './types.js';
+import type { CustomFieldScalar, EntityType, FieldEntityType, SimCustomField, SimFieldValue } from './types.js';
 
 export const NOTE_TYPES = new Set([
   'common',
@@ -101,6 +101,12 @@ export function parseLeadItem(
     }
   }
   write.responsibleUserId = parseResponsible(state, raw, e);
+  if (raw.loss_reason_id === null) write.lossReasonId = null;
+  else {
+    const lossReasonId = optInt(raw, 'loss_reason_id', e, 1);
+    if (lossReasonId !== undefined && !state.lossReasons.has(lossReasonId)) e.add('NotSupportedChoice', 'loss_reason_id', `Loss reason ${lossReasonId} not found`);
+    else if (lossReasonId !== undefined) write.lossReasonId = lossReasonId;
+  }
   if (raw.custom_fields_values !== undefined && raw.custom_fields_values !== null) {
     write.fields = parseFieldChanges(state, 'leads', raw.custom_fields_values, 'custom_fields_values', e);
   }
@@ -202,7 +208,7 @@ function parseTagRefs(state: SimState, entity: EntityType, raw: unknown, path: s
 // ---- custom fields ----
 
 /** `[{field_id | field_code, values:[{value, enum_id? | enum_code?}]}]`; null or [] values clear the field. */
-export function parseFieldChanges(state: SimState, entity: EntityType, raw: unknown, path: string, e: Errors): FieldChange[] {
+export function parseFieldChanges(state: SimState, entity: FieldEntityType, raw: unknown, path: string, e: Errors): FieldChange[] {
   if (!Array.isArray(raw)) {
     e.add('InvalidType', path, 'This value should be of type array');
     return [];
@@ -326,7 +332,7 @@ function parseFieldValue(field: SimCustomField, raw: unknown, path: string, e: E
 /** Programmatic `fields: {"Industry": "SaaS"}` (by name or code) -> field changes; throws on a bad value. */
 export function fieldChangesByName(
   state: SimState,
-  entity: EntityType,
+  entity: FieldEntityType,
   fields: Record<string, CustomFieldScalar | CustomFieldScalar[]>,
   extra: { code: string; value: string | undefined }[] = [],
 ): FieldChange[] {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { DEFAULT_ACCESS_TOKEN, KommoSimulator, LOST_STATUS_ID, WON_STATUS_ID, type KommoSimulatorOptions } from './simulator.js';
+import { DEFAULT_ACCESS_TOKEN, KommoSimulator, LOST_STATUS_ID, WON_STATUS_ID, type KommoSimulatorOptions } from './index.js';
 
 const FAST = { rateLimitPerSecond: 10_000 } satisfies KommoSimulatorOptions;
 

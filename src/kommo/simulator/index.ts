@@ -1,24 +1,30 @@
 /**
- * KommoSimulator: a faithful fake of Kommo's API v4 and outgoing webhooks (see
- * /work/shared/vendor-apis/kommo.md), served over real HTTP for tests, benchmarks and the demo.
+ * KommoSimulator: a faithful fake of Kommo's REST API v4 and its outgoing webhooks, served over real
+ * HTTP for tests, benchmarks and the demo. It follows Kommo's developer documentation
+ * (https://developers.kommo.com/reference: leads, contacts, companies, pipelines, custom fields,
+ * loss reasons, notes, tasks, users, account, webhooks, OAuth 2.0; and
+ * https://developers.kommo.com/docs/webhooks for the form-encoded webhook bodies).
  *
  * Faithful on purpose, including the awkward parts: 204 with an empty body for empty lists, a fuzzy
  * `query`, 7 rps with 429 then a 403 block, rotating refresh tokens, `_embedded.tags` replacing the
  * tag set, and webhooks that are form-encoded, v2-shaped and fired by API writes too.
  *
  * Programmatic control methods change state synchronously (as a user in Kommo's UI would) and
- * queue the webhooks; `flushWebhooks()` waits for delivery.
+ * queue the webhooks; `flushWebhooks()` waits for delivery. The parts: state.ts (records),
+ * routes.ts (the HTTP API), writes.ts (write validation), render.ts (v4 JSON), webhooks.ts
+ * (outgoing webhooks), oauth.ts, gate.ts (rate limit and blocks).
  */
 import Fastify, { type FastifyInstance, type FastifyPluginAsync } from 'fastify';
-import { RequestGate } from './simulator/gate.js';
-import { OAuthServer } from './simulator/oauth.js';
-import { createPlugin } from './simulator/routes.js';
-import { LOST_STATUS_ID, SimState, WON_STATUS_ID, type LeadWrite } from './simulator/state.js';
+import { RequestGate } from './gate.js';
+import { OAuthServer } from './oauth.js';
+import { createPlugin } from './routes.js';
+import { LOST_STATUS_ID, SimState, WON_STATUS_ID, type LeadWrite } from './state.js';
 import type {
   BurnedRefreshTokenReuse,
   CustomFieldScalar,
   CustomFieldType,
   EntityType,
+  FieldEntityType,
   KommoSimulatorOptions,
   OAuthRefreshRecord,
   RequestLogEntry,
@@ -26,6 +32,7 @@ import type {
   SimContact,
   SimCustomField,
   SimLead,
+  SimLossReason,
   SimNote,
   SimPipeline,
   SimStatus,
@@ -33,12 +40,12 @@ import type {
   SimUser,
   SimWebhook,
   WebhookSendRecord,
-} from './simulator/types.js';
-import { WebhookDispatcher } from './simulator/webhooks.js';
-import { fieldChangesByName } from './simulator/writes.js';
+} from './types.js';
+import { WebhookDispatcher } from './webhooks.js';
+import { fieldChangesByName } from './writes.js';
 
-export type * from './simulator/types.js';
-export { WEBHOOK_EVENTS, CUSTOM_FIELD_TYPES } from './simulator/types.js';
+export type * from './types.js';
+export { WEBHOOK_EVENTS, CUSTOM_FIELD_TYPES } from './types.js';
 export { WON_STATUS_ID, LOST_STATUS_ID };
 
 export const DEFAULT_ACCESS_TOKEN = 'sim-long-lived-token';
@@ -93,6 +100,8 @@ export interface CreateCompanyInput {
   /** Contacts to link (at most one company per contact, as for leads). */
   contactIds?: number[];
   responsibleUserId?: number;
+  /** Custom field values by field name (or code). */
+  fields?: FieldInput;
 }
 
 export interface AddCustomFieldInput {
@@ -154,6 +163,8 @@ export class KommoSimulator {
     this.state.addCustomField('contacts', { name: 'Phone', code: 'PHONE', type: 'multitext', enums: ['WORK', 'WORKDD', 'MOB', 'FAX', 'HOME', 'OTHER'], predefined: true });
     this.state.addCustomField('contacts', { name: 'Email', code: 'EMAIL', type: 'multitext', enums: ['WORK', 'PRIV', 'OTHER'], predefined: true });
     this.state.addCustomField('contacts', { name: 'Email opt-in', type: 'checkbox' });
+    this.state.addCustomField('companies', { name: 'Size', type: 'select', enums: ['1-10', '11-50', '51-200', '201-1000', '1000+'] });
+    for (const reason of ['Too expensive', 'Chose a competitor', 'No budget', 'No response']) this.state.addLossReason(reason);
   }
 
   // ---- server ----
@@ -205,11 +216,11 @@ export class KommoSimulator {
   get mainPipeline(): SimPipeline {
     return this.state.mainPipeline;
   }
-  customFields(entity: EntityType): SimCustomField[] {
+  customFields(entity: FieldEntityType): SimCustomField[] {
     return [...this.state.customFields[entity].values()];
   }
   /** Field definition by name or code, e.g. `field('contacts', 'EMAIL')`. */
-  field(entity: EntityType, nameOrCode: string): SimCustomField | undefined {
+  field(entity: FieldEntityType, nameOrCode: string): SimCustomField | undefined {
     return this.state.findField(entity, { name: nameOrCode }) ?? this.state.findField(entity, { code: nameOrCode });
   }
   /** Stage by name in a pipeline (main pipeline by default); throws when missing. */
@@ -278,7 +289,7 @@ export class KommoSimulator {
     return this.state.addPipeline(name, stageNames);
   }
 
-  addCustomField(entity: EntityType, input: AddCustomFieldInput): SimCustomField {
+  addCustomField(entity: FieldEntityType, input: AddCustomFieldInput): SimCustomField {
     return this.state.addCustomField(entity, input);
   }
 
@@ -325,6 +336,7 @@ export class KommoSimulator {
         ...(input.leadIds !== undefined && { leadIds: input.leadIds }),
         ...(input.contactIds !== undefined && { contactIds: input.contactIds }),
         ...(responsible !== undefined && { responsibleUserId: responsible }),
+        ...(input.fields !== undefined && { fields: fieldChangesByName(this.state, 'companies', input.fields) }),
       },
       this.uiUserId,
     );
@@ -360,12 +372,27 @@ export class KommoSimulator {
     return this.updateOne(leadId, write);
   }
 
-  /** Fires status_lead and update_lead (two POSTs to a subscriber of both), like a drag in the UI. */
-  moveLead(leadId: number, statusId: number, pipelineId?: number): SimLead {
+  /**
+   * Fires status_lead and update_lead (two POSTs to a subscriber of both), like a drag in the UI.
+   * Moving to lost (143) may name a loss reason, as Kommo's UI asks for one.
+   */
+  moveLead(leadId: number, statusId: number, pipelineId?: number, opts: { lossReason?: string } = {}): SimLead {
     const lead = this.requireLead(leadId);
     const stage = this.state.resolveStage(lead, pipelineId, statusId);
     if ('error' in stage) throw new Error(stage.error);
-    return this.updateOne(leadId, { pipelineId: stage.pipeline_id, statusId: stage.status_id });
+    const write: LeadWrite = { pipelineId: stage.pipeline_id, statusId: stage.status_id };
+    if (opts.lossReason !== undefined) write.lossReasonId = this.lossReason(opts.lossReason).id;
+    return this.updateOne(leadId, write);
+  }
+
+  get lossReasons(): ReadonlyMap<number, SimLossReason> {
+    return this.state.lossReasons;
+  }
+
+  /** A loss reason by name (added when the account does not have it yet). */
+  lossReason(name: string): SimLossReason {
+    for (const r of this.state.lossReasons.values()) if (r.name === name) return r;
+    return this.state.addLossReason(name);
   }
 
   /** Fires responsible_lead, then update_lead. */
