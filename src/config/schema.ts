@@ -33,7 +33,7 @@ export const kommoSchema = z.object({
 });
 
 /** Keys every destination block understands; everything else belongs to the destination's settings. */
-export const destinationCommonKeys = ['type', 'enabled', 'attributes', 'events', 'on', 'lists', 'identifyBy', 'webhookSecret', 'pipelines'] as const;
+export const destinationCommonKeys = ['type', 'enabled', 'attributes', 'events', 'properties', 'traits', 'on', 'lists', 'identifyBy', 'webhookSecret', 'pipelines', 'signals'] as const;
 
 const eventAction = z.object({
   /** Event name to send (overrides `events`). */
@@ -47,10 +47,14 @@ const eventAction = z.object({
 export const destinationCommon = z.object({
   type: z.string().min(1).optional(),
   enabled: z.boolean().default(true),
-  /** destination attribute name -> mapping expression over the enriched lead (see docs/mapping.md). */
-  attributes: z.record(z.string(), z.string()).optional(),
+  /** destination attribute name -> mapping expression over the enriched lead (see docs/mapping.md); null drops a default. */
+  attributes: z.record(z.string(), z.string().nullable()).optional(),
   /** CRM event kind -> event name sent to the destination. */
   events: z.partialRecord(crmEventKind, z.string().min(1)).optional(),
+  /** Event properties: `*` (every event) or a CRM event kind -> { name: expression }; null drops a default. */
+  properties: z.partialRecord(z.union([crmEventKind, z.literal('*')]), z.record(z.string(), z.string().nullable())).optional(),
+  /** Company traits (for destinations that group people by account): name -> expression. */
+  traits: z.record(z.string(), z.string().nullable()).optional(),
   /** CRM event kind -> extra actions (workflow, list moves). */
   on: z.partialRecord(crmEventKind, eventAction).optional(),
   /** Stage name (or key) -> list id: the person is in the list of the lead's current stage only. */
@@ -61,6 +65,21 @@ export const destinationCommon = z.object({
   webhookSecret: secret({ min: 16 }).optional(),
   /** Only leads of these pipelines (names) are synced here; default all. */
   pipelines: z.array(z.string()).optional(),
+  /**
+   * Intent signals from this tool's webhooks: a tag it adds, or an open or click of one of these
+   * emails (matched by name, case-insensitively), becomes a task for the lead's responsible user.
+   */
+  signals: z.object({
+    tags: z.array(z.string().min(1)).default([]),
+    emails: z.array(z.string().min(1)).default([]),
+    task: z.object({
+      text: z.string().default('Intent signal: {{signal}} ({{email}}). Follow up now.'),
+      due: duration.prefault('2h'),
+      typeId: z.number().int().default(1),
+    }).strict().prefault({}),
+    /** At most one signal task per lead in this period, whichever tool signalled. */
+    cooldown: duration.prefault('24h'),
+  }).strict().optional(),
 });
 export type DestinationCommon = z.infer<typeof destinationCommon>;
 
@@ -86,6 +105,11 @@ const unsubscribe = z.object({
   task: z.object({ text: z.string(), due: duration.prefault('24h') }).strict().optional(),
   /** Stage name to move the lead to. */
   moveToStage: z.string().optional(),
+  /**
+   * An unsubscribe or spam complaint reported by one tool suppresses the person in every other
+   * destination that can suppress, so no other tool keeps emailing them.
+   */
+  propagate: z.boolean().default(true),
 }).strict();
 
 export const engagementSchema = z.object({

@@ -31,10 +31,20 @@ export interface AccountRouting {
   }>;
   /** Note text to write on the lead after a sync, or null (not configured for this kind). */
   crmNote(e: EnrichedLead, sentTo: string[]): Promise<string | null>;
-  /** Finds the lead for an engagement event and plans the Kommo writes; null when no lead matches. */
-  engagement(ev: EngagementEvent): Promise<{ leadId: number; ops: KommoOp[] } | null>;
+  /**
+   * Finds the lead for an engagement event and plans the Kommo writes (none when no lead matches),
+   * and what other destinations get (a suppress when the person opted out somewhere).
+   */
+  engagement(ev: EngagementEvent): Promise<EngagementRouting>;
   /** Keeps the email -> lead index fresh from what enrichment read (one write per batch). */
   remember(leads: EnrichedLead[]): Promise<void>;
+}
+
+export interface EngagementRouting {
+  /** The matched Kommo lead, or null when no lead has this email. */
+  leadId: number | null;
+  kommo: KommoOp[];
+  sync: Array<{ destination: string; ops: SyncOp[] }>;
 }
 
 export interface RouterOptions {
@@ -244,7 +254,7 @@ export class Router {
     // One at a time: hot-lead counting depends on the order of opens.
     for (const row of rows) {
       const ev = row.payload as EngagementEvent;
-      let planned: { leadId: number; ops: KommoOp[] } | null;
+      let planned: EngagementRouting;
       try {
         planned = await account.engagement(ev);
       } catch (err) {
@@ -253,13 +263,15 @@ export class Router {
         continue;
       }
       routed.push(row.id);
-      if (!planned) {
+      if (planned.leadId === null) {
         this.o.log.info({ account: account.name, source: ev.source, kind: ev.kind }, 'no Kommo lead matches this email; engagement not recorded in Kommo');
-        continue;
       }
+      // The person's other jobs share the key, so a suppress runs after anything queued before it.
+      const orderingKey = planned.leadId === null ? `email:${ev.email}` : `lead:${planned.leadId}`;
       // One job per Kommo write: notes and tasks are not idempotent, so a retry of one write (say the
       // contact update) must not send a note that already went through again.
-      for (const op of planned.ops) jobs.push(kommoJob(account.name, `lead:${planned.leadId}`, ev.email, op, row.id));
+      for (const op of planned.kommo) jobs.push(kommoJob(account.name, orderingKey, ev.email, op, row.id));
+      for (const s of planned.sync) jobs.push(syncJob(account.name, s.destination, orderingKey, ev.email, s.ops, row.id));
     }
   }
 

@@ -9,7 +9,7 @@ import { ConfigError } from '../config/load.js';
 import type { AccountConfig, DestinationConfig } from '../config/schema.js';
 import { getDestination } from '../destinations/index.js';
 import type { Destination, DestinationContext } from '../destinations/types.js';
-import { KommoCatalog } from '../kommo/catalog.js';
+import { KommoCatalog, type FieldEntity } from '../kommo/catalog.js';
 import { createKommoClient, type KommoClient } from '../kommo/client.js';
 import { deliverKommoOps } from '../kommo/deliver.js';
 import { getAccountLimiter } from '../kommo/rate-limit.js';
@@ -18,15 +18,15 @@ import { KommoLoader, mainContactId } from '../kommo/loader.js';
 import type { KommoOp } from '../model/index.js';
 import type { Metrics } from '../observability/metrics.js';
 import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from '../queue/jobs.js';
-import type { AccountRouting } from '../queue/router.js';
+import type { AccountRouting, EngagementRouting } from '../queue/router.js';
 import type { DeliveryTarget } from '../queue/worker.js';
 import type { Store } from '../store/store.js';
 import { enrichLead } from '../sync/enrich.js';
 import type { EnrichedLead } from '../model/index.js';
 import type { CrmEvent, EngagementEvent } from '../model/index.js';
-import { compileEngagementRules, findLeadForEmail, planEngagement, WON_STATUS, LOST_STATUS, type EngagementRules, type LeadRow } from '../sync/inbound.js';
-import { fieldNamesReferenced, MappingError } from '../sync/mapping.js';
-import { compileCrmNotes, compileDestinationMapping, crmNoteText, planOutbound, type CompiledCrmNotes, type CompiledMapping } from '../sync/outbound.js';
+import { compileEngagementRules, findLeadForEmail, OPT_OUT_KINDS, planEngagement, WON_STATUS, LOST_STATUS, type EngagementRules, type LeadRow } from '../sync/inbound.js';
+import { fieldNamesReferenced, MappingError, type CompiledExpr, type CompiledTemplate } from '../sync/mapping.js';
+import { compileCrmNotes, compileDestinationMapping, crmNoteText, personId, planOutbound, type CompiledCrmNotes, type CompiledMapping } from '../sync/outbound.js';
 
 interface ActiveDestination {
   cfg: DestinationConfig;
@@ -91,7 +91,7 @@ export class AccountRuntime implements AccountRouting {
     const compiled = destinations.filter((d) => d.common.enabled).map((d): ActiveDestination | null => {
       const dest = getDestination(d.type)!;
       const where = (sub: string) => loaded.where([...base, 'destinations', d.name, ...sub.split('.')]);
-      const mapping = compile(() => compileDestinationMapping(d.common, where));
+      const mapping = compile(() => compileDestinationMapping(d.common, where, dest.defaults));
       return mapping && {
         cfg: d,
         dest,
@@ -141,26 +141,22 @@ export class AccountRuntime implements AccountRouting {
         }
       }
     }
-    for (const a of this.active) {
-      for (const attr of a.mapping.attributes) {
-        for (const ref of fieldNamesReferenced(attr.expr)) {
-          try {
-            this.catalog.field(ref.entity === 'lead' ? 'leads' : 'contacts', ref.name);
-          } catch (err) {
-            issues.push(`${attr.expr.where}: ${(err as Error).message}`);
-          }
-        }
-      }
-    }
-    if (this.notes) {
-      for (const ref of fieldNamesReferenced(this.notes.text)) {
+    const checkFields = (expr: CompiledExpr | CompiledTemplate) => {
+      for (const ref of fieldNamesReferenced(expr)) {
         try {
-          this.catalog.field(ref.entity === 'lead' ? 'leads' : 'contacts', ref.name);
+          this.catalog.field(`${ref.entity === 'company' ? 'companie' : ref.entity}s` as FieldEntity, ref.name);
         } catch (err) {
-          issues.push(`${this.notes.text.where}: ${(err as Error).message}`);
+          issues.push(`${expr.where}: ${(err as Error).message}`);
         }
       }
+    };
+    for (const a of this.active) {
+      // The `*` properties are compiled into every kind's set: check each expression once.
+      const exprs = new Map<string, CompiledExpr>();
+      for (const { expr } of [...a.mapping.attributes, ...a.mapping.traits, ...Object.values(a.mapping.properties).flat()]) exprs.set(`${expr.where}\0${expr.source}`, expr);
+      for (const expr of exprs.values()) checkFields(expr);
     }
+    if (this.notes) checkFields(this.notes.text);
     try {
       this.rules = compileEngagementRules(this.cfg.engagement, {
         contactField: (n) => {
@@ -171,7 +167,10 @@ export class AccountRuntime implements AccountRouting {
           const s = this.catalog.resolveStageByName(n);
           return { pipelineId: s.pipelineId, statusId: s.id };
         },
-      }, (sub) => this.loaded.where(['accounts', this.name, 'engagement', ...sub.split('.')]));
+      }, (sub) => this.loaded.where(['accounts', this.name, 'engagement', ...sub.split('.')]),
+      this.active.flatMap((a) => (a.cfg.common.signals
+        ? [{ source: a.cfg.name, cfg: a.cfg.common.signals, where: (sub: string) => this.loaded.where(['accounts', this.name, 'destinations', a.cfg.name, 'signals', ...sub.split('.')]) }]
+        : [])));
     } catch (err) {
       if (err instanceof MappingError) issues.push(err.message);
       else throw err;
@@ -227,7 +226,7 @@ export class AccountRuntime implements AccountRouting {
     await this.store.indexEmails(leads.filter((e) => e.contact?.email).map((e) => ({ account: this.name, email: e.contact!.email, leadId: e.lead.id, updatedAt: e.lead.updatedAt })));
   }
 
-  async engagement(ev: EngagementEvent): Promise<{ leadId: number; ops: KommoOp[] } | null> {
+  async engagement(ev: EngagementEvent): Promise<EngagementRouting> {
     await this.init();
     const match = await findLeadForEmail(ev.email, {
       indexed: (email) => this.store.leadsByEmail(this.name, email),
@@ -243,13 +242,30 @@ export class AccountRuntime implements AccountRouting {
       })),
       remember: (email, leadId, updatedAt) => this.store.indexEmail(this.name, email, leadId, updatedAt),
     });
-    if (!match) return null;
-    const ops = await planEngagement(ev, match, this.rules!, {
+    const sync = this.optOutElsewhere(ev, match?.contactId ?? null);
+    if (!match) return { leadId: null, kommo: [], sync };
+    const kommo = await planEngagement(ev, match, this.rules!, {
       // Lead ids are unique per Kommo account only: scope the counters by account.
       hitCounter: (key, at, windowMs) => this.store.hitCounter(`${this.name}:${key}`, at, windowMs),
       tryMark: (key, now, ttlMs) => this.store.tryMark(`${this.name}:${key}`, now, ttlMs),
     }, Date.now());
-    return { leadId: match.leadId, ops };
+    return { leadId: match.leadId, kommo, sync };
+  }
+
+  /**
+   * Unified opt-out: a person who unsubscribed (or complained) in one tool is suppressed in every
+   * other destination that can suppress, so no other tool keeps emailing them.
+   */
+  private optOutElsewhere(ev: EngagementEvent, contactId: number | null): EngagementRouting['sync'] {
+    if (!OPT_OUT_KINDS.has(ev.kind) || !this.rules?.propagateOptOut) return [];
+    return this.active
+      .filter((a) => a.cfg.name !== ev.source && a.dest.supports.suppress)
+      // A destination keyed by Kommo contact id cannot be told who this is without the contact.
+      .filter((a) => a.cfg.common.identifyBy === 'email' || contactId !== null)
+      .map((a) => ({
+        destination: a.cfg.name,
+        ops: [{ kind: 'suppress' as const, person: contactId === null ? { email: ev.email } : { email: ev.email, id: personId(contactId) } }],
+      }));
   }
 
   /** Delivery targets for the worker: every enabled destination, plus Kommo itself. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { engagementSchema } from '../config/schema.js';
+import { destinationCommon, engagementSchema } from '../config/schema.js';
 import type { KommoOp } from '../model/index.js';
 import type { EngagementEvent, EngagementKind } from '../model/index.js';
 import {
@@ -222,5 +222,74 @@ describe('findLeadForEmail', () => {
     const m = await findLeadForEmail('ana@example.com', miss.d);
     assert.deepEqual(m, { leadId: 3, contactId: 77, responsibleUserId: 9, pipelineId: 7, statusId: 101 });
     assert.deepEqual(miss.remembered, [['ana@example.com', 3, 200]]);
+  });
+});
+
+describe('planEngagement: unified engagement across tools', () => {
+  const hot = { on: 'email.opened', count: 3, within: '48h', cooldown: '24h', task: { text: 'Hot', due: '8h' } };
+
+  it('opens from different tools count toward the same lead\'s hot-lead window', async () => {
+    const r = rules({ notes: [], hotLead: hot });
+    const deps = fakeCounters();
+    const a = await planEngagement(ev('email.opened', { source: 'cio' }), match, r, deps, T0);
+    const b = await planEngagement(ev('email.opened', { source: 'iterable', occurredAt: T0 + H }), match, r, deps, T0 + H);
+    const c = await planEngagement(ev('email.opened', { source: 'encharge', occurredAt: T0 + 2 * H }), match, r, deps, T0 + 2 * H);
+    assert.deepEqual([a.length, b.length], [0, 0]);
+    assert.deepEqual(c.map((o) => o.kind), ['addTask']);
+  });
+
+  it('machine opens (privacy proxies, prefetch) never count toward a hot lead', async () => {
+    const r = rules({ notes: ['email.opened'], hotLead: hot });
+    const deps = fakeCounters();
+    const ops: KommoOp[] = [];
+    for (let i = 0; i < 5; i++) ops.push(...await planEngagement(ev('email.opened', { machine: true, occurredAt: T0 + i }), match, r, deps, T0 + i));
+    assert.ok(!ops.some((o) => o.kind === 'addTask'), JSON.stringify(ops));
+    assert.match((ops[0] as Extract<KommoOp, { kind: 'addNote' }>).text, /automated: not counted/);
+    // Two human opens after five machine ones are still only two.
+    for (let i = 0; i < 2; i++) ops.push(...await planEngagement(ev('email.opened', { occurredAt: T0 + 10 + i }), match, r, deps, T0 + 10 + i));
+    assert.ok(!ops.some((o) => o.kind === 'addTask'));
+  });
+
+  it('a spam complaint applies the unsubscribe rule', async () => {
+    const r = rules({ notes: [], unsubscribe: { contactField: 'Email opt-in', tag: 'Email Unsubscribed' } });
+    const ops = await planEngagement(ev('email.spammed'), match, r, fakeCounters(), T0);
+    assert.deepEqual(ops.map((o) => o.kind), ['updateContact', 'addNote']);
+    assert.deepEqual((ops[1] as Extract<KommoOp, { kind: 'addNote' }>).text, 'Email marked as spam (via cio)');
+  });
+
+  it('opt-outs propagate to other tools unless turned off', () => {
+    assert.equal(rules({}).propagateOptOut, true);
+    assert.equal(rules({ unsubscribe: { propagate: false } }).propagateOptOut, false);
+  });
+});
+
+describe('planEngagement: intent signals', () => {
+  const signals = [{
+    source: 'encharge',
+    cfg: destinationCommon.parse({ signals: { tags: ['clicked-pricing'], emails: ['Proposal', 'pricing'], task: { text: 'Signal: {{signal}} by {{email}}' } } }).signals!,
+    where: (sub: string) => `f.yaml:9 signals.${sub}`,
+  }];
+  const r = compileEngagementRules(engagementSchema.parse({ notes: ['email.clicked', 'tag.added'] }), resolver, WHERE, signals);
+
+  it('a configured tag becomes one task and one note naming it; a second within the cooldown none', async () => {
+    const deps = fakeCounters();
+    const first = await planEngagement(ev('tag.added', { source: 'encharge', detail: 'Clicked-Pricing' }), match, r, deps, T0);
+    assert.deepEqual(first.map((o) => o.kind), ['addNote', 'addTask']);
+    assert.equal((first[0] as Extract<KommoOp, { kind: 'addNote' }>).text, 'Intent signal: tag Clicked-Pricing (via encharge)');
+    const task = first[1] as Extract<KommoOp, { kind: 'addTask' }>;
+    assert.equal(task.text, 'Signal: tag Clicked-Pricing by ana@example.com');
+    assert.equal(task.completeTill, Math.floor((T0 + 2 * H) / 1000), 'due in 2 h by default');
+    assert.equal(task.responsibleUserId, 9);
+    const second = await planEngagement(ev('tag.added', { source: 'encharge', detail: 'clicked-pricing' }), match, r, deps, T0 + H);
+    assert.deepEqual(second.map((o) => o.kind), ['addNote'], 'only the usual tag note');
+  });
+
+  it('a click in a configured email is a signal; a newsletter open or another tool\'s tag is not', async () => {
+    const click = await planEngagement(ev('email.clicked', { source: 'encharge', subject: 'Your proposal from Acme', link: 'https://acme.test/pricing' }), match, r, fakeCounters(), T0);
+    assert.deepEqual(click.map((o) => o.kind), ['addNote', 'addTask']);
+    const newsletter = await planEngagement(ev('email.opened', { source: 'encharge', subject: 'March newsletter' }), match, r, fakeCounters(), T0);
+    assert.deepEqual(newsletter, []);
+    const elsewhere = await planEngagement(ev('tag.added', { source: 'cio', detail: 'clicked-pricing' }), match, r, fakeCounters(), T0);
+    assert.deepEqual(elsewhere.map((o) => o.kind), ['addNote']);
   });
 });

@@ -3,7 +3,7 @@
  * writes (notes, tasks, contact fields and tags, stage moves), the same rules for every vendor.
  * Pure apart from the injected lookups and the store's counters.
  */
-import type { EngagementConfig } from '../config/schema.js';
+import type { DestinationCommon, EngagementConfig } from '../config/schema.js';
 import type { KommoOp } from '../model/index.js';
 import type { EngagementEvent, EngagementKind } from '../model/index.js';
 import { compileTemplate, humanDuration, MappingError, whereOf, type CompiledTemplate, type Where } from './mapping.js';
@@ -84,8 +84,8 @@ function toMatch(l: LeadRow, contactId: number | null): LeadMatch {
 // ---------------------------------------------------------------------------------------------
 // Rules
 
-/** Names usable in engagement task templates (`{{count}}`, `{{within}}`, `{{email}}`, `{{lead.id}}`, ...). */
-export const ENGAGEMENT_ROOTS = ['count', 'within', 'email', 'source', 'subject', 'link', 'campaign', 'detail', 'event', 'lead', 'contact'] as const;
+/** Names usable in engagement task templates (`{{count}}`, `{{within}}`, `{{email}}`, `{{signal}}`, `{{lead.id}}`, ...). */
+export const ENGAGEMENT_ROOTS = ['count', 'within', 'email', 'source', 'subject', 'link', 'campaign', 'detail', 'signal', 'event', 'lead', 'contact'] as const;
 
 export interface ContactFieldRef {
   fieldId?: number;
@@ -118,12 +118,35 @@ export interface EngagementRules {
     moveTo?: { pipelineId: number; statusId: number };
   };
   bounce?: { tag: string; note: boolean };
+  /** Suppress the person in every other destination when one tool reports an opt-out (default on). */
+  propagateOptOut: boolean;
+  /** Intent signals per source (the destination name the webhook came in on). */
+  signals: ReadonlyMap<string, CompiledSignals>;
 }
+
+export interface CompiledSignals {
+  /** Lower-cased tag names. */
+  tags: ReadonlySet<string>;
+  /** Lower-cased email names, matched as substrings of the event's campaign, subject or detail. */
+  emails: readonly string[];
+  task: { text: CompiledTemplate; dueMs: number; typeId: number };
+  cooldownMs: number;
+}
+
+export type SignalsConfig = NonNullable<DestinationCommon['signals']>;
+
+/** Engagement kinds that mean "stop emailing me", wherever they were reported. */
+export const OPT_OUT_KINDS: ReadonlySet<EngagementKind> = new Set<EngagementKind>(['email.unsubscribed', 'email.spammed']);
 
 /** Kommo task type "follow-up call": unsubscribe tasks have no type setting. */
 const FOLLOW_UP = 1;
 
-export function compileEngagementRules(cfg: EngagementConfig, resolve: EngagementResolver, where: Where): EngagementRules {
+export function compileEngagementRules(
+  cfg: EngagementConfig,
+  resolve: EngagementResolver,
+  where: Where,
+  signals: ReadonlyArray<{ source: string; cfg: SignalsConfig; where: Where }> = [],
+): EngagementRules {
   const tpl = (text: string, sub: string) => compileTemplate(text, whereOf(where, sub), { roots: ENGAGEMENT_ROOTS });
   const lookup = <T>(sub: string, fn: () => T): T => {
     try {
@@ -135,7 +158,20 @@ export function compileEngagementRules(cfg: EngagementConfig, resolve: Engagemen
     }
   };
 
-  const rules: EngagementRules = { notes: new Set(cfg.notes) };
+  const rules: EngagementRules = {
+    notes: new Set(cfg.notes),
+    propagateOptOut: cfg.unsubscribe?.propagate ?? true,
+    signals: new Map(signals.map((s) => [s.source, {
+      tags: new Set(s.cfg.tags.map((t) => t.trim().toLowerCase())),
+      emails: s.cfg.emails.map((e) => e.trim().toLowerCase()),
+      task: {
+        text: compileTemplate(s.cfg.task.text, whereOf(s.where, 'task.text'), { roots: ENGAGEMENT_ROOTS }),
+        dueMs: s.cfg.task.due,
+        typeId: s.cfg.task.typeId,
+      },
+      cooldownMs: s.cfg.cooldown,
+    }])),
+  };
   const h = cfg.hotLead;
   if (h) {
     rules.hotLead = {
@@ -188,9 +224,10 @@ export async function planEngagement(
   const ops: KommoOp[] = [];
   const leadId = match.leadId;
   const dueAt = (ms: number) => Math.floor((now + ms) / 1000);
-  const input = (extra: { count?: number; within?: string }) => templateInput(ev, match, extra);
+  const input = (extra: { count?: number; within?: string; signal?: string }) => templateInput(ev, match, extra);
 
-  const unsub = ev.kind === 'email.unsubscribed' ? rules.unsubscribe : undefined;
+  // A spam complaint is the strongest opt-out there is: the same rule as an unsubscribe.
+  const unsub = OPT_OUT_KINDS.has(ev.kind) ? rules.unsubscribe : undefined;
   const bounce = ev.kind === 'email.bounced' ? rules.bounce : undefined;
 
   if (match.contactId !== null) {
@@ -207,11 +244,32 @@ export async function planEngagement(
 
   // A configured unsubscribe/bounce rule decides its own note (`note: false` silences it);
   // otherwise the `notes` list does. At most one note per event.
+  // A signal writes its own note (naming the signal) instead of the event's usual one.
+  let signalled = false;
+  const signal = signalOf(ev, rules.signals.get(ev.source));
+  if (signal) {
+    const sig = rules.signals.get(ev.source)!;
+    // One signal task per lead per cooldown, whichever tool signalled (the mark is per lead).
+    if (await deps.tryMark(`signal-task:${leadId}`, now, sig.cooldownMs)) {
+      signalled = true;
+      ops.push({ kind: 'addNote', leadId, text: `Intent signal: ${signal} (via ${ev.source})` });
+      ops.push({
+        kind: 'addTask',
+        leadId,
+        text: await sig.task.text.render(input({ signal })),
+        completeTill: dueAt(sig.task.dueMs),
+        responsibleUserId: match.responsibleUserId,
+        taskTypeId: sig.task.typeId,
+      });
+    }
+  }
+
   const rule = unsub ?? bounce;
-  if (rule ? rule.note : rules.notes.has(ev.kind)) ops.push({ kind: 'addNote', leadId, text: noteText(ev) });
+  if (!signalled && (rule ? rule.note : rules.notes.has(ev.kind))) ops.push({ kind: 'addNote', leadId, text: noteText(ev) });
 
   const hot = rules.hotLead;
-  if (hot && ev.kind === hot.on) {
+  // A machine open (privacy proxy, prefetch) or a scanner's click says nothing about the person.
+  if (hot && ev.kind === hot.on && !ev.machine) {
     const count = await deps.hitCounter(`hot:${leadId}`, ev.occurredAt, hot.withinMs);
     // The mark is the cooldown: only the call that sets it creates a task, across workers too.
     if (count >= hot.count && (await deps.tryMark(`hot-task:${leadId}`, now, hot.cooldownMs))) {
@@ -245,7 +303,22 @@ export async function planEngagement(
   return ops;
 }
 
-function templateInput(ev: EngagementEvent, match: LeadMatch, extra: { count?: number; within?: string }): Record<string, unknown> {
+/**
+ * What the event signals, in words ("tag clicked-pricing", "clicked the Proposal email"), or
+ * undefined when it matches none of the source's signals.
+ */
+export function signalOf(ev: EngagementEvent, signals: CompiledSignals | undefined): string | undefined {
+  if (!signals) return undefined;
+  if (ev.kind === 'tag.added' && ev.detail && signals.tags.has(ev.detail.trim().toLowerCase())) return `tag ${ev.detail.trim()}`;
+  if ((ev.kind === 'email.opened' || ev.kind === 'email.clicked') && !ev.machine) {
+    const names = [ev.campaign, ev.subject, ev.detail].filter((x): x is string => Boolean(x)).map((x) => x.toLowerCase());
+    const hit = signals.emails.find((e) => names.some((n) => n.includes(e)));
+    if (hit) return `${ev.kind === 'email.opened' ? 'opened' : 'clicked'} the "${hit}" email${ev.link ? ` (${ev.link})` : ''}`;
+  }
+  return undefined;
+}
+
+function templateInput(ev: EngagementEvent, match: LeadMatch, extra: { count?: number; within?: string; signal?: string }): Record<string, unknown> {
   return {
     ...extra,
     email: ev.email,
@@ -283,5 +356,5 @@ export function noteText(ev: EngagementEvent): string {
     'tag.added': withPart('Tagged', d && `"${d}"`),
     'tag.removed': withPart('Tag removed', d && `"${d}"`),
   };
-  return `${text[ev.kind]} (via ${ev.source})`;
+  return `${text[ev.kind]}${ev.machine ? ' [automated: not counted as engagement]' : ''} (via ${ev.source})`;
 }

@@ -5,7 +5,8 @@ import type { SyncOp, SyncOpKind } from '../destinations/types.js';
 import type { EnrichedLead, StageInfo } from '../model/index.js';
 import type { CrmEventKind } from '../model/index.js';
 import { MappingError } from './mapping.js';
-import { compileCrmNotes, compileDestinationMapping, crmNoteText, deterministicUlid, planOutbound } from './outbound.js';
+import { deterministicUlid } from '../model/index.js';
+import { compileCrmNotes, compileDestinationMapping, crmNoteText, planOutbound } from './outbound.js';
 
 const AT = 1_700_000_000_000;
 const STAGES = {
@@ -120,9 +121,50 @@ describe('planOutbound: events', () => {
     const { ops } = await plan(lead('lead.stage_changed'));
     const track = ops.find((o) => o.kind === 'trackEvent');
     assert.deepEqual(track?.kind === 'trackEvent' && track.properties, {
-      stage: 'proposal_sent', stage_id: 102, stage_name: 'Proposal sent', pipeline: 'Sales', lead_id: 42, deal_value: 5000,
+      stage: 'proposal_sent', stage_id: 102, stage_name: 'Proposal sent', pipeline: 'Sales', lead_id: 42, deal_value: 5000, currency: 'USD',
       previous_stage: 'demo_scheduled', previous_stage_id: 101, previous_stage_name: 'Demo scheduled',
     });
+  });
+
+  it('a lost lead\'s event carries the loss reason\'s name and when it was lost', async () => {
+    const lostAt = Date.UTC(2026, 10, 3, 12, 0);
+    const e = lead('lead.lost', { stage: { ...STAGES.won, id: 143, name: 'Closed - lost', key: 'closed_lost', type: 'lost' } });
+    e.lead = { ...e.lead, statusId: 143, closedAt: lostAt, lostAt, lossReason: 'Too expensive' };
+    const { ops } = await plan(e, { events: { 'lead.lost': 'deal_lost' } });
+    const track = ops.find((o) => o.kind === 'trackEvent');
+    assert.equal(track?.kind === 'trackEvent' && track.name, 'deal_lost');
+    assert.equal(track?.kind === 'trackEvent' && track.properties.loss_reason, 'Too expensive');
+    assert.equal(track?.kind === 'trackEvent' && track.properties.lost_at, '2026-11-03T12:00:00.000Z');
+  });
+
+  it('properties are configurable like attributes: `*` for every event, a kind for one, null drops a default', async () => {
+    const cfg = { properties: { '*': { plan: 'lead.fields["Industry"]', currency: null }, 'lead.stage_changed': { from: 'previousStage.name', previous_stage_id: null } } };
+    const changed = (await plan(lead('lead.stage_changed'), cfg)).ops.find((o) => o.kind === 'trackEvent');
+    assert.ok(changed?.kind === 'trackEvent');
+    assert.equal(changed.properties.plan, 'Retail');
+    assert.equal(changed.properties.from, 'Demo scheduled');
+    assert.ok(!('currency' in changed.properties) && !('previous_stage_id' in changed.properties), JSON.stringify(changed.properties));
+    const created = (await plan(lead('lead.created'), cfg)).ops.find((o) => o.kind === 'trackEvent');
+    assert.ok(created?.kind === 'trackEvent');
+    assert.equal(created.properties.plan, 'Retail');
+    assert.ok(!('from' in created.properties));
+  });
+
+  it('a destination\'s own defaults sit between the built-in ones and the user\'s config', async () => {
+    const defaults = {
+      attributes: { kommo_stage_name: null, firstName: 'contact.firstName' },
+      events: { 'lead.won': 'Deal Won' },
+      properties: { 'lead.won': { amount: 'lead.price' } },
+    };
+    const m = compileDestinationMapping(common({ attributes: { firstName: 'contact.name' } }), 'x', defaults);
+    const { ops } = await planOutbound(lead('lead.won', { stage: STAGES.won }), m, opts);
+    const up = ops.find((o) => o.kind === 'upsertPerson');
+    const track = ops.find((o) => o.kind === 'trackEvent');
+    assert.ok(up?.kind === 'upsertPerson' && track?.kind === 'trackEvent');
+    assert.equal(up.attributes.firstName, 'Ana Lima', 'the user wins over the destination default');
+    assert.ok(!('kommo_stage_name' in up.attributes), 'a destination can drop a built-in attribute');
+    assert.equal(track.name, 'Deal Won');
+    assert.equal(track.properties.amount, 5000);
   });
 
   it('on[kind] starts a workflow and moves lists', async () => {
@@ -130,7 +172,7 @@ describe('planOutbound: events', () => {
     assert.deepEqual(shape(ops).map((o) => (o as { kind: string }).kind), ['upsertPerson', 'trackEvent', 'triggerWorkflow', 'addToList', 'removeFromList']);
     assert.deepEqual(shape(ops)[2], {
       kind: 'triggerWorkflow', person, workflowId: '12345',
-      data: { stage: 'closed_won', stage_id: 142, stage_name: 'Closed - won', pipeline: 'Sales', lead_id: 42, deal_value: 5000, previous_stage: 'demo_scheduled', previous_stage_id: 101, previous_stage_name: 'Demo scheduled' },
+      data: { stage: 'closed_won', stage_id: 142, stage_name: 'Closed - won', pipeline: 'Sales', lead_id: 42, deal_value: 5000, currency: 'USD', previous_stage: 'demo_scheduled', previous_stage_id: 101, previous_stage_name: 'Demo scheduled' },
     });
   });
 

@@ -2,11 +2,9 @@
  * Kommo -> marketing tool: one enriched CRM event becomes the SyncOps for one destination. Pure: the
  * router calls it per destination and queues the result; retries and replays reuse the queued ops.
  */
-import { createHash } from 'node:crypto';
 import type { AccountConfig, DestinationCommon } from '../config/schema.js';
-import type { Attributes, AttrValue, PersonRef, SyncOp, SyncOpKind } from '../destinations/types.js';
-import type { EnrichedLead, StageInfo } from '../model/index.js';
-import type { CrmEventKind } from '../model/index.js';
+import type { MappingDefaults } from '../destinations/types.js';
+import { crmEventKind, deterministicUlid, type Attributes, type AttrValue, type CrmEventKind, type EnrichedLead, type PersonRef, type StageInfo, type SyncOp, type SyncOpKind } from '../model/index.js';
 import {
   compileExpression,
   compileTemplate,
@@ -37,10 +35,41 @@ export const DEFAULT_EVENTS: Partial<Record<CrmEventKind, string>> = {
   'lead.stage_changed': 'kommo_stage_changed',
 };
 
+/**
+ * Event properties (and workflow data), by event kind; `*` is every event. A destination's
+ * `defaults.properties` and the user's `properties:` add to these, and `null` removes one. A value
+ * that evaluates to nothing (no previous stage, no loss reason) is left out.
+ */
+export const DEFAULT_PROPERTIES: Readonly<Partial<Record<CrmEventKind | '*', Readonly<Record<string, string | null>>>>> = {
+  '*': {
+    stage: 'stage.key',
+    stage_id: 'stage.id',
+    stage_name: 'stage.name',
+    pipeline: 'pipeline.name',
+    lead_id: 'lead.id',
+    deal_value: 'lead.price',
+    currency: 'account.currency',
+    previous_stage: 'previousStage.key',
+    previous_stage_id: 'previousStage.id',
+    previous_stage_name: 'previousStage.name',
+  },
+  'lead.won': { won_at: 'lead.wonAt ? $fromMillis(lead.wonAt)' },
+  'lead.lost': { loss_reason: 'lead.lossReason', lost_at: 'lead.lostAt ? $fromMillis(lead.lostAt)' },
+  'lead.responsible_changed': { owner: 'responsible.name', owner_email: 'responsible.email' },
+};
+
+/** Traits of the company a person belongs to (groupAccount). */
+export const DEFAULT_TRAITS: Readonly<Record<string, string | null>> = { name: 'company.name' };
+
 type EventAction = NonNullable<NonNullable<DestinationCommon['on']>[CrmEventKind]>;
 
+type CompiledSet = ReadonlyArray<{ name: string; expr: CompiledExpr }>;
+
 export interface CompiledMapping {
-  attributes: ReadonlyArray<{ name: string; expr: CompiledExpr }>;
+  attributes: CompiledSet;
+  /** Event properties per CRM kind (the `*` set merged in). */
+  properties: Partial<Record<CrmEventKind, CompiledSet>>;
+  traits: CompiledSet;
   /** The event name per kind, defaults and won/lost fallbacks resolved; no entry = no event. */
   eventNames: Partial<Record<CrmEventKind, string>>;
   on: Partial<Record<CrmEventKind, EventAction>>;
@@ -51,6 +80,8 @@ export interface CompiledMapping {
   pipelines?: readonly string[];
 }
 
+const CRM_KINDS = crmEventKind.options;
+
 /** Kinds that mean "this person's data may have changed": they upsert the person. */
 const PERSON_KINDS: ReadonlySet<CrmEventKind> = new Set<CrmEventKind>([
   'lead.created', 'lead.updated', 'lead.stage_changed', 'lead.won', 'lead.lost', 'lead.responsible_changed', 'contact.updated',
@@ -58,14 +89,49 @@ const PERSON_KINDS: ReadonlySet<CrmEventKind> = new Set<CrmEventKind>([
 /** Kinds after which the lead sits in a (new) stage: list membership follows the stage. */
 const STAGE_KINDS: ReadonlySet<CrmEventKind> = new Set<CrmEventKind>(['lead.created', 'lead.stage_changed', 'lead.won', 'lead.lost']);
 
-export function compileDestinationMapping(common: DestinationCommon, where: Where): CompiledMapping {
-  const sources = { ...DEFAULT_ATTRIBUTES, ...common.attributes };
-  const attributes = Object.entries(sources).map(([name, source]) => ({
-    name,
-    expr: compileExpression(source, whereOf(where, `attributes.${name}`)),
-  }));
+/**
+ * Name -> expression, layered: core defaults, then the destination's conventions, then the user's
+ * config (where a name set to null is dropped). Each expression is compiled once, with the config
+ * path of the layer it came from, so a mistake in a default names the destination that ships it.
+ */
+function compileSet(layers: Array<{ entries: Readonly<Record<string, string | null>> | undefined; where: (name: string) => string }>): CompiledSet {
+  const chosen = new Map<string, { source: string; where: string }>();
+  for (const layer of layers) {
+    for (const [name, source] of Object.entries(layer.entries ?? {})) {
+      if (source === null) chosen.delete(name);
+      else chosen.set(name, { source, where: layer.where(name) });
+    }
+  }
+  return [...chosen].map(([name, { source, where }]) => ({ name, expr: compileExpression(source, where) }));
+}
 
-  const eventNames: Partial<Record<CrmEventKind, string>> = { ...DEFAULT_EVENTS, ...common.events };
+export function compileDestinationMapping(common: DestinationCommon, where: Where, defaults: MappingDefaults = {}): CompiledMapping {
+  const builtIn = (section: string) => (name: string) => `built-in ${section}.${name}`;
+  const vendor = (section: string) => (name: string) => `the destination's default ${section}.${name}`;
+  const user = (section: string) => (name: string) => whereOf(where, `${section}.${name}`);
+  const attributes = compileSet([
+    { entries: DEFAULT_ATTRIBUTES, where: builtIn('attributes') },
+    { entries: defaults.attributes, where: vendor('attributes') },
+    { entries: common.attributes, where: user('attributes') },
+  ]);
+  const properties: Partial<Record<CrmEventKind, CompiledSet>> = {};
+  for (const kind of CRM_KINDS) {
+    properties[kind] = compileSet([
+      { entries: DEFAULT_PROPERTIES['*'], where: builtIn('properties.*') },
+      { entries: defaults.properties?.['*'], where: vendor('properties.*') },
+      { entries: common.properties?.['*'], where: user('properties.*') },
+      { entries: DEFAULT_PROPERTIES[kind], where: builtIn(`properties.${kind}`) },
+      { entries: defaults.properties?.[kind], where: vendor(`properties.${kind}`) },
+      { entries: common.properties?.[kind], where: user(`properties.${kind}`) },
+    ]);
+  }
+  const traits = compileSet([
+    { entries: DEFAULT_TRAITS, where: builtIn('traits') },
+    { entries: defaults.traits, where: vendor('traits') },
+    { entries: common.traits, where: user('traits') },
+  ]);
+
+  const eventNames: Partial<Record<CrmEventKind, string>> = { ...DEFAULT_EVENTS, ...defaults.events, ...common.events };
   // Won and lost are stage changes too: without their own name they are reported as one.
   for (const k of ['lead.won', 'lead.lost'] as const) eventNames[k] ??= eventNames['lead.stage_changed'];
   const on = { ...common.on };
@@ -75,6 +141,8 @@ export function compileDestinationMapping(common: DestinationCommon, where: Wher
 
   return {
     attributes,
+    properties,
+    traits,
     eventNames,
     on,
     lists: { ...common.lists },
@@ -127,19 +195,21 @@ export async function planOutbound(e: EnrichedLead, m: CompiledMapping, opts: Ou
   // An op's index is its place in the plan before filtering by `supports`, so ids stay stable even
   // if the destination's support changes between a first attempt and a replay.
   const planned: SyncOp[] = [];
+  // A ULID (the strictest id format a destination asks for) seeded by (destination, inbox event,
+  // op index): a retry or replay of this event sends the same ids, and vendors dedup on them.
   const messageId = () => deterministicUlid(at, `${opts.destinationName}\n${opts.dedupKey}\n${planned.length}`);
 
-  const attributes = await evaluateAttributes(e, m);
+  const attributes = await evaluate(m.attributes, e);
   if (PERSON_KINDS.has(kind)) {
     planned.push({ kind: 'upsertPerson', person, attributes, timestamp: at });
     if (e.company) {
       planned.push({
-        kind: 'groupAccount', person, groupId: `kommo-company-${e.company.id}`, traits: { name: e.company.name }, timestamp: at, messageId: messageId(),
+        kind: 'groupAccount', person, groupId: `kommo-company-${e.company.id}`, traits: await evaluate(m.traits, e), timestamp: at, messageId: messageId(),
       });
     }
   }
 
-  const properties = eventProperties(e);
+  const properties = await evaluate(m.properties[kind] ?? [], e);
   const eventName = m.eventNames[kind];
   if (eventName) planned.push({ kind: 'trackEvent', person, name: eventName, properties, timestamp: at, messageId: messageId() });
 
@@ -158,8 +228,8 @@ export async function planOutbound(e: EnrichedLead, m: CompiledMapping, opts: Ou
   return { ops: planned.filter((op) => opts.supports[op.kind]) };
 }
 
-async function evaluateAttributes(e: EnrichedLead, m: CompiledMapping): Promise<Attributes> {
-  const values = await Promise.all(m.attributes.map(async ({ name, expr }) => [name, toAttr(await expr.evaluate(e))] as const));
+async function evaluate(set: CompiledSet, e: EnrichedLead): Promise<Attributes> {
+  const values = await Promise.all(set.map(async ({ name, expr }) => [name, toAttr(await expr.evaluate(e))] as const));
   const out: Attributes = {};
   for (const [name, v] of values) if (v !== undefined) out[name] = v;
   return out;
@@ -170,23 +240,6 @@ function toAttr(v: MappingValue): AttrValue | undefined {
   return v.length ? v.filter((x) => x !== null).map(String).join(', ') : undefined;
 }
 
-function eventProperties(e: EnrichedLead): Attributes {
-  const p: Attributes = {
-    stage: e.stage.key,
-    stage_id: e.stage.id,
-    stage_name: e.stage.name,
-    pipeline: e.stage.pipeline,
-    lead_id: e.lead.id,
-    deal_value: e.lead.price,
-  };
-  if (e.previousStage && STAGE_KINDS.has(e.event.kind)) {
-    p.previous_stage = e.previousStage.key;
-    p.previous_stage_id = e.previousStage.id;
-    p.previous_stage_name = e.previousStage.name;
-  }
-  return p;
-}
-
 /** `lists` keys may be "Pipeline / Stage", the stage name or its key (same forms as `stages:`). */
 function listFor(lists: Readonly<Record<string, string>>, stage: StageInfo): string | undefined {
   return lists[`${stage.pipeline} / ${stage.name}`] ?? lists[stage.name] ?? lists[stage.key];
@@ -194,29 +247,6 @@ function listFor(lists: Readonly<Record<string, string>>, stage: StageInfo): str
 
 function sameName(a: string, b: string): boolean {
   return a.trim().toLowerCase() === b.trim().toLowerCase();
-}
-
-const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-
-/**
- * A ULID (Customer.io requires its event `id` to be one; Segment and Iterable take any string) whose
- * time part is the event time and whose random part is a hash of `seed`: the same event, destination
- * and op always get the same id, so the vendor drops a retried or replayed copy.
- */
-export function deterministicUlid(atMs: number, seed: string): string {
-  let t = Math.min(Math.max(Math.floor(atMs), 0), 2 ** 48 - 1);
-  let time = '';
-  for (let i = 0; i < 10; i++) {
-    time = CROCKFORD[t % 32]! + time;
-    t = Math.floor(t / 32);
-  }
-  let bits = BigInt(`0x${createHash('sha256').update(seed).digest('hex').slice(0, 20)}`); // 80 bits
-  let rand = '';
-  for (let i = 0; i < 16; i++) {
-    rand = CROCKFORD[Number(bits & 31n)]! + rand;
-    bits >>= 5n;
-  }
-  return time + rand;
 }
 
 // ---------------------------------------------------------------------------------------------
