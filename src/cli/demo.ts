@@ -22,7 +22,7 @@ interface DemoOptions {
 export interface DemoSummary {
   durationSeconds: number;
   scenario: Scenario['counts'];
-  /** Per destination (`acme/customerio`, `acme/kommo`): operations by outcome. */
+  /** Per destination (`acme/cio`, `acme/kommo`): operations by outcome. */
   deliveries: Record<string, { ok: number; retried: number; failed: number }>;
   /** Kommo -> marketing tools, and marketing tools (and sync notes) -> Kommo. */
   directions: { kommoToTools: number; toolsToKommo: number };

@@ -11,6 +11,7 @@ import { normalizeEmail } from '../model/index.js';
 import { AccountRuntime } from '../runtime/account.js';
 import { errorMessage } from '../store/errors.js';
 import { openStore } from '../store/open.js';
+import { kommoJob, syncJob } from '../queue/jobs.js';
 import { planErasure } from '../sync/erase.js';
 import { loadConfig } from './context.js';
 
@@ -49,13 +50,21 @@ export async function erase(o: { email: string; config?: string; account?: strin
       const known = await store.leadsByEmail(name, email);
       const leads = [...new Set([...contacts.flatMap((c) => c._embedded.leads.map((l) => l.id)), ...known])];
       const plan = planErasure({
-        account: name,
         email,
         contactIds: contacts.map((c) => c.id),
         leadIds: leads,
-        destinations: rt.active.map((a) => ({ name: a.cfg.name, canErase: a.dest.supports.erasePerson === true, identifyBy: a.cfg.common.identifyBy })),
+        destinations: rt.active.map((a) => ({
+          name: a.cfg.name,
+          canErase: a.dest.supports.erasePerson === true,
+          ...(a.dest.unsupportedReasons?.erasePerson ? { whyNot: a.dest.unsupportedReasons.erasePerson } : {}),
+          identifyBy: a.cfg.common.identifyBy,
+        })),
       });
-      const jobIds = plan.jobs.length ? await store.enqueueJobs(plan.jobs) : [];
+      const jobs = [
+        ...plan.erase.map((e) => syncJob(name, e.destination, e.orderingKey, plan.subject, e.ops)),
+        ...plan.notes.map((n) => kommoJob(name, n.orderingKey, plan.subject, n.op)),
+      ];
+      const jobIds = jobs.length ? await store.enqueueJobs(jobs) : [];
       await store.forgetEmail(name, email);
       results.push({ account: name, contacts: contacts.map((c) => c.id), leads, erasedIn: plan.erasedIn, skipped: plan.skipped, jobs: jobIds.length, ...(kommoError ? { kommoError } : {}) });
     }

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { SimulatedItem, SimulatedRequest, SimulatorFaults } from './types.js';
 
 export interface HarnessOptions {
-  /** The vendor's error body for an injected status (e.g. `{meta:{error}}` for Customer.io). */
+  /** The vendor's error body for an injected status (whatever shape the vendor documents). */
   errorBody(status: number): unknown;
   /**
    * Requests per second before the vendor answers 429 (with `Retry-After: 1`); undefined: no cap.

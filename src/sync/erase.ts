@@ -7,20 +7,19 @@
  * person's lead ordering keys (deleting twice is harmless), so an upsert queued earlier cannot
  * re-create the person after it.
  */
-import { kommoJob, syncJob } from '../queue/jobs.js';
-import type { PersonRef } from '../destinations/types.js';
-import type { NewJob } from '../store/store.js';
+import type { KommoOp, PersonRef, SyncOp } from '../model/index.js';
 import { personId } from './outbound.js';
 
 export interface ErasureDestination {
   name: string;
   /** The destination type supports the erasePerson op. */
   canErase: boolean;
+  /** Why it cannot, in the destination's own words (its `unsupportedReasons.erasePerson`). */
+  whyNot?: string;
   identifyBy: 'email' | 'id';
 }
 
 export interface ErasureInput {
-  account: string;
   /** Normalized (trimmed, lower case). */
   email: string;
   /** Kommo contacts with exactly this email. */
@@ -31,7 +30,12 @@ export interface ErasureInput {
 }
 
 export interface ErasurePlan {
-  jobs: NewJob[];
+  /** The person's email: what the queued work is about. */
+  subject: string;
+  /** erasePerson ops per destination and ordering key (one per lead key: after anything queued). */
+  erase: Array<{ destination: string; orderingKey: string; ops: SyncOp[] }>;
+  /** A note on each of the person's Kommo leads. */
+  notes: Array<{ orderingKey: string; op: KommoOp }>;
   /** Destinations that get an erase job. */
   erasedIn: string[];
   /** Destinations that cannot erase, with the reason (the operator erases there by hand). */
@@ -39,14 +43,14 @@ export interface ErasurePlan {
 }
 
 export function planErasure(input: ErasureInput): ErasurePlan {
-  const { account, email } = input;
+  const { email } = input;
   const keys = input.leadIds.length ? input.leadIds.map((id) => `lead:${id}`) : [`email:${email}`];
-  const jobs: NewJob[] = [];
+  const erase: ErasurePlan['erase'] = [];
   const erasedIn: string[] = [];
   const skipped: ErasurePlan['skipped'] = [];
   for (const d of input.destinations) {
     if (!d.canErase) {
-      skipped.push({ destination: d.name, reason: 'its API offers no erasure that kommo-sync supports' });
+      skipped.push({ destination: d.name, reason: d.whyNot ?? 'its API offers no erasure that kommo-sync supports' });
       continue;
     }
     let people: PersonRef[];
@@ -57,9 +61,7 @@ export function planErasure(input: ErasureInput): ErasurePlan {
       continue;
     }
     erasedIn.push(d.name);
-    for (const orderingKey of keys) {
-      jobs.push(syncJob(account, d.name, orderingKey, email, people.map((person) => ({ kind: 'erasePerson' as const, person }))));
-    }
+    for (const orderingKey of keys) erase.push({ destination: d.name, orderingKey, ops: people.map((person) => ({ kind: 'erasePerson' as const, person })) });
   }
   const text = [
     `kommo-sync: personal data of ${email} erased on request`,
@@ -67,6 +69,6 @@ export function planErasure(input: ErasureInput): ErasurePlan {
     skipped.length ? `; not erased in ${skipped.map((s) => s.destination).join(', ')}, erase it there by hand` : '',
     '. The Kommo contact itself is unchanged.',
   ].join('');
-  for (const id of input.leadIds) jobs.push(kommoJob(account, `lead:${id}`, `lead ${id}`, { kind: 'addNote', leadId: id, text }));
-  return { jobs, erasedIn, skipped };
+  const notes = input.leadIds.map((id) => ({ orderingKey: `lead:${id}`, op: { kind: 'addNote' as const, leadId: id, text } }));
+  return { subject: email, erase, notes, erasedIn, skipped };
 }

@@ -270,7 +270,7 @@ describe('planOutbound: deterministic messageIds', () => {
     const fewer = await ids({ ...opts, supports: { trackEvent: true, triggerWorkflow: true } });
     assert.deepEqual(fewer, all.slice(1));
   });
-  it('ids are ULIDs whose time is the event time (Customer.io requires ULIDs)', () => {
+  it('ids are ULIDs whose time is the event time (the strictest id format a vendor asks for)', () => {
     const id = deterministicUlid(AT, 'seed');
     assert.match(id, /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/);
     const time = [...id.slice(0, 10)].reduce((t, ch) => t * 32 + '0123456789ABCDEFGHJKMNPQRSTVWXYZ'.indexOf(ch), 0);
