@@ -33,7 +33,7 @@ export const kommoSchema = z.object({
 });
 
 /** Keys every destination block understands; everything else belongs to the destination's settings. */
-export const destinationCommonKeys = ['type', 'enabled', 'attributes', 'events', 'properties', 'traits', 'on', 'lists', 'identifyBy', 'webhookSecret', 'pipelines', 'signals'] as const;
+export const destinationCommonKeys = ['type', 'enabled', 'attributes', 'events', 'properties', 'traits', 'on', 'workflows', 'lists', 'leaveLists', 'identifyBy', 'webhookSecret', 'pipelines', 'signals'] as const;
 
 const eventAction = z.object({
   /** Event name to send (overrides `events`). */
@@ -57,8 +57,12 @@ export const destinationCommon = z.object({
   traits: z.record(z.string(), z.string().nullable()).optional(),
   /** CRM event kind -> extra actions (workflow, list moves). */
   on: z.partialRecord(crmEventKind, eventAction).optional(),
-  /** Stage name (or key) -> list id: the person is in the list of the lead's current stage only. */
+  /** CRM event kind -> workflow (journey, automation) id to start: short for `on.<kind>.workflowId`. */
+  workflows: z.partialRecord(crmEventKind, z.union([z.string(), z.number()]).transform(String)).optional(),
+  /** Stage name (or key) -> list id: entering the stage subscribes the person to its list. */
   lists: z.record(z.string(), z.union([z.string(), z.number()]).transform(String)).optional(),
+  /** `remove` (default): leaving a stage unsubscribes from its list; `keep`: lists only grow. */
+  leaveLists: z.enum(['remove', 'keep']).optional(),
   /** How people are keyed at the vendor. */
   identifyBy: z.enum(['email', 'id']).default('email'),
   /** Secret path segment of this destination's inbound webhook URL. */

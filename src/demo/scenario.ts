@@ -94,7 +94,8 @@ export class Scenario {
     for (const [name, v] of this.world.vendors) {
       const sim: DestinationSimulator = v.sim;
       if (!sim.sendEngagement) continue;
-      const known = this.leads.filter((l) => JSON.stringify(sim.requests.slice(-400).map((r) => r.body)).includes(l.email));
+      const heard = new Set(sim.items.filter((i) => i.ok).map((i) => i.person));
+      const known = this.leads.filter((l) => heard.has(l.email));
       if (!known.length) continue;
       const person = known[Math.floor(this.random() * known.length)]!;
       const roll = this.random();

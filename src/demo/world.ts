@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { stringify } from 'yaml';
 import { parseConfigText, type LoadedConfig } from '../config/load.js';
-import { destinations, destinationTypes } from '../destinations/index.js';
+import { destinationTypes, getDestination } from '../destinations/index.js';
 import type { DestinationSimulator } from '../destinations/types.js';
 import { DEFAULT_ACCESS_TOKEN, KommoSimulator } from '../kommo/simulator/index.js';
 
@@ -60,8 +60,8 @@ export async function startWorld(o: WorldOptions = {}): Promise<World> {
   const vendors: World['vendors'] = new Map();
   const sims: Array<{ name: string; type: string; sim: DestinationSimulator; prefix: string }> = [];
   for (const type of types) {
-    const dest = destinations[type as keyof typeof destinations];
-    if (!dest) throw new Error(`unknown destination type "${type}"`);
+    const dest = getDestination(type);
+    if (!dest) throw new Error(`unknown destination type "${type}" (registered: ${destinationTypes().join(', ')})`);
     const sim = dest.simulator();
     const prefix = `/${type}`;
     await vendorApp.register(sim.plugin, { prefix });

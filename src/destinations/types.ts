@@ -77,6 +77,10 @@ export interface MappingDefaults {
   properties?: Partial<Record<CrmEventKind | '*', Readonly<Record<string, string | null>>>>;
   /** Group traits (groupAccount), expressions over the enriched lead. */
   traits?: Readonly<Record<string, string | null>>;
+  /** Extra actions per CRM event kind (workflows to start, lists), as the common `on` key. */
+  on?: Partial<Record<CrmEventKind, { event?: string; workflowId?: string; addToList?: string; removeFromList?: string }>>;
+  /** Default for the common `leaveLists` key. */
+  leaveLists?: 'remove' | 'keep';
 }
 
 export interface Destination<S extends z.ZodType = z.ZodType> {
@@ -93,7 +97,13 @@ export interface Destination<S extends z.ZodType = z.ZodType> {
    * `{ erasePerson: 'the tracking API cannot delete; file a deletion request in the workspace' }`.
    */
   unsupportedReasons?: Partial<Record<SyncOpKind, string>>;
-  defaults?: MappingDefaults;
+  /**
+   * Naming conventions and actions where the user's config says nothing; a function when they
+   * depend on the destination's own settings (e.g. a vendor key naming automations per event).
+   */
+  defaults?: MappingDefaults | ((settings: z.infer<S>) => MappingDefaults);
+  /** Config that works but is probably wrong (doctor prints these), e.g. a region left to default. */
+  configWarnings?(settings: z.infer<S>): string[];
   /** Cheap authenticated call: doctor and the dashboard's "test connection". Throws a clear Error. */
   check(ctx: DestinationContext<z.infer<S>>): Promise<void>;
   /** One result per op, same order. Batch endpoints inside; never throws for vendor errors. */
@@ -104,6 +114,26 @@ export interface Destination<S extends z.ZodType = z.ZodType> {
     verify(req: InboundRequest, settings: z.infer<S>): void;
     /** Throws InboundRejected(400) for a body it cannot read. Unknown events -> []. */
     parse(req: InboundRequest, sourceName: string): InboundParsed[];
+  };
+  /**
+   * Engagement the vendor reports by no webhook (or not reliably): read periodically by one process
+   * (a store-wide lock), its events stored in the inbox like a webhook's, with the same dedup keys
+   * so whichever path sees an event first wins. One run should cost few requests.
+   */
+  sweep?: {
+    /** How often, from the settings; 0 turns it off. */
+    intervalMs(settings: z.infer<S>): number;
+    /** Reads what happened after `cursor` (null: the first run); returns the events and the next cursor. */
+    run(ctx: DestinationContext<z.infer<S>>, cursor: string | null): Promise<{ events: InboundParsed[]; cursor: string | null }>;
+  };
+  /**
+   * Where the vendor's API can list and create its webhook subscriptions: `doctor` checks that ours
+   * is registered, `doctor --fix` registers it.
+   */
+  webhookRegistration?: {
+    /** The URLs the vendor posts this account's events to now. */
+    list(ctx: DestinationContext<z.infer<S>>): Promise<string[]>;
+    register(ctx: DestinationContext<z.infer<S>>, url: string): Promise<void>;
   };
   /** A faithful fake of the vendor API (see its README), mounted by tests, benches and the demo. */
   simulator: DestinationSimulatorFactory;

@@ -50,6 +50,18 @@ export class Metrics {
     labelNames: ['account'] as const,
     registers: [this.registry],
   });
+  readonly sweepEvents = new Counter({
+    name: 'kommo_sync_sweep_events_total',
+    help: 'Events found by periodic sweeps (engagement a vendor reports by no webhook, webhooks Kommo never delivered), new ones only.',
+    labelNames: ['account', 'source'] as const,
+    registers: [this.registry],
+  });
+  readonly sweepRuns = new Counter({
+    name: 'kommo_sync_sweep_runs_total',
+    help: 'Periodic sweeps run, by source and outcome (ok, failed).',
+    labelNames: ['account', 'source', 'outcome'] as const,
+    registers: [this.registry],
+  });
   readonly echoesDropped = new Counter({
     name: 'kommo_sync_echoes_dropped_total',
     help: 'Kommo webhooks dropped because they reported a change kommo-sync itself made.',

@@ -19,6 +19,7 @@ import type { KommoOp } from '../model/index.js';
 import type { Metrics } from '../observability/metrics.js';
 import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from '../queue/jobs.js';
 import type { AccountRouting, EngagementRouting } from '../queue/router.js';
+import type { SweepSource } from './sweeper.js';
 import type { DeliveryTarget } from '../queue/worker.js';
 import type { Store } from '../store/store.js';
 import { enrichLead } from '../sync/enrich.js';
@@ -91,7 +92,7 @@ export class AccountRuntime implements AccountRouting {
     const compiled = destinations.filter((d) => d.common.enabled).map((d): ActiveDestination | null => {
       const dest = getDestination(d.type)!;
       const where = (sub: string) => loaded.where([...base, 'destinations', d.name, ...sub.split('.')]);
-      const mapping = compile(() => compileDestinationMapping(d.common, where, dest.defaults));
+      const mapping = compile(() => compileDestinationMapping(d.common, where, typeof dest.defaults === 'function' ? dest.defaults(d.settings) : dest.defaults));
       return mapping && {
         cfg: d,
         dest,
@@ -266,6 +267,30 @@ export class AccountRuntime implements AccountRouting {
         destination: a.cfg.name,
         ops: [{ kind: 'suppress' as const, person: contactId === null ? { email: ev.email } : { email: ev.email, id: personId(contactId) } }],
       }));
+  }
+
+  /** Sweeps of this account's destinations that have one (engagement no webhook reports). */
+  sweepSources(): SweepSource[] {
+    return this.active.flatMap((a) => {
+      const sweep = a.dest.sweep;
+      if (!sweep) return [];
+      const perSecond = a.dest.limits.perSecond;
+      const limiter = perSecond ? getAccountLimiter(`dest:${destinationKey(this.name, a.cfg.name)}`, perSecond, this.store, this.store.kind === 'postgres') : null;
+      return [{
+        account: this.name,
+        name: a.cfg.name,
+        intervalMs: sweep.intervalMs(a.cfg.settings),
+        // The sweep spends the same vendor budget as deliveries: one slot per run.
+        run: async (cursor: string | null) => {
+          const release = await limiter?.acquire();
+          try {
+            return await sweep.run(a.ctx, cursor);
+          } finally {
+            release?.();
+          }
+        },
+      }];
+    });
   }
 
   /** Delivery targets for the worker: every enabled destination, plus Kommo itself. */

@@ -16,6 +16,7 @@ import { Worker } from '../queue/worker.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { AccountRuntime } from './account.js';
+import { Sweeper } from './sweeper.js';
 import { boundHeapGrowth } from './heap.js';
 import { MAX_PAGE } from '../kommo/client.js';
 
@@ -44,6 +45,7 @@ export interface Service {
   url: string | null;
   router: Router | null;
   worker: Worker | null;
+  sweeper: Sweeper | null;
   close(): Promise<void>;
 }
 
@@ -59,6 +61,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
 
   let router: Router | null = null;
   let worker: Worker | null = null;
+  let sweeper: Sweeper | null = null;
   if (o.work) {
     // Config names (stages, fields, lists) are checked against Kommo now, so mistakes stop the start.
     // Kommo being unreachable does not: webhooks are still accepted and routed once it answers.
@@ -97,6 +100,14 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       pollMs: w.poll,
       onJobs: () => wk.wake(),
     });
+    const rt = router;
+    sweeper = new Sweeper({
+      store,
+      log: o.log.child({ role: 'sweeper' }),
+      metrics,
+      sources: [...accounts.values()].flatMap((a) => a.sweepSources()),
+      onStored: () => rt.wake(),
+    });
   }
 
   let app: FastifyInstance | null = null;
@@ -125,6 +136,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
   }
   router?.start();
   worker?.start();
+  sweeper?.start();
   // Housekeeping: finished work and logs past the retention period are deleted hourly.
   const retention = config.worker.retention;
   const prune = o.work
@@ -144,8 +156,10 @@ export async function startService(o: ServiceOptions): Promise<Service> {
     url,
     router,
     worker,
+    sweeper,
     async close() {
       if (prune) clearInterval(prune);
+      await sweeper?.stop();
       await app?.close();
       await router?.stop();
       await worker?.stop();

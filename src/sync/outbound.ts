@@ -75,6 +75,8 @@ export interface CompiledMapping {
   on: Partial<Record<CrmEventKind, EventAction>>;
   /** Stage name, "Pipeline / Stage" or stage key -> list id. */
   lists: Readonly<Record<string, string>>;
+  /** What happens in the previous stage's list when the lead moves on. */
+  leaveLists: 'remove' | 'keep';
   identifyBy: 'email' | 'id';
   /** Pipeline names synced to this destination; undefined = all. */
   pipelines?: readonly string[];
@@ -134,7 +136,16 @@ export function compileDestinationMapping(common: DestinationCommon, where: Wher
   const eventNames: Partial<Record<CrmEventKind, string>> = { ...DEFAULT_EVENTS, ...defaults.events, ...common.events };
   // Won and lost are stage changes too: without their own name they are reported as one.
   for (const k of ['lead.won', 'lead.lost'] as const) eventNames[k] ??= eventNames['lead.stage_changed'];
-  const on = { ...common.on };
+  // `on` layers per kind and per key: the destination's, then `workflows` (sugar), then the user's.
+  const on: Partial<Record<CrmEventKind, EventAction>> = {};
+  const layers: Array<Partial<Record<CrmEventKind, EventAction>> | undefined> = [
+    defaults.on,
+    Object.fromEntries(Object.entries(common.workflows ?? {}).map(([k, id]) => [k, { workflowId: id }])),
+    common.on,
+  ];
+  for (const layer of layers) {
+    for (const [kind, action] of Object.entries(layer ?? {}) as Array<[CrmEventKind, EventAction]>) on[kind] = { ...on[kind], ...action };
+  }
   for (const [kind, action] of Object.entries(on) as Array<[CrmEventKind, EventAction]>) {
     if (action.event) eventNames[kind] = action.event;
   }
@@ -146,6 +157,7 @@ export function compileDestinationMapping(common: DestinationCommon, where: Wher
     eventNames,
     on,
     lists: { ...common.lists },
+    leaveLists: common.leaveLists ?? defaults.leaveLists ?? 'remove',
     identifyBy: common.identifyBy,
     ...(common.pipelines ? { pipelines: common.pipelines } : {}),
   };
@@ -221,7 +233,7 @@ export async function planOutbound(e: EnrichedLead, m: CompiledMapping, opts: Ou
   if (STAGE_KINDS.has(kind)) {
     const current = listFor(m.lists, e.stage);
     const previous = e.previousStage ? listFor(m.lists, e.previousStage) : undefined;
-    if (previous && previous !== current) planned.push({ kind: 'removeFromList', person, listId: previous });
+    if (previous && previous !== current && m.leaveLists === 'remove') planned.push({ kind: 'removeFromList', person, listId: previous });
     if (current) planned.push({ kind: 'addToList', person, listId: current, attributes });
   }
 
