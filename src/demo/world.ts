@@ -79,6 +79,7 @@ export async function startWorld(o: WorldOptions = {}): Promise<World> {
       webhookSecret: v.webhookSecret,
       attributes: { industry: 'lead.fields["Industry"]', lead_source: 'lead.fields["Source"]' },
       events: { 'lead.won': 'deal_won', 'lead.lost': 'deal_lost' },
+      ...v.sim.demoConfig?.(),
     };
   }
   const config = {

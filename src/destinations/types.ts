@@ -188,6 +188,12 @@ export interface DestinationSimulator {
   /** Credentials the simulator accepts, as a config block for this destination (secrets included). */
   settingsFor(baseUrl: string): Record<string, unknown>;
   /**
+   * Common config keys the demo and integration worlds add to the block, so the vendor has
+   * something to do with the simulated pipeline (e.g. `lists` naming the simulator's list ids
+   * per stage: "Qualified", "Demo scheduled", "Proposal sent", "Negotiation").
+   */
+  demoConfig?(): Record<string, unknown>;
+  /**
    * Sends the vendor's engagement webhook (signed as the vendor would) to `url` for `email`.
    * Returns the HTTP status our service answered.
    */
