@@ -1,6 +1,7 @@
 /** CLI entry only: each command lives in src/cli/<command>.ts. */
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError } from './config/load.js';
+import { loadDestinationPlugins } from './cli/plugins.js';
 
 const program = new Command()
   .name('kommo-sync')
@@ -52,6 +53,7 @@ program.command('erase').description('GDPR erasure of one person in every destin
   .action(async (email: string, o: { config?: string; account?: string; json?: boolean }) => (await import('./cli/erase.js')).erase({ ...o, email }));
 
 try {
+  await loadDestinationPlugins(process.env.KOMMO_SYNC_DESTINATIONS);
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof ConfigError) {
