@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { fake } from '../../test/kit/fake-destination/index.js';
+import { registerDestination } from '../destinations/index.js';
 import { ConfigError, parseConfigText } from './load.js';
+
+// A destination the tests own (test/kit), so these tests name no real vendor.
+registerDestination(fake);
 
 const base = (extra = '', kommoExtra = '') => `store: 'sqlite::memory:'
 accounts:
@@ -57,11 +62,11 @@ describe('config loading', () => {
 
   it('validates destination blocks with the registry: unknown type, vendor keys, common keys', () => {
     const withDest = (block: string) => base(`    destinations:\n${block}`);
-    assert.match(errorsOf(withDest('      foo:\n        apiKey: x\n'))[0]!, /destinations\.foo: unknown destination type "foo"; expected one of customerio/);
-    assert.match(errorsOf(withDest('      cio:\n        type: customerio\n        siteId: s\n'))[0]!, /destinations\.cio\.apiKey: .*got nothing/);
-    assert.match(errorsOf(withDest('      cio:\n        type: customerio\n        siteId: s\n        apiKey: k\n        region: mars\n'))[0]!, /:\d+ accounts\.acme\.destinations\.cio\.region: /);
-    const ok = parseConfigText(withDest('      cio:\n        type: customerio\n        siteId: s\n        apiKey: k\n        attributes:\n          industry: lead.fields["Industry"]\n'), 'f.yaml', { KOMMO_TOKEN: 'x' });
-    assert.equal(ok.destinations.acme![0]!.type, 'customerio');
+    assert.match(errorsOf(withDest('      foo:\n        apiKey: x\n'))[0]!, /destinations\.foo: unknown destination type "foo"; expected one of .*fake/);
+    assert.match(errorsOf(withDest('      mine:\n        type: fake\n        baseUrl: https://x.test\n'))[0]!, /destinations\.mine\.passphrase: .*got nothing/);
+    assert.match(errorsOf(withDest('      mine:\n        type: fake\n        passphrase: p\n        baseUrl: ftp://x\n'))[0]!, /:\d+ accounts\.acme\.destinations\.mine\.baseUrl: /);
+    const ok = parseConfigText(withDest('      mine:\n        type: fake\n        passphrase: p\n        baseUrl: https://x.test\n        attributes:\n          industry: lead.fields["Industry"]\n'), 'f.yaml', { KOMMO_TOKEN: 'x' });
+    assert.equal(ok.destinations.acme![0]!.type, 'fake');
     assert.equal(ok.destinations.acme![0]!.common.attributes!.industry, 'lead.fields["Industry"]');
   });
 
@@ -78,10 +83,18 @@ describe('config loading', () => {
 
 describe('secret masking in config errors', () => {
   it('masks values of keys a destination declares secret, whatever their name', () => {
-    const text = base(`    destinations:\n      cio:\n        type: customerio\n        siteId: 12345678\n        apiKey: k\n`);
+    const text = base(`    destinations:\n      mine:\n        type: fake\n        passphrase: 12345678\n        baseUrl: https://x.test\n`);
     const issues = errorsOf(text);
     const joined = issues.join('\n');
-    assert.match(joined, /destinations\.cio\.siteId: .*got a value of 8 characters/);
+    assert.match(joined, /destinations\.mine\.passphrase: .*got a value of 8 characters/);
     assert.ok(!joined.includes('12345678'));
+  });
+
+  it('warns about a secret written in the file instead of ${VAR}, naming where', () => {
+    const text = base(`    destinations:\n      mine:\n        type: fake\n        passphrase: literal-passphrase\n        baseUrl: https://x.test\n        webhookToken: \${HOOK_TOKEN}\n`);
+    const { warnings } = parseConfigText(text, 'kommo-sync.yaml', { KOMMO_TOKEN: 't', HOOK_TOKEN: 'from-env' });
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0]!, /^kommo-sync\.yaml:\d+ accounts\.acme\.destinations\.mine\.passphrase: a secret is written in the file/);
+    assert.ok(!warnings[0]!.includes('literal-passphrase'));
   });
 });

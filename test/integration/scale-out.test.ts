@@ -1,7 +1,8 @@
 /**
- * Scale-out on PostgreSQL with real `kommo-sync worker` processes: three workers share one queue
- * without ever working on one ordering key at once, each job runs exactly once and in per-key
- * order, and together they never send Kommo more than 7 requests in any second.
+ * Scale-out on PostgreSQL with real `kommo-sync worker` processes: for every registered destination
+ * (and the test kit's fake), three workers share one queue without ever working on one ordering key
+ * at once, each job runs exactly once and in per-key order; and together they never send Kommo
+ * more than 7 requests in any second.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify from 'fastify';
 import { parse, stringify } from 'yaml';
-import { customerioSimulator } from '../../src/destinations/customerio/simulator.js';
+import { destinationTypes, getDestination, registerDestination } from '../../src/destinations/index.js';
 import { startWorld } from '../../src/demo/world.js';
 import { KOMMO_OPS_V1, SYNC_OPS_V1 } from '../../src/queue/jobs.js';
 import { openStore } from '../../src/store/open.js';
@@ -18,11 +19,12 @@ import type { NewJob, Store } from '../../src/store/store.js';
 import { freshSchema, pgTest } from '../pg.js';
 import { waitFor } from './wait.js';
 import { BIN } from './cli.js';
+import { fake } from '../kit/fake-destination/index.js';
 
 
-function startWorkers(n: number, config: string): ChildProcess[] {
+function startWorkers(n: number, config: string, env: Record<string, string> = {}): ChildProcess[] {
   return Array.from({ length: n }, () => {
-    const p = spawn(process.execPath, [BIN, 'worker', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(process.execPath, [BIN, 'worker', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     p.stderr?.on('data', (d: Buffer) => process.stderr.write(`[worker ${p.pid}] ${d}`));
     return p;
   });
@@ -37,13 +39,11 @@ async function stopAll(procs: ChildProcess[]): Promise<void> {
 }
 
 /** Writes a worker config: the generated world config, on PostgreSQL, with these overrides. */
-function writeConfig(dir: string, worldYaml: string, storeUrl: string, worker: Record<string, unknown>, cioBaseUrl?: string): string {
-  const cfg = parse(worldYaml) as { accounts: Record<string, { destinations: Record<string, Record<string, unknown>> }> } & Record<string, unknown>;
+function writeConfig(dir: string, worldYaml: string, storeUrl: string, worker: Record<string, unknown>): string {
+  const cfg = parse(worldYaml) as Record<string, unknown>;
   cfg.store = storeUrl;
   cfg.worker = { poll: '20ms', lease: '10s', ...worker };
   cfg.log = { level: 'warn' };
-  const cio = cfg.accounts.acme!.destinations.customerio;
-  if (cio && cioBaseUrl) cio.baseUrl = cioBaseUrl;
   const file = join(dir, `kommo-sync-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, stringify(cfg));
   return file;
@@ -54,79 +54,84 @@ async function drained(store: Store): Promise<boolean> {
   return s.inboxPending === 0 && s.jobs.pending === 0 && s.jobs.leased === 0;
 }
 
-await pgTest('three worker processes drain 5,000 jobs over 500 keys: no key at once, each job once, in order', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'kommo-sync-scale-'));
-  const db = await freshSchema('ks_scale');
-  const world = await startWorld({ destinations: ['customerio'] });
-  // A recording Customer.io: each batch request's time span and the keys it carried.
-  const sim = customerioSimulator();
-  const spans: Array<{ start: number; end: number; keys: string[] }> = [];
-  const app = Fastify({ logger: false, bodyLimit: 10 * 1024 * 1024 });
-  app.addHook('preHandler', async (req) => {
-    (req as unknown as { started: number }).started = performance.now();
-    await new Promise((r) => setTimeout(r, 3)); // widen the window in which an overlap would show
-  });
-  app.addHook('onResponse', async (req) => {
-    const body = req.body as { batch?: Array<{ identifiers?: { email?: string } }> } | undefined;
-    spans.push({ start: (req as unknown as { started: number }).started, end: performance.now(), keys: (body?.batch ?? []).map((i) => i.identifiers?.email ?? '?') });
-  });
-  await app.register(sim.plugin, { prefix: '/cio' });
-  const simUrl = await app.listen({ port: 0, host: '127.0.0.1' });
-  const store = await openStore(db.url);
-  let workers: ChildProcess[] = [];
-  try {
-    const settings = sim.settingsFor(`${simUrl}/cio`);
-    const yaml = stringify({ ...(parse(world.yaml) as object) });
-    const withCreds = parse(yaml) as { accounts: { acme: { destinations: { customerio: Record<string, unknown> } } } };
-    Object.assign(withCreds.accounts.acme.destinations.customerio, settings);
-    const config = writeConfig(dir, stringify(withCreds), db.url, { batchSize: 40 });
+// Every registered destination that takes events, the test kit's fake included (registered here as
+// a plugin would be), is shared by the workers the same way.
+registerDestination(fake);
+const PLUGIN_ENV = { KOMMO_SYNC_DESTINATIONS: new URL('../kit/fake-destination/index.ts', import.meta.url).pathname, NODE_OPTIONS: '--import tsx' };
 
-    const KEYS = 500;
-    const PER_KEY = 10;
-    const jobs: NewJob[] = [];
-    for (let n = 0; n < PER_KEY; n++) {
-      for (let k = 0; k < KEYS; k++) {
-        jobs.push({
-          account: 'acme',
-          destination: 'acme/customerio',
-          type: SYNC_OPS_V1,
-          orderingKey: `lead:${k}`,
-          payload: { subject: `k${k}@example.com`, ops: [{ kind: 'trackEvent', person: { email: `k${k}@example.com` }, name: 'seq', properties: { seq: n }, timestamp: Date.now(), messageId: `job-${k}-${n}` }] },
-        });
+for (const type of destinationTypes().filter((t) => getDestination(t)!.supports.trackEvent)) {
+  await pgTest(`${type}: three worker processes drain 3,000 jobs over 300 keys: no key at once, each job once, in order`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kommo-sync-scale-'));
+    const db = await freshSchema('ks_scale');
+    const world = await startWorld({ destinations: [type] });
+    // The simulator in an app of our own, to time each request (the window an overlap would show in).
+    const sim = getDestination(type)!.simulator();
+    const spans: Array<{ start: number; end: number; body: string }> = [];
+    const app = Fastify({ logger: false, bodyLimit: 10 * 1024 * 1024 });
+    app.addHook('preHandler', async (req) => {
+      (req as unknown as { started: number }).started = performance.now();
+      await new Promise((r) => setTimeout(r, 3)); // widen the window in which an overlap would show
+    });
+    app.addHook('onResponse', async (req) => {
+      spans.push({ start: (req as unknown as { started: number }).started, end: performance.now(), body: `${req.url} ${JSON.stringify(req.body ?? '')}` });
+    });
+    await app.register(sim.plugin, { prefix: '/sim' });
+    const simUrl = await app.listen({ port: 0, host: '127.0.0.1' });
+    const store = await openStore(db.url);
+    let workers: ChildProcess[] = [];
+    try {
+      const cfg = parse(world.yaml) as { accounts: { acme: { destinations: Record<string, Record<string, unknown>> } } };
+      Object.assign(cfg.accounts.acme.destinations[type]!, sim.settingsFor(`${simUrl}/sim`));
+      const config = writeConfig(dir, stringify(cfg), db.url, { batchSize: 40 });
+
+      const KEYS = 300;
+      const PER_KEY = 10;
+      const email = (k: number) => `k${k}@example.com`;
+      const jobs: NewJob[] = [];
+      for (let n = 0; n < PER_KEY; n++) {
+        for (let k = 0; k < KEYS; k++) {
+          jobs.push({
+            account: 'acme',
+            destination: `acme/${type}`,
+            type: SYNC_OPS_V1,
+            orderingKey: `lead:${k}`,
+            payload: { subject: email(k), ops: [{ kind: 'trackEvent', person: { email: email(k) }, name: `seq_${n}`, properties: { seq: n }, timestamp: Date.now(), messageId: `job-${k}-${n}` }] },
+          });
+        }
       }
+      for (let i = 0; i < jobs.length; i += 1000) await store.enqueueJobs(jobs.slice(i, i + 1000));
+
+      workers = startWorkers(3, config, PLUGIN_ENV);
+      await waitFor(() => drained(store), `${KEYS * PER_KEY} jobs done`, 150_000);
+      const stats = await store.stats(Date.now());
+      assert.equal(stats.jobs.done, KEYS * PER_KEY, 'every job done');
+      assert.equal(stats.jobs.dead, 0);
+
+      // Exactly once and in order (the simulator's neutral view): each key's events arrived as
+      // seq_0..seq_9, once each.
+      const byKey = new Map<string, string[]>();
+      for (const i of sim.items) if (i.kind === 'trackEvent' && i.ok && !i.duplicate) byKey.set(i.person, [...(byKey.get(i.person) ?? []), i.target ?? '?']);
+      assert.equal(byKey.size, KEYS);
+      for (const [key, seqs] of byKey) assert.deepEqual(seqs, [...Array(PER_KEY).keys()].map((n) => `seq_${n}`), `order and count for ${key}`);
+
+      // Never two requests in flight for one key at the same time.
+      for (let k = 0; k < KEYS; k++) {
+        const needle = JSON.stringify(email(k)).slice(1, -1);
+        const list = spans.filter((s) => s.body.includes(needle)).sort((a, b) => a.start - b.start);
+        for (let i = 1; i < list.length; i++) assert.ok(list[i]!.start >= list[i - 1]!.end, `${email(k)} was delivered by two workers at once`);
+      }
+      const leasedBy = new Set((await store.listJobs({ state: 'done', limit: 5000 })).map((j) => j.leasedBy));
+      assert.ok(leasedBy.size >= 2, `the work was shared (${leasedBy.size} workers took jobs)`);
+    } finally {
+      await stopAll(workers);
+      await store.close();
+      await app.close();
+      await world.close();
+      await db.dispose();
+      rmSync(dir, { recursive: true, force: true });
     }
-    for (let i = 0; i < jobs.length; i += 1000) await store.enqueueJobs(jobs.slice(i, i + 1000));
-
-    workers = startWorkers(3, config);
-    await waitFor(() => drained(store), '5,000 jobs done', 150_000);
-    const stats = await store.stats(Date.now());
-    assert.equal(stats.jobs.done, KEYS * PER_KEY, 'every job done');
-    assert.equal(stats.jobs.dead, 0);
-
-    // Exactly once and in order: each key's events arrived as seq 0..9, once each.
-    const byKey = new Map<string, number[]>();
-    for (const e of sim.events) byKey.set(e.person, [...(byKey.get(e.person) ?? []), Number(e.data.seq)]);
-    assert.equal(byKey.size, KEYS);
-    for (const [key, seqs] of byKey) assert.deepEqual(seqs, [...Array(PER_KEY).keys()], `order and count for ${key}`);
-
-    // Never two requests in flight for one key at the same time.
-    const perKey = new Map<string, Array<{ start: number; end: number }>>();
-    for (const s of spans) for (const key of s.keys) perKey.set(key, [...(perKey.get(key) ?? []), s]);
-    for (const [key, list] of perKey) {
-      list.sort((a, b) => a.start - b.start);
-      for (let i = 1; i < list.length; i++) assert.ok(list[i]!.start >= list[i - 1]!.end, `${key} was delivered by two workers at once`);
-    }
-    const leasedBy = new Set((await store.listJobs({ state: 'done', limit: 5000 })).map((j) => j.leasedBy));
-    assert.ok(leasedBy.size >= 2, `the work was shared (${leasedBy.size} workers took jobs)`);
-  } finally {
-    await stopAll(workers);
-    await store.close();
-    await app.close();
-    await world.close();
-    await db.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  });
+}
 
 await pgTest('three worker processes together never send Kommo more than 7 requests in a second', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'kommo-sync-scale-'));

@@ -70,7 +70,7 @@ describe('a destination added as one folder and one registry line', () => {
   it('is registered, and the config loader validates its block without printing its secret', () => {
     assert.ok(destinationTypes().includes('fake'));
     const yaml = parse(world.yaml) as { accounts: { acme: { destinations: { fake: Record<string, unknown> } } } };
-    yaml.accounts.acme.destinations.fake.token = 12345678;
+    yaml.accounts.acme.destinations.fake.passphrase = 12345678;
     yaml.accounts.acme.destinations.fake.unknownKey = 'x';
     try {
       parseConfigText(stringify(yaml), 'kit.yaml', {});
@@ -78,7 +78,7 @@ describe('a destination added as one folder and one registry line', () => {
     } catch (err) {
       assert.ok(err instanceof ConfigError);
       const text = err.issues.join('\n');
-      assert.match(text, /destinations\.fake\.token: .*got a value of 8 characters/);
+      assert.match(text, /destinations\.fake\.passphrase: .*got a value of 8 characters/);
       assert.match(text, /destinations\.fake\.unknownKey: unknown key/);
       assert.ok(!text.includes('12345678'));
     }

@@ -18,12 +18,12 @@ export const fake = {
   limits: { maxBatch: 50 },
   supports: { upsertPerson: true, trackEvent: true, triggerWorkflow: true, addToList: true, removeFromList: true, groupAccount: true, suppress: true, erasePerson: true },
   async check(ctx) {
-    const res = await vendorRequest({ method: 'GET', url: joinUrl(ctx.settings.baseUrl, '/v1/me'), headers: { 'x-fake-token': ctx.settings.token }, timeoutMs: ctx.timeoutMs, log: ctx.log });
+    const res = await vendorRequest({ method: 'GET', url: joinUrl(ctx.settings.baseUrl, '/v1/me'), headers: { 'x-fake-token': ctx.settings.passphrase }, timeoutMs: ctx.timeoutMs, log: ctx.log });
     if (res.status !== 200) throw new Error(`the fake vendor refused the token (HTTP ${res.status})`);
   },
   async deliver(ctx, ops) {
     const items = ops.map((op) => toItem(op, ctx.identifyBy));
-    const res = await vendorRequest({ method: 'POST', url: joinUrl(ctx.settings.baseUrl, '/v1/batch'), headers: { 'x-fake-token': ctx.settings.token }, json: { items }, timeoutMs: ctx.timeoutMs, log: ctx.log });
+    const res = await vendorRequest({ method: 'POST', url: joinUrl(ctx.settings.baseUrl, '/v1/batch'), headers: { 'x-fake-token': ctx.settings.passphrase }, json: { items }, timeoutMs: ctx.timeoutMs, log: ctx.log });
     return results(ops.length, res);
   },
   inbound: { auth: { kind: 'header-token', header: 'x-fake-webhook-token', setting: 'webhookToken' }, verify: verifyFake, parse: parseFake },

@@ -71,7 +71,7 @@ export const fakeSimulator = ((opts: { perSecond?: number } = {}): FakeSimulator
     faults: harness.faults,
     credentials,
     people,
-    settingsFor: (baseUrl) => ({ token: credentials.token, baseUrl, webhookToken: credentials.webhookToken }),
+    settingsFor: (baseUrl) => ({ passphrase: credentials.token, baseUrl, webhookToken: credentials.webhookToken }),
     demoConfig: () => ({ lists: { 'Demo scheduled': 'demo-list', 'Proposal sent': 'proposal-list' } }),
     sendEngagement,
     reset: () => {
