@@ -66,8 +66,12 @@ export class SlidingWindowLimiter implements RateLimiter {
     readonly limit: number,
     readonly windowMs: number = WINDOW_MS + LOCAL_MARGIN_MS,
     private readonly now: () => number = () => performance.now(),
+    opts: { startFull?: boolean } = {},
   ) {
     if (!(limit >= 1)) throw new RangeError(`rate limit must be >= 1, got ${limit}`);
+    // A process that starts after another one stopped (a restart, a deploy, kill -9) cannot know
+    // what the previous one just spent: it assumes the whole budget went in the last moment.
+    if (opts.startFull) for (let i = 0; i < limit; i++) this.slots.push({ freeAt: this.now() + this.windowMs });
   }
 
   acquire(signal?: AbortSignal): Promise<Release> {
@@ -194,7 +198,8 @@ const accountLimiters = new Map<string, RateLimiter>();
 /**
  * The limiter of `account` in this process, created on first use and then shared by every caller
  * (client, OAuth refresh, backfill, doctor), so they all draw from the same budget. With `shared`
- * and a store, the budget is also shared with other processes on that store.
+ * and a store, the budget is also shared with other processes on that store (and survives a
+ * restart there); otherwise it starts empty, as the previous process may have just spent it.
  * The first call's settings win; later calls get the same instance.
  */
 export function getAccountLimiter(
@@ -207,7 +212,7 @@ export function getAccountLimiter(
   if (!limiter) {
     limiter = shared && store
       ? new StoreRateLimiter(store, `kommo:${account}`, perSecond)
-      : new SlidingWindowLimiter(perSecond);
+      : new SlidingWindowLimiter(perSecond, undefined, undefined, { startFull: true });
     accountLimiters.set(account, limiter);
   }
   return limiter;

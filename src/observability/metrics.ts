@@ -62,6 +62,18 @@ export class Metrics {
     labelNames: ['account', 'source', 'outcome'] as const,
     registers: [this.registry],
   });
+  readonly breakerOpen = new Gauge({
+    name: 'kommo_sync_destination_down',
+    help: '1 while this process sees a destination as down (its circuit breaker is open: one probe at a time).',
+    labelNames: ['destination'] as const,
+    registers: [this.registry],
+  });
+  readonly accountPaused = new Gauge({
+    name: 'kommo_sync_account_paused',
+    help: '1 while an account\'s Kommo jobs are paused because Kommo refused its credentials (401/403); see /readyz and `status`.',
+    labelNames: ['account'] as const,
+    registers: [this.registry],
+  });
   readonly echoesDropped = new Counter({
     name: 'kommo_sync_echoes_dropped_total',
     help: 'Kommo webhooks dropped because they reported a change kommo-sync itself made.',

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import pino from 'pino';
 import type { ItemResult, SyncOp } from '../destinations/types.js';
+import { Metrics } from '../observability/metrics.js';
 import { openSqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { retryDelay } from './backoff.js';
@@ -92,13 +93,17 @@ describe('Worker', () => {
     assert.deepEqual(log.map((d) => d.status).sort(), ['failed', 'retry']);
   });
 
-  it('gives up after maxAttempts or maxAge, with the reason', async () => {
+  it('gives up after maxAttempts or maxAge, with the reason; that last attempt is recorded as failed', async () => {
     const [id] = await enqueue(1);
     script = (ops) => ops.map(() => ({ retry: { reason: 'HTTP 503' } }));
-    await worker({ maxAttempts: 1 }).round(target());
+    const metrics = new Metrics(store, { defaultMetrics: false });
+    await worker({ maxAttempts: 1, metrics }).round(target());
     const job = (await store.getJob(id!))!;
     assert.equal(job.state, 'dead');
     assert.match(job.lastError!, /gave up after 1 attempts: HTTP 503/);
+    assert.deepEqual((await store.listDeliveries({})).map((d) => d.status), ['failed']);
+    const counted = (await metrics.deliveries.get()).values.map((v) => [v.labels.outcome, v.value]);
+    assert.deepEqual(counted, [['failed', 1]], 'the failed-outcome metric fires');
 
     const [old] = await enqueue(1);
     await worker({ maxAgeMs: -1 }).round(target());
@@ -124,6 +129,68 @@ describe('Worker', () => {
     await worker().round(target());
     const jobs = await store.listJobs({ destination: 'acme/test' });
     assert.ok(jobs.every((j) => j.state === 'pending' && j.lastError === 'socket hang up'));
+  });
+
+  it('keeps its claims alive while a delivery is slow (heartbeat), so a short lease is safe', async () => {
+    const [id] = await enqueue(1);
+    let release!: () => void;
+    const slow = new Promise<void>((r) => { release = r; });
+    const slowTarget: DeliveryTarget = { ...target(), jobType: SYNC_OPS_V1, deliver: async (ops: SyncOp[]): Promise<ItemResult[]> => { await slow; return ops.map(() => ({ ok: true })); } };
+    const w = worker({ leaseMs: 600 });
+    const round = w.round(slowTarget);
+    await new Promise((r) => setTimeout(r, 1500)); // 2.5 leases
+    const held = (await store.getJob(id!))!;
+    assert.equal(held.state, 'leased');
+    assert.ok(held.leaseUntil! > Date.now(), 'the lease was renewed');
+    assert.deepEqual(await store.claimJobs({ destination: 'acme/test', limit: 5, leaseMs: 1000, workerId: 'w2', now: Date.now() }), [], 'nobody else can take it');
+    release();
+    await round;
+    assert.equal((await store.getJob(id!))!.state, 'done');
+  });
+
+  it('a destination that fails for everyone gets one probe at a time; when it answers again the backed-off jobs are due at once', async () => {
+    await enqueue(5);
+    let down = true;
+    script = (ops) => ops.map(() => (down ? { retry: { reason: 'HTTP 503' }, httpStatus: 503 } : { ok: true }));
+    const metrics = new Metrics(store, { defaultMetrics: false });
+    const w = worker({ probeEveryMs: 100, metrics });
+    assert.equal(await w.round(target()), 5, 'the first round meets the outage with a whole batch');
+    assert.deepEqual(w.openBreakers().map((b) => b.destination), ['acme/test']);
+    assert.deepEqual((await metrics.breakerOpen.get()).values.map((v) => v.value), [1]);
+    // Jobs now back off (>= 0.8 s); while down, the loop makes one due every probeEveryMs.
+    w.start();
+    try {
+      await new Promise((r) => setTimeout(r, 450));
+      const sizes = calls.slice(1).map((c) => c.length);
+      assert.ok(sizes.length >= 2 && sizes.every((n) => n === 1), `probes of one job each: ${JSON.stringify(sizes)}`);
+      down = false;
+      const deadline = Date.now() + 3000;
+      while ((await store.stats(Date.now())).jobs.done < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.equal((await store.stats(Date.now())).jobs.done, 5, 'all delivered soon after recovery, not after their backoff');
+      assert.deepEqual(w.openBreakers(), []);
+    } finally {
+      await w.stop();
+    }
+  });
+
+  it('a paused target is not claimed from: its jobs wait, neither retried nor dead', async () => {
+    await enqueue(2);
+    let reason: string | null = 'Kommo refused the credentials (403)';
+    const paused: DeliveryTarget = { ...target(), paused: () => reason };
+    const pw = new Worker({ store, log: pino({ level: 'silent' }), targets: [paused], batchSize: 50, leaseMs: 60_000, maxAgeMs: 72 * 3_600_000, maxAttempts: 500, pollMs: 10, backoff: policy, workerId: 'w9' });
+    pw.start();
+    try {
+      await new Promise((r) => setTimeout(r, 150));
+      assert.equal(calls.length, 0);
+      assert.deepEqual((await store.stats(Date.now())).jobs, { pending: 2, leased: 0, done: 0, dead: 0 });
+      reason = null;
+      pw.wake();
+      const deadline = Date.now() + 3000;
+      while ((await store.stats(Date.now())).jobs.done < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.equal((await store.stats(Date.now())).jobs.done, 2, 'resumed');
+    } finally {
+      await pw.stop();
+    }
   });
 
   it('the running loop picks up new jobs when woken', async () => {

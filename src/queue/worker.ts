@@ -20,6 +20,11 @@ interface TargetBase {
   account: string;
   /** Jobs claimed per round. */
   maxBatch: number;
+  /**
+   * While this gives a reason, nothing is claimed for the target: its jobs wait, neither retried in
+   * a loop nor dead-lettered (e.g. Kommo refused the account's credentials: a human must act).
+   */
+  paused?(): string | null;
 }
 export type DeliveryTarget =
   | (TargetBase & { jobType: typeof SYNC_OPS_V1; deliver(ops: SyncOp[]): Promise<ItemResult[]> })
@@ -37,6 +42,15 @@ export interface WorkerOptions {
   pollMs: number;
   backoff: BackoffPolicy;
   workerId?: string;
+  /** While a destination is down, how often one of its jobs is tried as a probe (default 5 s). */
+  probeEveryMs?: number;
+}
+
+/** A destination whose last delivery failed for every job alike: an outage, not a bad item. */
+interface Outage {
+  since: number;
+  reason: string;
+  lastProbeAt: number;
 }
 
 export class Worker {
@@ -47,6 +61,8 @@ export class Worker {
   private readonly pacer = new Pacer();
   private loopDone: Promise<void> | null = null;
   private readonly warnedUnknown = new Set<string>();
+  /** Open circuit breakers by destination key (this process's view). */
+  private readonly outages = new Map<string, Outage>();
 
   constructor(private readonly o: WorkerOptions) {
     this.id = o.workerId ?? `worker-${randomUUID().slice(0, 8)}`;
@@ -67,6 +83,11 @@ export class Worker {
     while (this.inFlight.size > 0) await sleep(10);
   }
 
+  /** Destinations this process sees as down, with since when and why (status, dashboard, metrics). */
+  openBreakers(): Array<{ destination: string; since: number; reason: string }> {
+    return [...this.outages].map(([destination, o]) => ({ destination, since: o.since, reason: o.reason }));
+  }
+
   /** New jobs were enqueued in this process: look now instead of at the next poll. */
   wake(): void {
     this.pacer.wake();
@@ -76,10 +97,12 @@ export class Worker {
     while (this.running) {
       let started = 0;
       try {
+        await this.probeOutages();
         const due = await this.o.store.dueDestinations(Date.now());
         for (const key of due) {
           if (this.inFlight.has(key)) continue;
           const target = this.targets.get(key);
+          if (target?.paused?.()) continue;
           if (!target) {
             if (!this.warnedUnknown.has(key)) {
               this.warnedUnknown.add(key);
@@ -104,18 +127,51 @@ export class Worker {
     }
   }
 
+  /**
+   * While a destination is down its jobs back off (up to minutes apart); one of them is made due
+   * every `probeEveryMs`, so its recovery is noticed within seconds, not at the next long backoff.
+   */
+  private async probeOutages(): Promise<void> {
+    const every = this.o.probeEveryMs ?? 5000;
+    const now = Date.now();
+    for (const [key, outage] of this.outages) {
+      if (this.inFlight.has(key) || now - outage.lastProbeAt < every) continue;
+      outage.lastProbeAt = now;
+      await this.o.store.expediteOne(key, now);
+    }
+  }
+
   /** One claim -> deliver -> complete cycle for one destination. Returns the jobs handled. */
   async round(target: DeliveryTarget): Promise<number> {
     const { store } = this.o;
     const now = Date.now();
+    const outage = this.outages.get(target.key);
     const jobs = await store.claimJobs({
       destination: target.key,
-      limit: Math.min(this.o.batchSize, target.maxBatch),
+      // While it is down: one job at a time (a probe), not a batch that fails as a whole.
+      limit: outage ? 1 : Math.min(this.o.batchSize, target.maxBatch),
       leaseMs: this.o.leaseMs,
       workerId: this.id,
       now,
     });
     if (jobs.length === 0) return 0;
+    if (outage) outage.lastProbeAt = now;
+    // Heartbeat: a slow delivery keeps its claims, so leases can stay short and a dead process's
+    // jobs come back within one lease.
+    const ids = jobs.map((j) => j.id);
+    const heartbeat = setInterval(() => {
+      store.renewLeases(this.id, ids, Date.now() + this.o.leaseMs).catch(() => undefined);
+    }, Math.max(250, Math.floor(this.o.leaseMs / 3)));
+    heartbeat.unref();
+    try {
+      return await this.deliverClaimed(target, jobs, now);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  private async deliverClaimed(target: DeliveryTarget, jobs: Job[], now: number): Promise<number> {
+    const { store } = this.o;
 
     const outcomes: JobOutcome[] = [];
     const runnable: Array<{ job: Job; subject: string; ops: Array<SyncOp | KommoOp> }> = [];
@@ -144,9 +200,11 @@ export class Worker {
     const at = Date.now();
     for (const r of runnable) {
       const own = results.slice(i, i + r.ops.length);
+      const outcome = this.decide(r.job, own, at);
       r.ops.forEach((op, k) => {
         const res = own[k]!;
-        const status = 'ok' in res ? 'ok' : 'retry' in res ? 'retry' : 'failed';
+        // A retry that ends the job in dead letters is its last, failed attempt.
+        const status = 'ok' in res ? 'ok' : 'fail' in res || outcome.outcome === 'dead' ? 'failed' : 'retry';
         this.o.metrics?.deliveries.inc({ destination: target.key, outcome: status });
         records.push({
           jobId: r.job.id,
@@ -162,9 +220,10 @@ export class Worker {
         });
       });
       i += r.ops.length;
-      outcomes.push(this.decide(r.job, own, at));
+      outcomes.push(outcome);
     }
     await this.record(outcomes, records, now);
+    await this.trackOutage(target, results, at);
     const failed = outcomes.filter((o) => o.outcome !== 'done');
     if (failed.length) this.o.log.warn({ destination: target.key, failed: failed.length, of: jobs.length, first: failed[0] }, 'some deliveries did not succeed');
     else this.o.log.debug({ destination: target.key, jobs: jobs.length, ops: flat.length, ms: Math.round(latencyMs) }, 'delivered');
@@ -190,6 +249,31 @@ export class Worker {
     }
     // The delivery log is for people; losing a few lines in an outage is better than blocking.
     await this.o.store.logDeliveries(records).catch((err: unknown) => this.o.log.warn({ err }, 'could not write the delivery log'));
+  }
+
+  /**
+   * The circuit breaker: a delivery where every item failed alike (retry, none ok) opens it; the
+   * first delivery with an ok item closes it, and the jobs that backed off meanwhile become due at
+   * once (the destination's rate limit still paces them).
+   */
+  private async trackOutage(target: DeliveryTarget, results: ItemResult[], at: number): Promise<void> {
+    if (results.length === 0) return;
+    const outage = this.outages.get(target.key);
+    const anyOk = results.some((r) => 'ok' in r);
+    const allRetry = results.every((r) => 'retry' in r);
+    if (!outage && allRetry) {
+      const first = results[0]!;
+      const reason = 'retry' in first ? first.retry.reason : 'failed';
+      this.outages.set(target.key, { since: at, reason, lastProbeAt: at });
+      this.o.metrics?.breakerOpen.set({ destination: target.key }, 1);
+      this.o.log.warn({ destination: target.key, reason }, 'destination is failing: sending one probe at a time until it answers again');
+    } else if (outage && anyOk) {
+      this.outages.delete(target.key);
+      this.o.metrics?.breakerOpen.set({ destination: target.key }, 0);
+      const expedited = await this.o.store.expediteRetries(target.key, Date.now());
+      this.o.log.info({ destination: target.key, downForMs: at - outage.since, expedited }, 'destination recovered: jobs that backed off are due now');
+      this.wake();
+    }
   }
 
   private decide(job: Job, results: ItemResult[], now: number): JobOutcome {

@@ -352,6 +352,38 @@ class PostgresStore implements Store {
     return rows.sort((a, b) => a.id - b.id).map(toInboxEvent);
   }
 
+  async renewLeases(workerId: string, ids: number[], leaseUntil: number): Promise<void> {
+    if (ids.length === 0) return;
+    await this.query(
+      `UPDATE ks_jobs SET lease_until = $1 WHERE state = 'leased' AND leased_by = $2 AND id = ANY($3::bigint[])`,
+      [leaseUntil, workerId, ids],
+    );
+  }
+
+  async releaseAllClaims(): Promise<{ jobs: number; inbox: number }> {
+    const jobs = await this.query(`UPDATE ks_jobs SET lease_until = 0 WHERE state = 'leased'`);
+    const inbox = await this.query(`UPDATE ks_inbox SET lease_until = NULL WHERE state = 'pending' AND lease_until IS NOT NULL`);
+    return { jobs: jobs.rowCount ?? 0, inbox: inbox.rowCount ?? 0 };
+  }
+
+  async expediteRetries(destination: string, now: number): Promise<number> {
+    const r = await this.query(
+      `UPDATE ks_jobs SET run_after = $1 WHERE destination = $2 AND state = 'pending' AND attempts > 0 AND run_after > $1`,
+      [now, destination],
+    );
+    return r.rowCount ?? 0;
+  }
+
+  async expediteOne(destination: string, now: number): Promise<number> {
+    const r = await this.query(
+      `UPDATE ks_jobs SET run_after = $1 WHERE id = (
+         SELECT id FROM ks_jobs WHERE destination = $2 AND state = 'pending' AND is_head AND run_after > $1
+         ORDER BY run_after LIMIT 1)`,
+      [now, destination],
+    );
+    return r.rowCount ?? 0;
+  }
+
   async releaseInbox(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
     await this.query(

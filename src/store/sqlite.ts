@@ -378,6 +378,25 @@ class SqliteStore implements Store {
     return this.durable((q) => q.completeJobs.immediate(workerId, outcomes, Date.now()));
   }
 
+  renewLeases(workerId: string, ids: number[], leaseUntil: number): Promise<void> {
+    if (ids.length === 0) return Promise.resolve();
+    return this.soft((q) => {
+      q.renewLeases.run(leaseUntil, workerId, JSON.stringify(ids));
+    });
+  }
+
+  releaseAllClaims(): Promise<{ jobs: number; inbox: number }> {
+    return this.sync((q) => ({ jobs: q.releaseJobClaims.run().changes, inbox: q.releaseInboxClaims.run().changes }));
+  }
+
+  expediteRetries(destination: string, now: number): Promise<number> {
+    return this.sync((q) => q.expediteRetries.run(now, destination, now).changes);
+  }
+
+  expediteOne(destination: string, now: number): Promise<number> {
+    return this.sync((q) => q.expediteOne.run(now, destination, now).changes);
+  }
+
   getJob(id: number): Promise<Job | null> {
     return this.sync((q) => {
       const row = q.getJob.get(id);
@@ -592,6 +611,11 @@ class Prepared {
   readonly insertInboxBatch;
   readonly inboxPayload;
   readonly releaseInbox;
+  readonly renewLeases;
+  readonly releaseJobClaims;
+  readonly releaseInboxClaims;
+  readonly expediteRetries;
+  readonly expediteOne;
   readonly routeInbox;
   readonly enqueueJobs;
   readonly completeJobs;
@@ -639,6 +663,20 @@ class Prepared {
        RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
     );
 
+    this.renewLeases = db.prepare<[number, string, string]>(
+      `UPDATE ks_jobs SET lease_until = ? WHERE state = 'leased' AND leased_by = ? AND id IN (SELECT value FROM json_each(?))`,
+    );
+    // An expired lease is claimable: the claim query treats it as such, so no state changes here.
+    this.releaseJobClaims = db.prepare<[]>(`UPDATE ks_jobs SET lease_until = 0 WHERE state = 'leased'`);
+    this.releaseInboxClaims = db.prepare<[]>(`UPDATE ks_inbox SET lease_until = NULL WHERE state = 'pending' AND lease_until IS NOT NULL`);
+    this.expediteRetries = db.prepare<[number, string, number]>(
+      `UPDATE ks_jobs SET run_after = ? WHERE destination = ? AND state = 'pending' AND attempts > 0 AND run_after > ?`,
+    );
+    this.expediteOne = db.prepare<[number, string, number]>(
+      `UPDATE ks_jobs SET run_after = ? WHERE id = (
+         SELECT id FROM ks_jobs WHERE destination = ? AND state = 'pending' AND is_head = 1 AND run_after > ?
+         ORDER BY run_after LIMIT 1)`,
+    );
     this.releaseInbox = db.prepare<[string]>(
       `UPDATE ks_inbox SET lease_until = NULL, attempts = MAX(attempts - 1, 0)
        WHERE id IN (SELECT value FROM json_each(?)) AND state = 'pending'`,

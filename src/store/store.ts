@@ -151,6 +151,18 @@ export interface Store {
   claimJobs(opts: ClaimOptions): Promise<Job[]>;
   /** Applies outcomes; only for jobs still leased by `workerId` (a stale worker's result is dropped). */
   completeJobs(workerId: string, outcomes: JobOutcome[]): Promise<void>;
+  /** Heartbeat: extends the leases `workerId` still holds on these jobs to `leaseUntil`. */
+  renewLeases(workerId: string, ids: number[], leaseUntil: number): Promise<void>;
+  /**
+   * Gives every claim back at once: leased jobs and inbox events become claimable now. Only for a
+   * process that is the store's single user (`serve` on SQLite) and just started: the claims it
+   * finds were left by its own previous life (a crash, kill -9), not held by anyone alive.
+   */
+  releaseAllClaims(): Promise<{ jobs: number; inbox: number }>;
+  /** Pending jobs of `destination` waiting on a retry backoff become due `now` (it recovered). */
+  expediteRetries(destination: string, now: number): Promise<number>;
+  /** The pending head job of `destination` that is due soonest becomes due `now` (a circuit-breaker probe). */
+  expediteOne(destination: string, now: number): Promise<number>;
   getJob(id: number): Promise<Job | null>;
   listJobs(filter: JobFilter): Promise<Job[]>;
   /** Dead (or chosen) jobs back to pending, attempts reset. Returns how many. */

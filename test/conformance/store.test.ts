@@ -364,6 +364,43 @@ function conformance(backend: Backend): void {
     assert.deepEqual(await claimIds(s, 'dest', now + 1_003, 'w3'), [later]);
   });
 
+  it('renewLeases extends only the leases its worker still holds', async (s) => {
+    const [a, b] = await s.enqueueJobs([job('A'), job('B')]);
+    const now = Date.now();
+    assert.deepEqual(await claimIds(s, 'dest', now, 'w1', 10, 1_000), [a, b]);
+    await s.renewLeases('w1', [a!], now + 10_000);
+    await s.renewLeases('w2', [b!], now + 10_000); // not w2's: no effect
+    assert.deepEqual(await claimIds(s, 'dest', now + 5_000, 'w2', 10, 1_000), [b], 'only the unrenewed lease expired');
+    assert.equal((await s.getJob(a!))!.leasedBy, 'w1');
+  });
+
+  it('releaseAllClaims makes leased jobs and inbox events claimable at once', async (s) => {
+    const [a] = await s.enqueueJobs([job('A')]);
+    await s.insertInbox([ev('e1')]);
+    const now = Date.now();
+    assert.deepEqual(await claimIds(s, 'dest', now, 'dead-worker', 10, 600_000), [a]);
+    assert.equal((await s.claimInbox(10, 600_000, now)).length, 1);
+    assert.deepEqual(await claimIds(s, 'dest', now + 1, 'w2'), [], 'held by the dead worker');
+    assert.deepEqual(await s.releaseAllClaims(), { jobs: 1, inbox: 1 });
+    assert.deepEqual(await claimIds(s, 'dest', now + 2, 'w2'), [a]);
+    assert.equal((await s.claimInbox(10, 60_000, now + 2)).length, 1);
+  });
+
+  it('expediteRetries and expediteOne make backed-off jobs of one destination due now', async (s) => {
+    const ids = await s.enqueueJobs([job('A'), job('B'), job('C'), job('D', { destination: 'other' })]);
+    const now = Date.now();
+    const claimed = await s.claimJobs({ destination: 'dest', limit: 10, leaseMs: 60_000, workerId: 'w', now });
+    await s.completeJobs('w', claimed.map((j, i) => ({ id: j.id, outcome: 'retry' as const, runAfter: now + 60_000 + i * 1000, error: 'outage' })));
+    const other = await s.claimJobs({ destination: 'other', limit: 10, leaseMs: 60_000, workerId: 'w', now });
+    await s.completeJobs('w', other.map((j) => ({ id: j.id, outcome: 'retry' as const, runAfter: now + 60_000, error: 'outage' })));
+    assert.deepEqual(await claimIds(s, 'dest', now + 1), []);
+    assert.equal(await s.expediteOne('dest', now + 1), 1, 'one probe');
+    assert.deepEqual(await claimIds(s, 'dest', now + 2, 'w', 10), [ids[0]], 'the job due soonest');
+    assert.equal(await s.expediteRetries('dest', now + 3), 2);
+    assert.deepEqual(await claimIds(s, 'dest', now + 4, 'w', 10), [ids[1], ids[2]]);
+    assert.deepEqual(await claimIds(s, 'other', now + 4, 'w', 10), [], 'other destinations keep their backoff');
+  });
+
   it('a requeued earlier job does not run while a later job of its key is leased', async (s) => {
     const [first, second] = await s.enqueueJobs([job('K'), job('K')]);
     const now = Date.now();
