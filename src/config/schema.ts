@@ -156,8 +156,12 @@ export const serverSchema = z.object({
 export const workerSchema = z.object({
   /** Jobs claimed per destination per round (also capped by the destination's batch size). */
   batchSize: z.number().int().min(1).max(1000).default(250),
-  /** A claimed job is another worker's after this long without an answer. */
-  lease: duration.prefault('2m'),
+  /**
+   * A claim (job or inbox event) is another process's after this long without a heartbeat. Claims
+   * are renewed while a delivery runs, so this bounds how long a crashed process's work waits on
+   * PostgreSQL (on SQLite, `serve` takes its claims back at start).
+   */
+  lease: duration.prefault('30s'),
   /** Jobs still failing after this long go to the dead-letter list. */
   maxAge: duration.prefault('72h'),
   /** A cap on tries besides maxAge; the default lets maxAge (72 h at 10 min apart) decide. */
@@ -166,6 +170,8 @@ export const workerSchema = z.object({
   retention: duration.prefault('14d'),
   /** Idle polling interval. */
   poll: duration.prefault('200ms'),
+  /** While Kommo refuses an account's credentials, how often one cheap call checks whether it answers again. */
+  pauseRecheck: duration.prefault('15m'),
   backoff: z.object({
     base: duration.prefault('1s'),
     factor: z.number().min(1).default(4),

@@ -20,6 +20,11 @@ export interface AppOptions {
   intake?: IntakeOptions;
   /** Extra routes (admin API, dashboard), registered in their own plugin scope. */
   admin?: (app: FastifyInstance) => Promise<void>;
+  /**
+   * What `/readyz` reports besides the store: accounts whose Kommo work is paused (refused
+   * credentials). Intake still stores their webhooks, so the service stays ready (200).
+   */
+  degraded?: () => Array<{ account: string; reason: string; since: number }>;
 }
 
 export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
@@ -58,7 +63,8 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
   app.get('/readyz', async (_req, reply) => {
     try {
       await o.store.ping();
-      return { ok: true, store: o.store.kind };
+      const paused = o.degraded?.() ?? [];
+      return paused.length ? { ok: true, store: o.store.kind, status: 'degraded', paused } : { ok: true, store: o.store.kind };
     } catch (err) {
       return reply.code(503).send(errorBody('store_unavailable', err instanceof Error ? err.message : String(err)));
     }

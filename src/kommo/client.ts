@@ -188,8 +188,9 @@ export class KommoClient {
     return out;
   }
 
-  async getAccount(opts: { signal?: AbortSignal } = {}): Promise<KommoAccountInfo> {
-    const res = await this.http.request({ method: 'GET', path: '/api/v4/account', schema: accountInfoSchema, signal: opts.signal });
+  /** The account's settings. `probe`: sent even while the breaker is open (is Kommo answering again?). */
+  async getAccount(opts: { signal?: AbortSignal; probe?: boolean } = {}): Promise<KommoAccountInfo> {
+    const res = await this.http.request({ method: 'GET', path: '/api/v4/account', schema: accountInfoSchema, signal: opts.signal, probe: opts.probe ?? false });
     if (!res) throw new KommoApiError({ status: 204, detail: 'account endpoint answered with no content', path: '/api/v4/account' });
     return res;
   }

@@ -85,6 +85,8 @@ export interface RequestSpec<T> {
   schema: z.ZodType<T>;
   /** A 403 here means "not allowed for this user" (e.g. /users for non-admins), not an API block. */
   forbiddenIsPermission?: boolean;
+  /** A deliberate check whether Kommo answers again: sent even while the breaker is open. */
+  probe?: boolean;
   signal?: AbortSignal;
 }
 
@@ -150,7 +152,7 @@ export class KommoTransport {
     let attempt = 0;
     let reauthorized = false;
     for (;;) {
-      const open = this.breaker.check();
+      const open = spec.probe ? { state: 'closed' as const } : this.breaker.check();
       if (open.state === 'open') {
         throw new KommoApiError({ status: open.status, retryAfterMs: open.retryAfterMs, detail: open.detail, path: spec.path });
       }

@@ -69,6 +69,18 @@ export interface RouterOptions {
   pageSize?: number;
   /** Called after jobs were enqueued (wakes the in-process worker). */
   onJobs?: () => void;
+  /** Accounts whose events are left in the inbox for now (paused: Kommo refused their credentials). */
+  pausedAccounts?: () => readonly string[];
+}
+
+/**
+ * Thrown by an account's runtime when Kommo refused its credentials: the account is paused, and its
+ * events go back to the inbox uncounted (they wait for the account to resume).
+ */
+export class AccountPausedError extends Error {
+  constructor(readonly account: string, message: string) {
+    super(message);
+  }
 }
 
 /** Inbox events claimed per store call; a batch is claimed in several of these. */
@@ -174,7 +186,7 @@ export class Router {
     const rows: InboxEvent[] = [];
     while (rows.length < this.o.batch) {
       const want = Math.min(CLAIM_CHUNK, this.o.batch - rows.length);
-      const chunk = await this.o.store.claimInbox(want, this.o.leaseMs, Date.now());
+      const chunk = await this.o.store.claimInbox(want, this.o.leaseMs, Date.now(), this.o.pausedAccounts?.() ?? []);
       for (const r of chunk) rows.push(r);
       if (chunk.length < want) break;
       await new Promise<void>((resolve) => setImmediate(resolve));
@@ -287,6 +299,11 @@ export class Router {
   }
 
   private async transientFailure(rows: InboxEvent[], err: unknown): Promise<void> {
+    if (err instanceof AccountPausedError) {
+      // Not the events' fault: give them back uncounted; claims skip the account while it is paused.
+      await this.o.store.releaseInbox(rows.map((r) => r.id));
+      return;
+    }
     const reason = err instanceof Error ? err.message : String(err);
     for (const row of rows) {
       if (row.attempts >= MAX_INBOX_ATTEMPTS) await this.o.store.failInbox(row.id, `gave up routing after ${row.attempts} attempts: ${reason}`);

@@ -18,7 +18,9 @@ import { KommoLoader, mainContactId } from '../kommo/loader.js';
 import type { KommoOp } from '../model/index.js';
 import type { Metrics } from '../observability/metrics.js';
 import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from '../queue/jobs.js';
-import type { AccountRouting, EngagementRouting } from '../queue/router.js';
+import { AccountPausedError, type AccountRouting, type EngagementRouting } from '../queue/router.js';
+import { credentialFingerprint, type AccountPauses } from './pauses.js';
+import { KommoApiError } from '../kommo/transport.js';
 import type { SweepSource } from './sweeper.js';
 import type { DeliveryTarget } from '../queue/worker.js';
 import type { Store } from '../store/store.js';
@@ -50,6 +52,8 @@ export class AccountRuntime implements AccountRouting {
   private users: { at: number; map: Map<number, { name: string; email: string | null }> | null } | null = null;
   /** The Kommo account's currency, read once at start (null when it could not be read). */
   private currency: string | null = null;
+  /** Set by the service: where a refused-credentials pause is recorded and read. */
+  pauses: AccountPauses | null = null;
   private ready: Promise<void> | null = null;
 
   constructor(
@@ -192,7 +196,33 @@ export class AccountRuntime implements AccountRouting {
     return result;
   }
 
-  async enrich(items: Array<{ event: CrmEvent; receivedAt: number }>): Promise<Array<EnrichedLead | null>> {
+  /** Fingerprint of the configured Kommo credentials: a pause ends when they change. */
+  get credential(): string {
+    const k = this.cfg.kommo;
+    return credentialFingerprint([k.accessToken, k.oauth?.clientId, k.oauth?.refreshToken]);
+  }
+
+  /**
+   * Runs Kommo work for the router; a refusal of the credentials (401 after one OAuth refresh,
+   * 403) pauses the account instead of burning the events' attempts.
+   */
+  private async guarded<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof KommoApiError && (err.status === 401 || err.status === 403) && this.pauses) {
+        await this.pauses.pause(this.name, err.status, err.detail);
+        throw new AccountPausedError(this.name, err.message);
+      }
+      throw err;
+    }
+  }
+
+  enrich(items: Array<{ event: CrmEvent; receivedAt: number }>): Promise<Array<EnrichedLead | null>> {
+    return this.guarded(() => this.enrichNow(items));
+  }
+
+  private async enrichNow(items: Array<{ event: CrmEvent; receivedAt: number }>): Promise<Array<EnrichedLead | null>> {
     await this.init();
     const users = await this.userMap();
     // All loads start before any is awaited, so the loader coalesces them into filter[id][] batches.
@@ -227,7 +257,11 @@ export class AccountRuntime implements AccountRouting {
     await this.store.indexEmails(leads.filter((e) => e.contact?.email).map((e) => ({ account: this.name, email: e.contact!.email, leadId: e.lead.id, updatedAt: e.lead.updatedAt })));
   }
 
-  async engagement(ev: EngagementEvent): Promise<EngagementRouting> {
+  engagement(ev: EngagementEvent): Promise<EngagementRouting> {
+    return this.guarded(() => this.engagementNow(ev));
+  }
+
+  private async engagementNow(ev: EngagementEvent): Promise<EngagementRouting> {
     await this.init();
     const match = await findLeadForEmail(ev.email, {
       indexed: (email) => this.store.leadsByEmail(this.name, email),
@@ -319,10 +353,19 @@ export class AccountRuntime implements AccountRouting {
     out.push({
       key: destinationKey(this.name, 'kommo'),
       account: this.name,
-      // Kommo takes up to 250 items per write; batching notes and tasks keeps us far below 7 rps.
+      // Kommo takes up to 250 items per write and recommends 50; the client sends 50 per request,
+      // and claiming up to 250 lets one round write notes, tasks and contacts together.
       maxBatch: Math.min(batchSize, 250),
       jobType: KOMMO_OPS_V1,
-      deliver: (ops) => deliverKommoOps(this.client, ops, this.echo),
+      paused: () => this.pauses?.reason(this.name) ?? null,
+      deliver: async (ops) => {
+        const results = await deliverKommoOps(this.client, ops, this.echo);
+        const refused = results.find((r) => r.httpStatus === 401 || r.httpStatus === 403);
+        if (!refused || !this.pauses) return results;
+        await this.pauses.pause(this.name, refused.httpStatus!, 'fail' in refused ? refused.fail.reason : 'retry' in refused ? refused.retry.reason : 'refused');
+        // Those jobs wait for the account to resume: a retry, never a dead letter.
+        return results.map((r) => (r.httpStatus === 401 || r.httpStatus === 403) && 'fail' in r ? { retry: { reason: r.fail.reason }, httpStatus: r.httpStatus } : r);
+      },
     });
     return out;
   }

@@ -17,6 +17,9 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { AccountRuntime } from './account.js';
 import { Sweeper } from './sweeper.js';
+import { AccountPauses } from './pauses.js';
+import { destinationKey } from '../queue/jobs.js';
+import { getAccountBreaker } from '../kommo/rate-limit.js';
 import { boundHeapGrowth } from './heap.js';
 import { MAX_PAGE } from '../kommo/client.js';
 
@@ -39,6 +42,7 @@ export interface ServiceOptions {
 export interface Service {
   store: Store;
   metrics: Metrics;
+  pauses: AccountPauses;
   accounts: Map<string, AccountRuntime>;
   app: FastifyInstance | null;
   /** Base URL when serving HTTP. */
@@ -59,9 +63,37 @@ export async function startService(o: ServiceOptions): Promise<Service> {
     accounts.set(name, new AccountRuntime(name, acct, o.loaded.destinations[name] ?? [], o.loaded, store, o.log, metrics));
   }
 
+  const pauses = new AccountPauses({
+    store,
+    log: o.log,
+    metrics,
+    recheckMs: config.worker.pauseRecheck,
+    accounts: [...accounts.values()].map((a) => ({
+      name: a.name,
+      credential: a.credential,
+      probe: async () => {
+        await a.client.getAccount({ probe: true });
+      },
+      onResume: async () => {
+        // The transport's own breaker may still hold the 403 cool-down: the account is fine now.
+        getAccountBreaker(a.name).recordSuccess();
+        await store.expediteRetries(destinationKey(a.name, 'kommo'), Date.now());
+      },
+    })),
+  });
+  for (const a of accounts.values()) a.pauses = pauses;
+  await pauses.refresh();
+
   let router: Router | null = null;
   let worker: Worker | null = null;
   let sweeper: Sweeper | null = null;
+  if (o.work && store.kind === 'sqlite') {
+    // On SQLite this process is the store's only user (`worker` refuses SQLite), so any claim in it
+    // was left by this process's previous life (kill -9, power cut): take the work back now
+    // instead of waiting for the leases to expire.
+    const released = await store.releaseAllClaims();
+    if (released.jobs || released.inbox) o.log.info(released, 'released the claims a previous run left behind');
+  }
   if (o.work) {
     // Config names (stages, fields, lists) are checked against Kommo now, so mistakes stop the start.
     // Kommo being unreachable does not: webhooks are still accepted and routed once it answers.
@@ -99,6 +131,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       leaseMs: w.lease,
       pollMs: w.poll,
       onJobs: () => wk.wake(),
+      pausedAccounts: () => pauses.names(),
     });
     const rt = router;
     sweeper = new Sweeper({
@@ -127,6 +160,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       bodyLimit: config.server.bodyLimit,
       ...(config.server.metricsToken ? { metricsToken: config.server.metricsToken } : {}),
       intake: { store, metrics, accounts: intakeAccounts(o.loaded), ...(r ? { onStored: () => r.wake() } : {}) },
+      degraded: () => pauses.list().map((p) => ({ account: p.account, reason: pauses.reason(p.account)!, since: p.since })),
       ...(adminToken || (loopback && o.openDashboard)
         ? { admin: adminRoutes({ store, ...(adminToken ? { token: adminToken } : {}), destinations: [...accounts.values()].flatMap((a) => [...a.active.map((d) => ({ key: `${a.name}/${d.cfg.name}`, type: d.cfg.type })), { key: `${a.name}/kommo`, type: 'kommo' }]) }) }
         : {}),
@@ -137,6 +171,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
   router?.start();
   worker?.start();
   sweeper?.start();
+  pauses.start();
   // Housekeeping: finished work and logs past the retention period are deleted hourly.
   const retention = config.worker.retention;
   const prune = o.work
@@ -151,6 +186,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
   return {
     store,
     metrics,
+    pauses,
     accounts,
     app,
     url,
@@ -159,6 +195,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
     sweeper,
     async close() {
       if (prune) clearInterval(prune);
+      pauses.stop();
       await sweeper?.stop();
       await app?.close();
       await router?.stop();

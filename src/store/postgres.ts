@@ -333,7 +333,7 @@ class PostgresStore implements Store {
     return results;
   }
 
-  async claimInbox(limit: number, leaseMs: number, now: number): Promise<InboxEvent[]> {
+  async claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = []): Promise<InboxEvent[]> {
     if (limit <= 0) return [];
     // SKIP LOCKED: a row another router is claiming right now is left to it; the lease keeps it
     // off everyone else's claims after that commit.
@@ -342,12 +342,13 @@ class PostgresStore implements Store {
          UPDATE ks_inbox i SET lease_until = $3, attempts = i.attempts + 1
          FROM (SELECT id FROM ks_inbox
                WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
+                 AND NOT (account = ANY($4::text[]))
                ORDER BY id LIMIT $1
                FOR UPDATE SKIP LOCKED) c
          WHERE i.id = c.id
          RETURNING i.id, i.account, i.source, i.kind, i.dedup_key, i.received_at, i.state, i.attempts)
        SELECT claimed.*, p.payload FROM claimed JOIN ks_inbox_payloads p ON p.inbox_id = claimed.id`,
-      [limit, now, now + leaseMs],
+      [limit, now, now + leaseMs, excludeAccounts],
     );
     return rows.sort((a, b) => a.id - b.id).map(toInboxEvent);
   }

@@ -320,10 +320,11 @@ class SqliteStore implements Store {
     return result;
   }
 
-  claimInbox(limit: number, leaseMs: number, now: number): Promise<InboxEvent[]> {
+  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = []): Promise<InboxEvent[]> {
     return this.soft((q) =>
-      q.claimInbox
-        .all({ limit, now, leaseUntil: now + leaseMs })
+      (excludeAccounts.length
+        ? q.claimInboxExcept.all({ limit, now, leaseUntil: now + leaseMs, exclude: JSON.stringify(excludeAccounts) })
+        : q.claimInbox.all({ limit, now, leaseUntil: now + leaseMs }))
         .sort((a, b) => a.id - b.id)
         .map((r) => toInboxEvent({ ...r, payload: q.inboxPayload.get(r.id)?.payload ?? 'null' })),
     );
@@ -594,6 +595,7 @@ class Prepared {
 
   readonly ping;
   readonly claimInbox;
+  readonly claimInboxExcept;
   readonly failInbox;
   readonly claimJobs;
   readonly getJob;
@@ -659,6 +661,15 @@ class Prepared {
        WHERE id IN (
          SELECT id FROM ks_inbox INDEXED BY ks_inbox_pending
          WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < @now)
+         ORDER BY id LIMIT @limit)
+       RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
+    );
+    this.claimInboxExcept = db.prepare<Params & { exclude: string }, Omit<InboxRow, 'payload'>>(
+      `UPDATE ks_inbox SET lease_until = @leaseUntil, attempts = attempts + 1
+       WHERE id IN (
+         SELECT id FROM ks_inbox INDEXED BY ks_inbox_pending
+         WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < @now)
+           AND account NOT IN (SELECT value FROM json_each(@exclude))
          ORDER BY id LIMIT @limit)
        RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
     );

@@ -130,8 +130,11 @@ export interface Store {
   // inbox
   /** Durable when the promise resolves. Duplicates (same account + dedupKey) are skipped, not errors. */
   insertInbox(events: NewInboxEvent[]): Promise<InsertResult>;
-  /** Pending inbox events in id order, leased for `leaseMs` so another router skips them. */
-  claimInbox(limit: number, leaseMs: number, now: number): Promise<InboxEvent[]>;
+  /**
+   * Pending inbox events in id order, leased for `leaseMs` so another router skips them. Events of
+   * `excludeAccounts` (paused: Kommo refused their credentials) are left for later, uncounted.
+   */
+  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts?: readonly string[]): Promise<InboxEvent[]>;
   /** Gives claimed, still pending events back unrouted: the next claim takes them again (attempts not counted). */
   releaseInbox(ids: number[]): Promise<void>;
   /** In one transaction: insert the jobs and mark the inbox events routed. */

@@ -261,6 +261,11 @@ export class KommoSimulator {
     this.gate.resetLog();
   }
   /** Lifts a 403 block and clears the rate-limit window. */
+  /** Blocks the account as Kommo does (integration disabled, account blocked): every request gets 403. */
+  block(): void {
+    this.gate.blocked = true;
+  }
+
   unblock(): void {
     this.gate.unblock();
   }
