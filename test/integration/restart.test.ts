@@ -41,7 +41,7 @@ async function kill9(p: ChildProcess): Promise<void> {
 }
 
 /** Kill -9 mid-burst, restart, and time the first Kommo write after the restart. */
-async function killAndRestart(world: World, storeUrl: string, lease: string): Promise<{ firstWriteAfterRestartMs: number; maxKommoIn1s: number }> {
+async function killAndRestart(world: World, storeUrl: string, lease: string): Promise<{ firstWriteAfterRestartMs: number; drainAfterRestartMs: number; leasedAtKill: number; maxKommoIn1s: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'kommo-sync-restart-'));
   try {
     const cfg = parse(world.yaml) as Record<string, unknown>;
@@ -71,7 +71,7 @@ async function killAndRestart(world: World, storeUrl: string, lease: string): Pr
       await waitFor(() => noted().size > 0, 'the first notes', 30_000);
       await kill9(child);
       const left = await store.stats(Date.now());
-      assert.ok(left.jobs.leased + left.jobs.pending + left.inboxPending > 0 && noted().size < leads.length, 'work left over at the kill');
+      assert.ok(left.jobs.leased > 0 && noted().size < leads.length, `claims held at the kill (${JSON.stringify(left.jobs)})`);
       const writesBefore = k.requests.filter((r) => r.method === 'POST').length;
       const restartedAt = Date.now();
       child = serve(config, port);
@@ -81,10 +81,12 @@ async function killAndRestart(world: World, storeUrl: string, lease: string): Pr
       await waitFor(async () => {
         const s = await store.stats(Date.now());
         return s.inboxPending === 0 && s.jobs.pending === 0 && s.jobs.leased === 0;
-      }, 'drained', 30_000);
+      }, 'drained', 60_000);
+      // Drained includes the jobs the killed process held (their notes may have been written).
+      const drainAfterRestartMs = Date.now() - restartedAt;
       assert.equal((await store.stats(Date.now())).jobs.dead, 0);
       await kill9(child);
-      return { firstWriteAfterRestartMs: firstWrite.at - restartedAt, maxKommoIn1s: k.maxRequestsInWindow(1000) };
+      return { firstWriteAfterRestartMs: firstWrite.at - restartedAt, drainAfterRestartMs, leasedAtKill: left.jobs.leased, maxKommoIn1s: k.maxRequestsInWindow(1000) };
     } finally {
       await store.close();
     }
@@ -100,7 +102,9 @@ it('SQLite: after kill -9 the restarted serve takes its claims back at once, and
   const world = await startWorld({ destinations: [], kommoLatencyMs: 300 });
   try {
     const r = await killAndRestart(world, `sqlite:${join(dir, 'ks.db')}`, '30s');
-    assert.ok(r.firstWriteAfterRestartMs < 15_000, `first write ${r.firstWriteAfterRestartMs} ms after the restart (lease 30 s)`);
+    // The jobs claimed at the kill are done well before their 30 s leases would have expired.
+    assert.ok(r.drainAfterRestartMs < 25_000, `drained ${r.drainAfterRestartMs} ms after the restart (lease 30 s, ${r.leasedAtKill} claims held at the kill)`);
+    assert.ok(r.firstWriteAfterRestartMs < 15_000, `first write ${r.firstWriteAfterRestartMs} ms after the restart`);
     assert.ok(r.maxKommoIn1s <= 7, `Kommo saw ${r.maxKommoIn1s} requests in one second`);
   } finally {
     await world.close();
@@ -114,6 +118,7 @@ await pgTest('PostgreSQL: a killed process\'s claims come back after one short l
   try {
     const r = await killAndRestart(world, db.url, '4s');
     assert.ok(r.firstWriteAfterRestartMs < 4_000 + 12_000, `first write ${r.firstWriteAfterRestartMs} ms after the restart (lease 4 s)`);
+    assert.ok(r.drainAfterRestartMs < 4_000 + 25_000, `drained ${r.drainAfterRestartMs} ms after the restart (lease 4 s)`);
     assert.ok(r.maxKommoIn1s <= 7, `Kommo saw ${r.maxKommoIn1s} requests in one second`);
   } finally {
     await world.close();
