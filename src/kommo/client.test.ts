@@ -230,3 +230,55 @@ describe('KommoClient against the simulator', () => {
     }
   });
 });
+
+describe('KommoClient writes', () => {
+  /** Echoes each written item back with an id, as Kommo does; `fail(n, size)` scripts failures. */
+  function writer(fail: (n: number, size: number) => number | null) {
+    const sizes: number[] = [];
+    return {
+      sizes,
+      handler: ((req, reply, n) => {
+        const items = req.body as Array<{ request_id: string }>;
+        sizes.push(items.length);
+        const status = fail(n, items.length);
+        if (status) return problem(reply, status);
+        return { _embedded: { notes: items.map((it, i) => ({ id: 1000 * n + i, request_id: it.request_id })) } };
+      }) as Handler,
+    };
+  }
+
+  it('writes at most 50 entities per request (Kommo\'s recommendation), each item answered', async () => {
+    const w = writer(() => null);
+    const srv = await scripted(w.handler);
+    try {
+      const results = await client(srv.url).addNotes(Array.from({ length: 120 }, (_, i) => ({ entityId: i + 1, text: `n${i}` })));
+      assert.deepEqual(w.sizes, [50, 50, 20]);
+      assert.equal(results.length, 120);
+      assert.ok(results.every((r) => r.ok));
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a 504 splits the chunk and sends the halves; a single item still timing out fails alone', async () => {
+    // The first request (50 items) times out; its halves go through.
+    const w = writer((n) => (n === 1 ? 504 : null));
+    const srv = await scripted(w.handler);
+    try {
+      const results = await client(srv.url).addNotes(Array.from({ length: 50 }, (_, i) => ({ entityId: i + 1, text: `n${i}` })));
+      assert.deepEqual(w.sizes, [50, 25, 25]);
+      assert.ok(results.every((r) => r.ok));
+    } finally {
+      await srv.close();
+    }
+    const always = writer(() => 504);
+    const srv2 = await scripted(always.handler);
+    try {
+      const results = await client(srv2.url).addNotes([{ entityId: 1, text: 'a' }, { entityId: 2, text: 'b' }]);
+      assert.deepEqual(always.sizes, [2, 1, 1]);
+      assert.ok(results.every((r) => !r.ok && r.error.status === 504));
+    } finally {
+      await srv2.close();
+    }
+  });
+});

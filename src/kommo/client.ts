@@ -86,6 +86,8 @@ export type KommoClientOptions = KommoTransportOptions;
 
 /** Kommo's page size for reads (`limit` ≤ 250). */
 export const MAX_PAGE = 250;
+/** Entities per write request: Kommo accepts 250 and recommends at most 50 (vendor-apis/kommo.md 2.4). */
+export const WRITE_CHUNK = 50;
 
 export class KommoClient {
   readonly account: string;
@@ -254,17 +256,23 @@ export class KommoClient {
   }
 
   /**
-   * Sends `items` in chunks of 250 and maps every answer back to its item by `request_id` (we set
-   * it to the item's index in the chunk). A 400 with `validation-errors` fails only the items it
-   * names; the rest of that chunk is sent again without them, because Kommo validates a batch as a
-   * whole and stores nothing from a batch it rejected.
+   * Sends `items` in chunks of 50 (Kommo takes 250 but recommends at most 50 per write) and maps
+   * every answer back to its item by `request_id` (the item's index in its chunk).
+   * - A 400 with `validation-errors` fails only the items it names; the rest of that chunk is sent
+   *   again without them, because Kommo validates a batch as a whole and stores nothing from a
+   *   batch it rejected.
+   * - A 504 means the batch was too big for Kommo to finish in time: the chunk is split in halves
+   *   and each is sent on its own (a single item that still times out is a retryable failure).
    */
   private async writeAll(method: 'POST' | 'PATCH', path: string, key: string, items: Array<Record<string, unknown>>, signal?: AbortSignal): Promise<WriteResult[]> {
     const results: WriteResult[] = new Array<WriteResult>(items.length);
     const schema = z.looseObject({ _embedded: z.looseObject({ [key]: z.array(writtenItemSchema) }).nullish() });
-    for (let start = 0; start < items.length; start += MAX_PAGE) {
-      let pending = range(start, Math.min(items.length, start + MAX_PAGE));
-      // Each round either settles every pending item or fails at least one (so it ends).
+    // Chunks still to send, in order; a split puts its halves at the front.
+    const todo: number[][] = [];
+    for (let start = 0; start < items.length; start += WRITE_CHUNK) todo.push(range(start, Math.min(items.length, start + WRITE_CHUNK)));
+    while (todo.length > 0) {
+      let pending = todo.shift()!;
+      // Each round either settles every pending item, fails at least one, or splits (so it ends).
       while (pending.length > 0) {
         const body = pending.map((idx, i) => ({ ...items[idx], request_id: String(i) }));
         try {
@@ -277,6 +285,12 @@ export class KommoClient {
           pending = [];
         } catch (err) {
           const apiErr = asApiError(err, path);
+          if (apiErr.status === 504 && pending.length > 1) {
+            const half = Math.ceil(pending.length / 2);
+            todo.unshift(pending.slice(0, half), pending.slice(half));
+            pending = [];
+            continue;
+          }
           const named = new Map((apiErr.validationErrors ?? []).map((v) => [v.request_id, v]));
           const failedNow = pending.filter((_, i) => named.has(String(i)));
           if (apiErr.status !== 400 || failedNow.length === 0) {
@@ -296,6 +310,7 @@ export class KommoClient {
     }
     return results;
   }
+
 }
 
 export interface CreateClientDeps {

@@ -42,14 +42,14 @@ describe('deliverKommoOps over the simulator', () => {
 
   const posts = (path: string) => sim.requests.filter((r) => r.method === 'POST' && r.path === path).length;
 
-  it('sends 300 notes in 2 requests, one ok result per note', async () => {
+  it('sends 300 notes in 6 requests of 50 (Kommo's recommended write size), one ok result per note', async () => {
     sim.resetLog();
     const before = sim.notes.size;
     const ops: KommoOp[] = Array.from({ length: 300 }, (_, i) => ({ kind: 'addNote', leadId, text: `note ${i}` }));
     const results = await deliverKommoOps(client, ops, echo);
     assert.equal(results.length, 300);
     assert.ok(results.every((r) => 'ok' in r));
-    assert.equal(posts('/api/v4/leads/notes'), 2);
+    assert.equal(posts('/api/v4/leads/notes'), 6);
     assert.equal(sim.notes.size - before, 300);
     const texts = [...sim.notes.values()].slice(-300).map((n) => n.params['text']);
     assert.equal(texts[0], 'note 0');

@@ -248,7 +248,8 @@ export class KommoTransport {
       });
       // A POST (notes, tasks) that failed with 5xx may still have been stored; retrying it here
       // would multiply the duplicate. The worker's retry is the only one (PATCH is idempotent).
-      if (res.status >= 500 && spec.method !== 'POST') {
+      // A 504 to a write means "too big": the caller splits the batch instead of resending it.
+      if (res.status >= 500 && spec.method !== 'POST' && !(res.status === 504 && spec.method === 'PATCH')) {
         await this.backoffOrThrow(error, attempt, retryAfterMs, spec.signal);
         continue;
       }
