@@ -42,7 +42,7 @@ describe('deliverKommoOps over the simulator', () => {
 
   const posts = (path: string) => sim.requests.filter((r) => r.method === 'POST' && r.path === path).length;
 
-  it('sends 300 notes in 6 requests of 50 (Kommo's recommended write size), one ok result per note', async () => {
+  it('sends 300 notes in 6 requests of 50 (the write size Kommo recommends), one ok result per note', async () => {
     sim.resetLog();
     const before = sim.notes.size;
     const ops: KommoOp[] = Array.from({ length: 300 }, (_, i) => ({ kind: 'addNote', leadId, text: `note ${i}` }));
