@@ -17,7 +17,7 @@ function account(log: { enriched: number[][]; echoes: Set<number> }): AccountRou
     },
     destinations: [],
     crmNote: async () => null,
-    engagement: async () => ({ leadId: null, kommo: [], sync: [] }),
+    engagement: async (events) => events.map(() => ({ leadId: null, kommo: [], sync: [] })),
     remember: async () => {},
   };
 }

@@ -32,10 +32,12 @@ export interface AccountRouting {
   /** Note text to write on the lead after a sync, or null (not configured for this kind). */
   crmNote(e: EnrichedLead, sentTo: string[]): Promise<string | null>;
   /**
-   * Finds the lead for an engagement event and plans the Kommo writes (none when no lead matches),
-   * and what other destinations get (a suppress when the person opted out somewhere).
+   * For each engagement event, in order: finds its lead and plans the Kommo writes (none when no
+   * lead matches) and what other destinations get (a suppress when the person opted out). The
+   * lookups of the whole batch share their Kommo reads. Throws when Kommo cannot be read (the
+   * batch is retried); an event whose plan fails alone gets `{ error }`.
    */
-  engagement(ev: EngagementEvent): Promise<EngagementRouting>;
+  engagement(events: EngagementEvent[]): Promise<Array<EngagementRouting | { error: unknown }>>;
   /** Keeps the email -> lead index fresh from what enrichment read (one write per batch). */
   remember(leads: EnrichedLead[]): Promise<void>;
 }
@@ -263,16 +265,21 @@ export class Router {
   }
 
   private async routeEngagement(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
-    // One at a time: hot-lead counting depends on the order of opens.
-    for (const row of rows) {
+    const failed: Array<[InboxEvent, unknown]> = [];
+    if (!rows.length) return;
+    let all: Array<EngagementRouting | { error: unknown }>;
+    try {
+      all = await account.engagement(rows.map((r) => r.payload as EngagementEvent));
+    } catch (err) {
+      await this.transientFailure(rows, err);
+      return;
+    }
+    rows.forEach((row, i) => {
       const ev = row.payload as EngagementEvent;
-      let planned: EngagementRouting;
-      try {
-        planned = await account.engagement(ev);
-      } catch (err) {
-        if (isPermanent(err)) await this.permanentFailure(row, err);
-        else await this.transientFailure([row], err);
-        continue;
+      const planned = all[i];
+      if (!planned || 'error' in planned) {
+        failed.push([row, planned?.error ?? new Error('no plan for this event')]);
+        return;
       }
       routed.push(row.id);
       if (planned.leadId === null) {
@@ -284,7 +291,8 @@ export class Router {
       // contact update) must not send a note that already went through again.
       for (const op of planned.kommo) jobs.push(kommoJob(account.name, orderingKey, ev.email, op, row.id));
       for (const s of planned.sync) jobs.push(syncJob(account.name, s.destination, orderingKey, ev.email, s.ops, row.id));
-    }
+    });
+    for (const [row, err] of failed) await this.permanentFailure(row, err);
   }
 
   /** A mistake in the event or the config, not in the weather: retrying cannot help. */

@@ -21,13 +21,14 @@ import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from '../queue/jobs.js';
 import { AccountPausedError, type AccountRouting, type EngagementRouting } from '../queue/router.js';
 import { credentialFingerprint, type AccountPauses } from './pauses.js';
 import { KommoApiError } from '../kommo/transport.js';
+import type { KommoLead } from '../kommo/schemas.js';
 import type { SweepSource } from './sweeper.js';
 import type { DeliveryTarget } from '../queue/worker.js';
 import type { Store } from '../store/store.js';
 import { enrichLead } from '../sync/enrich.js';
 import type { EnrichedLead } from '../model/index.js';
 import type { CrmEvent, EngagementEvent } from '../model/index.js';
-import { compileEngagementRules, findLeadForEmail, OPT_OUT_KINDS, planEngagement, WON_STATUS, LOST_STATUS, type EngagementRules, type LeadRow } from '../sync/inbound.js';
+import { compileEngagementRules, findLeadForEmail, OPT_OUT_KINDS, planEngagement, WON_STATUS, LOST_STATUS, type EngagementRules, type LeadMatch, type LeadRow } from '../sync/inbound.js';
 import { fieldNamesReferenced, MappingError, type CompiledExpr, type CompiledTemplate } from '../sync/mapping.js';
 import { compileCrmNotes, compileDestinationMapping, crmNoteText, personId, planOutbound, type CompiledCrmNotes, type CompiledMapping } from '../sync/outbound.js';
 
@@ -257,34 +258,59 @@ export class AccountRuntime implements AccountRouting {
     await this.store.indexEmails(leads.filter((e) => e.contact?.email).map((e) => ({ account: this.name, email: e.contact!.email, leadId: e.lead.id, updatedAt: e.lead.updatedAt })));
   }
 
-  engagement(ev: EngagementEvent): Promise<EngagementRouting> {
-    return this.guarded(() => this.engagementNow(ev));
+  engagement(events: EngagementEvent[]): Promise<Array<EngagementRouting | { error: unknown }>> {
+    return this.guarded(() => this.engagementNow(events));
   }
 
-  private async engagementNow(ev: EngagementEvent): Promise<EngagementRouting> {
+  /**
+   * Matches a batch of engagement events to leads with as few Kommo reads as possible: the email
+   * index (filled by every CRM event) names the leads, and all of them are read in one
+   * `filter[id][]` request per 250; only emails the index does not know are searched, once each.
+   * Then the rules run one event at a time, in order (hot-lead counting depends on it).
+   */
+  private async engagementNow(events: EngagementEvent[]): Promise<Array<EngagementRouting | { error: unknown }>> {
     await this.init();
-    const match = await findLeadForEmail(ev.email, {
-      indexed: (email) => this.store.leadsByEmail(this.name, email),
-      searchContacts: async (email) => (await this.client.searchContactsByEmail(email)).map((c) => ({ id: c.id, leadIds: c._embedded.leads.map((l) => l.id) })),
-      getLeads: async (ids) => (await this.client.getLeadsByIds(ids, { withContacts: true })).map((l): LeadRow => ({
-        id: l.id,
-        statusId: l.status_id,
-        pipelineId: l.pipeline_id,
-        updatedAt: l.updated_at * 1000,
-        responsibleUserId: l.responsible_user_id,
-        closed: l.status_id === WON_STATUS || l.status_id === LOST_STATUS,
-        mainContactId: mainContactId(l),
-      })),
-      remember: (email, leadId, updatedAt) => this.store.indexEmail(this.name, email, leadId, updatedAt),
-    });
-    const sync = this.optOutElsewhere(ev, match?.contactId ?? null);
-    if (!match) return { leadId: null, kommo: [], sync };
-    const kommo = await planEngagement(ev, match, this.rules!, {
-      // Lead ids are unique per Kommo account only: scope the counters by account.
-      hitCounter: (key, at, windowMs) => this.store.hitCounter(`${this.name}:${key}`, at, windowMs),
-      tryMark: (key, now, ttlMs) => this.store.tryMark(`${this.name}:${key}`, now, ttlMs),
-    }, Date.now());
-    return { leadId: match.leadId, kommo, sync };
+    const emails = [...new Set(events.map((e) => e.email))];
+    const indexed = new Map(await Promise.all(emails.map(async (email) => [email, await this.store.leadsByEmail(this.name, email)] as const)));
+    const rows = new Map<number, LeadRow>();
+    const read = new Set<number>();
+    const getLeads = async (ids: number[]): Promise<LeadRow[]> => {
+      const missing = ids.filter((id) => !read.has(id));
+      if (missing.length) {
+        for (const id of missing) read.add(id);
+        for (const l of await this.client.getLeadsByIds(missing, { withContacts: true })) rows.set(l.id, leadRow(l));
+      }
+      return ids.flatMap((id) => rows.get(id) ?? []);
+    };
+    await getLeads([...new Set([...indexed.values()].flat())]);
+    const deps = {
+      indexed: async (email: string) => indexed.get(email) ?? [],
+      searchContacts: async (email: string) => (await this.client.searchContactsByEmail(email)).map((c) => ({ id: c.id, leadIds: c._embedded.leads.map((l) => l.id) })),
+      getLeads,
+      remember: (email: string, leadId: number, updatedAt: number) => this.store.indexEmail(this.name, email, leadId, updatedAt),
+    };
+    const matches = new Map<string, LeadMatch | null>();
+    const out: Array<EngagementRouting | { error: unknown }> = [];
+    for (const ev of events) {
+      if (!matches.has(ev.email)) matches.set(ev.email, await findLeadForEmail(ev.email, deps));
+      const match = matches.get(ev.email) ?? null;
+      try {
+        const sync = this.optOutElsewhere(ev, match?.contactId ?? null);
+        if (!match) {
+          out.push({ leadId: null, kommo: [], sync });
+          continue;
+        }
+        const kommo = await planEngagement(ev, match, this.rules!, {
+          // Lead ids are unique per Kommo account only: scope the counters by account.
+          hitCounter: (key, at, windowMs) => this.store.hitCounter(`${this.name}:${key}`, at, windowMs),
+          tryMark: (key, now, ttlMs) => this.store.tryMark(`${this.name}:${key}`, now, ttlMs),
+        }, Date.now());
+        out.push({ leadId: match.leadId, kommo, sync });
+      } catch (error) {
+        out.push({ error });
+      }
+    }
+    return out;
   }
 
   /**
@@ -383,4 +409,17 @@ export class AccountRuntime implements AccountRouting {
     }
     return this.users.map;
   }
+}
+
+/** What engagement matching needs of a Kommo lead. */
+function leadRow(l: KommoLead): LeadRow {
+  return {
+    id: l.id,
+    statusId: l.status_id,
+    pipelineId: l.pipeline_id,
+    updatedAt: l.updated_at * 1000,
+    responsibleUserId: l.responsible_user_id,
+    closed: l.status_id === WON_STATUS || l.status_id === LOST_STATUS,
+    mainContactId: mainContactId(l),
+  };
 }
