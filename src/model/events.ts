@@ -65,6 +65,11 @@ export const ENGAGEMENT_KINDS = [
   /** A tool tagged the person (`detail` is the tag): intent signals (`signals.tags`). */
   'tag.added',
   'tag.removed',
+  /**
+   * An event the vendor sends that kommo-sync has no rule for (`detail` is the vendor's name for it):
+   * stored and counted, so nothing a vendor reports is silently dropped, and otherwise ignored.
+   */
+  'vendor.other',
 ] as const;
 export const engagementKind = z.enum(ENGAGEMENT_KINDS);
 export type EngagementKind = z.infer<typeof engagementKind>;

@@ -282,7 +282,7 @@ export class Router {
         return;
       }
       routed.push(row.id);
-      if (planned.leadId === null) {
+      if (planned.leadId === null && ev.kind !== 'vendor.other') {
         this.o.log.info({ account: account.name, source: ev.source, kind: ev.kind }, 'no Kommo lead matches this email; engagement not recorded in Kommo');
       }
       // The person's other jobs share the key, so a suppress runs after anything queued before it.

@@ -292,6 +292,11 @@ export class AccountRuntime implements AccountRouting {
     const matches = new Map<string, LeadMatch | null>();
     const out: Array<EngagementRouting | { error: unknown }> = [];
     for (const ev of events) {
+      // Kept for the record, with no rule to apply: not worth a Kommo search.
+      if (ev.kind === 'vendor.other') {
+        out.push({ leadId: null, kommo: [], sync: [] });
+        continue;
+      }
       if (!matches.has(ev.email)) matches.set(ev.email, await findLeadForEmail(ev.email, deps));
       const match = matches.get(ev.email) ?? null;
       try {

@@ -355,6 +355,7 @@ export function noteText(ev: EngagementEvent): string {
     'message.bounced': withPart('Message bounced', d),
     'tag.added': withPart('Tagged', d && `"${d}"`),
     'tag.removed': withPart('Tag removed', d && `"${d}"`),
+    'vendor.other': withPart('Event', d),
   };
   return `${text[ev.kind]}${ev.machine ? ' [automated: not counted as engagement]' : ''} (via ${ev.source})`;
 }

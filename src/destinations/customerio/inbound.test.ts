@@ -50,11 +50,12 @@ describe('customerio webhook parsing', () => {
     { file: 'customer-subscribed.json', want: { kind: 'email.subscribed', email: 'test@example.com', vendorEventId: '01E4C4CT6YDC7Y5M7FE1GWWPQJ' } },
     { file: 'email-bounced.json', want: { kind: 'email.bounced', email: 'gone@example.com', detail: '550 5.1.1 The email account that you tried to reach does not exist.', campaign: 'newsletter:10' } },
     { file: 'email-dropped.json', want: { kind: 'email.dropped', email: 'bounced.before@example.com', detail: 'Address is suppressed (previous hard bounce)' } },
+    { file: 'email-undeliverable.json', want: { kind: 'email.failed', email: 'bounced.before@example.com', detail: 'Address is suppressed (previous hard bounce)' } },
     { file: 'email-spammed.json', want: { kind: 'email.spammed', email: 'annoyed@example.com' } },
     { file: 'email-failed.json', want: { kind: 'email.failed', email: 'template.bug@example.com', campaign: 'transactional:3' } },
     { file: 'sms-clicked.json', want: undefined },
     { file: 'customer-unsubscribed-no-email.json', want: undefined },
-    { file: 'email-drafted.json', want: undefined },
+    { file: 'email-drafted.json', want: { kind: 'vendor.other', detail: 'drafted', email: 'jane.doe@example.com' } },
   ];
   for (const row of table) {
     it(`${row.file} -> ${row.want ? String(row.want.kind) : 'nothing'}`, () => {

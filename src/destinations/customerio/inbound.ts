@@ -51,6 +51,8 @@ const METRIC_KINDS = new Map<string, EngagementKind>([
   ['dropped', 'email.dropped'],
   ['spammed', 'email.spammed'],
   ['failed', 'email.failed'],
+  // Never sent (invalid address, a suppression): Customer.io's own failure, as far as we act on it.
+  ['undeliverable', 'email.failed'],
 ]);
 
 /** Subscription changes are about the person, whichever channel (object_type) caused them. */
@@ -100,8 +102,8 @@ export function parseCio(req: InboundRequest, sourceName: string): InboundParsed
 }
 
 function toEngagement(e: z.infer<typeof envelope>, source: string, now: number): InboundParsed[] {
-  const kind = METRIC_KINDS.get(e.metric);
-  if (!kind) return [];
+  // A metric we have no rule for is kept as `vendor.other` (stored and counted, not dropped).
+  const kind = METRIC_KINDS.get(e.metric) ?? 'vendor.other';
   if (!PERSON_METRICS.has(e.metric) && e.object_type && e.object_type !== 'email') return [];
   const d = e.data;
   // identifiers.email is null in id-only workspaces; recipient is the address the message went to.
@@ -126,7 +128,7 @@ function toEngagement(e: z.infer<typeof envelope>, source: string, now: number):
       ...(d.subject ? { subject: d.subject } : {}),
       ...(d.href ? { link: d.href } : {}),
       ...(campaign ? { campaign } : {}),
-      ...(d.failure_message ? { detail: d.failure_message } : {}),
+      ...(kind === 'vendor.other' ? { detail: e.metric } : d.failure_message ? { detail: d.failure_message } : {}),
       ...(machine ? { machine } : {}),
     },
   }];
