@@ -50,9 +50,23 @@ describe('destinations/http', () => {
   describe('vendorRequest over real HTTP', () => {
     let server: Server;
     let base: string;
+    // The host a vendor redirects to (another region): it must never receive our request.
+    let otherServer: Server;
+    let other = '';
+    const otherHits: Array<string | undefined> = [];
     before(async () => {
+      otherServer = createServer((req, res) => {
+        otherHits.push(req.headers.authorization);
+        res.end('{}');
+      });
+      await new Promise<void>((resolve) => otherServer.listen(0, '127.0.0.1', resolve));
+      other = `http://localhost:${(otherServer.address() as AddressInfo).port}`;
       server = createServer((req, res) => {
         if (req.url === '/slow') return void setTimeout(() => res.end('{}'), 500);
+        if (req.url === '/moved') {
+          res.writeHead(301, { location: `${other}/api/v2/batch` });
+          return void res.end();
+        }
         // A careless vendor that echoes the credentials back in its error.
         res.writeHead(400, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ message: `bad key ${req.headers.authorization} ${req.url}` }));
@@ -60,7 +74,16 @@ describe('destinations/http', () => {
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     });
-    after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    after(() => new Promise<void>((resolve) => server.close(() => otherServer.close(() => resolve()))));
+
+    it('does not follow a redirect (it would drop the credentials) and names where it points', async () => {
+      const mem = memoryLogger();
+      const res = await vendorRequest({ method: 'POST', url: `${base}/moved`, headers: { authorization: 'Basic c2l0ZTprZXk=' }, json: {}, timeoutMs: 2000, log: mem.log });
+      const result = classifyHttp(res.status, res.headers, res.body);
+      assert.ok('fail' in result && result.fail.code === 'rejected', JSON.stringify(result));
+      assert.match(result.fail.reason, /HTTP 301: the API redirects to http:\/\/localhost:\d+\/api\/v2\/batch; set the destination's region or baseUrl/);
+      assert.deepEqual(otherHits, [], 'the redirect target got nothing');
+    });
 
     it('never lets a credential reach a log line or an error', async () => {
       const mem = memoryLogger();

@@ -79,7 +79,10 @@ export async function vendorRequest(req: VendorRequest): Promise<VendorResult> {
   const logged = { method: req.method, url: redactUrl(req.url), headers: redactHeaders(Object.fromEntries(headers)) };
   const started = performance.now();
   try {
-    const res = await fetch(req.url, { method: req.method, headers, body, signal: AbortSignal.timeout(req.timeoutMs) });
+    // Redirects are not followed: fetch drops the Authorization header on a cross-origin one, so a
+    // vendor moving us to another region's host would see an unauthenticated request. The 3xx is
+    // reported instead, naming where it points (set the region or baseUrl to that host).
+    const res = await fetch(req.url, { method: req.method, headers, body, signal: AbortSignal.timeout(req.timeoutMs), redirect: 'manual' });
     let text = await res.text();
     if (!res.ok) text = scrub(text);
     const ms = Math.round(performance.now() - started);
@@ -114,7 +117,11 @@ export function classifyHttp(status: number, headers: Record<string, string>, bo
   if (status === 401 || status === 403) return { fail: { reason, code: 'auth' }, httpStatus: status };
   if (status === 404) return { fail: { reason, code: 'not_found' }, httpStatus: status };
   if (status >= 400) return { fail: { reason, code: 'invalid' }, httpStatus: status };
-  // fetch follows redirects, so a 1xx/3xx here is a misconfigured base URL, not a passing fault.
+  // Redirects are not followed (see vendorRequest): a 3xx means the base URL or region is wrong.
+  const location = headerValue(headers, 'location');
+  if (status >= 300 && status < 400 && location) {
+    return { fail: { reason: `HTTP ${status}: the API redirects to ${redactUrl(location)}; set the destination's region or baseUrl to that host (redirects are not followed: they would drop the credentials)`, code: 'rejected' }, httpStatus: status };
+  }
   return { fail: { reason: `unexpected ${reason}`, code: 'rejected' }, httpStatus: status };
 }
 

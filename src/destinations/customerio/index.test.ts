@@ -18,6 +18,9 @@ function memoryLogger(): { log: Logger; text: () => string } {
 }
 
 
+/** About 30 KB of attributes, each value within Customer.io's 1,000-byte limit. */
+const bigAttributes = () => Object.fromEntries(Array.from({ length: 30 }, (_, j) => [`note_${j}`, 'x'.repeat(990)]));
+
 describe('customerio against its simulator', () => {
   const sim = customerioSimulator();
   let app: FastifyInstance;
@@ -53,7 +56,7 @@ describe('customerio against its simulator', () => {
   it('sends a large delivery as several batch requests', async () => {
     sim.reset();
     const ops: SyncOp[] = Array.from({ length: 40 }, (_, i) => ({
-      kind: 'upsertPerson', person: { email: `p${i}@example.com` }, attributes: { notes: 'x'.repeat(30_000) }, timestamp: T,
+      kind: 'upsertPerson', person: { email: `p${i}@example.com` }, attributes: bigAttributes(), timestamp: T,
     }));
     const results = await customerio.deliver(ctxFor(), ops);
     assert.ok(results.every((r) => 'ok' in r));
@@ -65,7 +68,7 @@ describe('customerio against its simulator', () => {
     sim.reset();
     sim.faults.failNext(1, 429, 5);
     const ops: SyncOp[] = Array.from({ length: 40 }, (_, i) => ({
-      kind: 'upsertPerson', person: { email: `p${i}@example.com` }, attributes: { notes: 'x'.repeat(30_000) }, timestamp: T,
+      kind: 'upsertPerson', person: { email: `p${i}@example.com` }, attributes: bigAttributes(), timestamp: T,
     }));
     const results = await customerio.deliver(ctxFor(), ops);
     assert.equal(sim.requests.length, 1);

@@ -65,6 +65,21 @@ describe('customerio ops (SyncOp -> v2 batch items)', () => {
     assert.deepEqual(plan.requests.map((r) => r.opIndexes), [[2]]);
   });
 
+  it('fails an op over Customer.io\'s documented limits alone, naming the limit; the rest are sent', () => {
+    const many = Object.fromEntries(Array.from({ length: 301 }, (_, i) => [`a${i}`, i]));
+    const ops: SyncOp[] = [
+      { kind: 'upsertPerson', person: jane, attributes: { notes: 'x'.repeat(1001) }, timestamp: T },
+      { kind: 'upsertPerson', person: jane, attributes: many, timestamp: T },
+      { kind: 'trackEvent', person: jane, name: 'e'.repeat(101), properties: {}, timestamp: T, messageId: 'm1' },
+      { kind: 'upsertPerson', person: jane, attributes: { notes: 'x'.repeat(1000) }, timestamp: T },
+    ];
+    const plan = planBatches(ops, 'email');
+    assert.match(fail(plan.decided.get(0)), /attribute "notes" is 1001 bytes; Customer.io allows 1000 per value/);
+    assert.match(fail(plan.decided.get(1)), /301 attributes; Customer.io takes at most 300/);
+    assert.match(fail(plan.decided.get(2)), /event name is 101 bytes; Customer.io allows 100/);
+    assert.deepEqual(plan.requests.map((r) => r.opIndexes), [[3]], 'a value at the limit is sent');
+  });
+
   it('derives a stable ULID event id from a non-ULID messageId (retries dedup)', () => {
     const a = toEventId('job-42:lead.won', T);
     assert.match(a, /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/);
@@ -74,11 +89,12 @@ describe('customerio ops (SyncOp -> v2 batch items)', () => {
   });
 
   it('splits into requests under 500 KB and fails an item over 32 KB alone', () => {
-    const big = 'x'.repeat(20_000);
+    // Many values within the 1,000-byte limit add up to big items (about 20 KB, and one over 32 KB).
+    const attrs = (n: number, c: string) => Object.fromEntries(Array.from({ length: n }, (_, j) => [`n${j}`, c.repeat(990)]));
     const ops: SyncOp[] = Array.from({ length: 60 }, (_, i) => ({
-      kind: 'upsertPerson', person: { email: `p${i}@example.com` }, attributes: { notes: big }, timestamp: T,
+      kind: 'upsertPerson', person: { email: `p${i}@example.com` }, attributes: attrs(20, 'x'), timestamp: T,
     }));
-    ops[5] = { kind: 'upsertPerson', person: jane, attributes: { notes: 'y'.repeat(MAX_ITEM_BYTES) }, timestamp: T };
+    ops[5] = { kind: 'upsertPerson', person: jane, attributes: attrs(Math.ceil(MAX_ITEM_BYTES / 990), 'y'), timestamp: T };
     const plan = planBatches(ops, 'email');
     assert.match(fail(plan.decided.get(5)), /at most 32000/);
     assert.ok(plan.requests.length >= 3);

@@ -17,6 +17,8 @@ export const BATCH_PATH = '/api/v2/batch';
  */
 export const MAX_REQUEST_BYTES = 500_000;
 export const MAX_ITEM_BYTES = 32_000;
+/** Customer.io's person and event limits (vendor-apis/customerio.md 1.4). */
+export const LIMITS = { attributeValueBytes: 1000, attributeNameBytes: 150, attributesPerCall: 300, eventNameBytes: 100, eventDataBytes: 100_000, idBytes: 150 } as const;
 
 /** Exactly one identifier per item (Customer.io refuses several). */
 export type CioIdentifiers = { email: string } | { id: string };
@@ -79,6 +81,8 @@ export function toBatchItem(op: SyncOp, identifyBy: IdentifyBy): CioBatchItem | 
   }
   const identifiers = identifiersFor(op.person, identifyBy);
   if ('fail' in identifiers) return identifiers;
+  const overLimit = limitProblem(op);
+  if (overLimit) return { fail: overLimit };
   switch (op.kind) {
     case 'upsertPerson': {
       // Keyed by id, the profile still needs its email to receive messages.
@@ -100,6 +104,30 @@ export function toBatchItem(op: SyncOp, identifyBy: IdentifyBy): CioBatchItem | 
     case 'erasePerson':
       return { type: 'person', identifiers, action: 'delete' };
   }
+}
+
+/**
+ * What Customer.io would refuse (or, per its docs, silently cut) in this op, said before sending,
+ * so the op fails alone with a reason instead of its whole batch.
+ */
+function limitProblem(op: SyncOp): string | undefined {
+  const bytes = (v: unknown) => Buffer.byteLength(typeof v === 'string' ? v : JSON.stringify(v) ?? '');
+  if (op.person.id && bytes(op.person.id) > LIMITS.idBytes) return `person id is ${bytes(op.person.id)} bytes; Customer.io allows ${LIMITS.idBytes}`;
+  if (op.kind === 'upsertPerson') {
+    const names = Object.keys(op.attributes);
+    if (names.length > LIMITS.attributesPerCall) return `${names.length} attributes; Customer.io takes at most ${LIMITS.attributesPerCall} per person`;
+    for (const [name, value] of Object.entries(op.attributes)) {
+      if (bytes(name) > LIMITS.attributeNameBytes) return `attribute name "${name.slice(0, 40)}…" is ${bytes(name)} bytes; Customer.io allows ${LIMITS.attributeNameBytes}`;
+      if (typeof value === 'string' && bytes(value) > LIMITS.attributeValueBytes) {
+        return `attribute "${name}" is ${bytes(value)} bytes; Customer.io allows ${LIMITS.attributeValueBytes} per value`;
+      }
+    }
+  }
+  if (op.kind === 'trackEvent') {
+    if (bytes(op.name) > LIMITS.eventNameBytes) return `event name is ${bytes(op.name)} bytes; Customer.io allows ${LIMITS.eventNameBytes}`;
+    if (bytes(op.properties) > LIMITS.eventDataBytes) return `event data is ${bytes(op.properties)} bytes; Customer.io allows ${LIMITS.eventDataBytes}`;
+  }
+  return undefined;
 }
 
 function identifiersFor(person: PersonRef, identifyBy: IdentifyBy): CioIdentifiers | { fail: string } {
