@@ -20,6 +20,8 @@ export interface WorldOptions {
   /** Kommo simulator options. */
   kommoRateLimit?: number;
   kommoLatencyMs?: number;
+  /** The long-lived token the Kommo simulator accepts (default: the simulator's own). */
+  kommoAccessToken?: string;
   /** Extra account-level config merged over the defaults (engagement, crmNotes, ...). */
   account_overrides?: Record<string, unknown>;
   /** Extra top-level config (server, worker, log). */
@@ -52,6 +54,7 @@ export async function startWorld(o: WorldOptions = {}): Promise<World> {
     subdomain: account,
     rateLimitPerSecond: o.kommoRateLimit ?? 7,
     ...(o.kommoLatencyMs ? { latencyMs: o.kommoLatencyMs } : {}),
+    ...(o.kommoAccessToken ? { accessToken: o.kommoAccessToken } : {}),
   });
   const kommoUrl = await kommo.listen(0);
 
@@ -89,7 +92,7 @@ export async function startWorld(o: WorldOptions = {}): Promise<World> {
     ...o.overrides,
     accounts: {
       [account]: {
-        kommo: { subdomain: account, baseUrl: kommoUrl, accessToken: DEFAULT_ACCESS_TOKEN, webhookSecret: kommoWebhookSecret },
+        kommo: { subdomain: account, baseUrl: kommoUrl, accessToken: o.kommoAccessToken ?? DEFAULT_ACCESS_TOKEN, webhookSecret: kommoWebhookSecret },
         stages: { 'Proposal sent': 'proposal_sent', 'Demo scheduled': 'demo_scheduled' },
         destinations: destinationBlocks,
         engagement: {
