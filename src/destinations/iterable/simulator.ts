@@ -78,6 +78,8 @@ export interface IterableSimulatorOptions {
   documentedLimits?: boolean;
   /** How sendEngagement sends the webhook's Authorization header (Iterable's auth types). */
   webhookAuth?: 'OAuth2' | 'Basic' | 'bare' | 'none';
+  /** Forget requests per 24 h (Iterable: 1000); lower it to test the cap. */
+  forgetDailyCap?: number;
 }
 
 export interface IterableSimulator extends DestinationSimulator {
@@ -443,7 +445,7 @@ export const iterableSimulator = ((opts: IterableSimulatorOptions = {}): Iterabl
       if ('error' in who) return fail(reply, 400, 'BadParams', who.error);
       const now = Date.now();
       while (forgets.length && (forgets[0] ?? now) <= now - DAY_MS) forgets.shift();
-      if (forgets.length >= FORGET_DAILY_CAP) return fail(reply, 429, 'RateLimitExceeded', 'At most 1000 forget requests per 24 hours');
+      if (forgets.length >= (opts.forgetDailyCap ?? FORGET_DAILY_CAP)) return fail(reply, 429, 'RateLimitExceeded', 'At most 1000 forget requests per 24 hours');
       forgets.push(now);
       forgotten.add(who.key);
       erase(who.key);
