@@ -106,6 +106,18 @@ describe('iterable defaults', () => {
     assert.equal(ofKind(ops, 'trackEvent')[0]!.name, 'closed_deal');
   });
 
+  it('first and last name fall back to the full name; nothing is sent rather than an empty name', async () => {
+    const names = async (name: string) => {
+      const e = lead('lead.updated', 'demo', null);
+      e.contact = { ...e.contact!, name, firstName: '', lastName: '' };
+      const [user] = ofKind(await plan(e), 'upsertPerson');
+      return [user!.attributes.firstName, user!.attributes.lastName];
+    };
+    assert.deepEqual(await names('Ann Marie Lee'), ['Ann', 'Marie Lee']);
+    assert.deepEqual(await names('Cher'), ['Cher', undefined]);
+    assert.deepEqual(await names(''), [undefined, undefined]);
+  });
+
   it('without planField there is no plan default (no field is assumed to exist in Kommo)', async () => {
     const ops = await plan(lead('lead.won', 'won', 'proposal'));
     assert.equal('plan' in ofKind(ops, 'trackEvent')[0]!.properties, false);

@@ -24,8 +24,9 @@ export function iterableDefaults(settings: unknown): MappingDefaults {
   const plan: Record<string, string> = planField ? { plan: `lead.fields[${JSON.stringify(planField)}]` } : {};
   return {
     attributes: {
-      firstName: 'contact.firstName',
-      lastName: 'contact.lastName',
+      // Kommo often has only the full name; an empty value would blank the name in Iterable.
+      firstName: 'contact.firstName ? contact.firstName : (contact.name ? $substringBefore(contact.name, " "))',
+      lastName: 'contact.lastName ? contact.lastName : ($contains(contact.name, " ") ? $substringAfter(contact.name, " "))',
       first_name: null,
       last_name: null,
       company: 'company.name',
