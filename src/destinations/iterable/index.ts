@@ -42,7 +42,8 @@ export const iterable = {
     if ('ok' in result) return;
     if ('fail' in result && result.fail.code === 'auth') {
       // An EU project's key is unknown to the US host (and the reverse): the usual first mistake.
-      const hint = ctx.settings.baseUrl ? '' : ` (the project must be in the ${ctx.settings.region === 'eu' ? 'EU' : 'US'} data center; set region accordingly)`;
+      const other = ctx.settings.region === 'eu' ? 'us' : 'eu';
+      const hint = ctx.settings.baseUrl ? '' : ` (a key works only in its project's data center: if the project is in the other one, set region: ${other})`;
       throw new Error(`Iterable rejected the API key at ${root}: ${result.fail.reason}${hint}`);
     }
     // Any other refusal still proves the key was accepted; a 5xx or 429 is worth reporting.
