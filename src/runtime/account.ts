@@ -75,9 +75,6 @@ export class AccountRuntime implements AccountRouting {
       },
     });
     this.catalog = new KommoCatalog(this.client, { stages: cfg.stages });
-    // Company names cost one more request per batch: read them only when a mapping asks for them.
-    const wantsCompanies = destinations.some((d) => JSON.stringify(d.common.attributes ?? {}).includes('company') || getDestination(d.type)?.supports.groupAccount);
-    this.loader = new KommoLoader(this.client, { withCompanies: wantsCompanies });
     this.echo = new StoreEchoMarks(store, name);
     const base = ['accounts', name];
     const issues: string[] = [];
@@ -113,6 +110,12 @@ export class AccountRuntime implements AccountRouting {
     });
     if (issues.length) throw new ConfigError(issues);
     this.active = compiled.filter((a) => a !== null);
+    // Company names cost one more request per batch: read them only when a mapping asks for them
+    // (the user's or a destination's default, e.g. Iterable's `company`); traits only when a destination groups.
+    const readsCompany = (source: string) => source.includes('company');
+    const wantsCompanies = Boolean(this.notes && readsCompany(this.notes.text.source)) || this.active.some((a) => a.dest.supports.groupAccount
+      || [...a.mapping.attributes, ...Object.values(a.mapping.properties).flat()].some(({ expr }) => readsCompany(expr.source)));
+    this.loader = new KommoLoader(this.client, { withCompanies: wantsCompanies });
     this.destinations = this.active.map((a) => ({
       name: a.cfg.name,
       plan: (e: EnrichedLead, dedupKey: string) => planOutbound(e, a.mapping, { supports: a.dest.supports, dedupKey, destinationName: a.cfg.name }),
