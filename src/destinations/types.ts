@@ -101,7 +101,9 @@ export interface Destination<S extends z.ZodType = z.ZodType> {
    * Naming conventions and actions where the user's config says nothing; a function when they
    * depend on the destination's own settings (e.g. a vendor key naming automations per event).
    */
-  defaults?: MappingDefaults | ((settings: z.infer<S>) => MappingDefaults);
+  // Method syntax (bivariant): a destination's function takes its own typed settings and still fits
+  // the registry's Destination<ZodType>.
+  defaults?: MappingDefaults | { f(settings: z.infer<S>): MappingDefaults }['f'];
   /** Config that works but is probably wrong (doctor prints these), e.g. a region left to default. */
   configWarnings?(settings: z.infer<S>): string[];
   /** Cheap authenticated call: doctor and the dashboard's "test connection". Throws a clear Error. */
@@ -112,8 +114,12 @@ export interface Destination<S extends z.ZodType = z.ZodType> {
     auth: InboundAuth;
     /** Throws InboundRejected (401 for a bad signature/token or stale timestamp). */
     verify(req: InboundRequest, settings: z.infer<S>): void;
-    /** Throws InboundRejected(400) for a body it cannot read. Unknown events -> []. */
-    parse(req: InboundRequest, sourceName: string): InboundParsed[];
+    /**
+     * Throws InboundRejected(400) for a body it cannot read. Events it has no rule for: stored as
+     * `vendor.other` (or []); never an error. `settings` are the destination's (e.g. which custom
+     * event names are milestones).
+     */
+    parse(req: InboundRequest, sourceName: string, settings: z.infer<S>): InboundParsed[];
   };
   /**
    * Engagement the vendor reports by no webhook (or not reliably): read periodically by one process

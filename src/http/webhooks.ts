@@ -69,7 +69,7 @@ export async function intakePlugin(app: FastifyInstance, opts: IntakeOptions): P
       const inboundReq = { rawBody: raw, headers: req.headers, query: req.query as Record<string, string | undefined>, now: Date.now() };
       try {
         src.destination.inbound.verify(inboundReq, src.settings);
-        events = src.destination.inbound.parse(inboundReq, source);
+        events = src.destination.inbound.parse(inboundReq, source, src.settings);
       } catch (err) {
         if (err instanceof InboundRejected) throw new HttpError(err.status, err.code, err.message);
         throw err;

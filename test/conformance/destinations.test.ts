@@ -88,7 +88,7 @@ for (const type of destinationTypes().filter((t) => !only || only.includes(t))) 
     const deliver = (s: unknown, ops: SyncOp[]): Promise<ItemResult[]> => destination.deliver(ctx(s), ops);
 
     before(async () => {
-      app = Fastify();
+      app = Fastify({ forceCloseConnections: true });
       await app.register(sim.plugin, { prefix: '/sim' });
       const address = await app.listen({ port: 0, host: '127.0.0.1' });
       const raw = sim.settingsFor(`${address}/sim`);
@@ -183,7 +183,7 @@ for (const type of destinationTypes().filter((t) => !only || only.includes(t))) 
       before(async () => {
         if (!inbound || !send) return;
         receiverSettings = settings;
-        receiver = Fastify();
+        receiver = Fastify({ forceCloseConnections: true });
         // Raw bytes, as the real intake hands them over: signatures are over the bytes sent.
         receiver.removeAllContentTypeParsers();
         receiver.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -196,7 +196,7 @@ for (const type of destinationTypes().filter((t) => !only || only.includes(t))) 
           };
           try {
             inbound.verify(req, receiverSettings);
-            received.push(...inbound.parse(req, 'conf'));
+            received.push(...inbound.parse(req, 'conf', receiverSettings));
             return { ok: true };
           } catch (err) {
             if (err instanceof InboundRejected) return reply.code(err.status).send({ error: err.code, message: err.message });
@@ -237,7 +237,7 @@ for (const type of destinationTypes().filter((t) => !only || only.includes(t))) 
       it('rejects a body that is not JSON with 400', (t) => {
         if (!inbound) return t.skip('no inbound webhooks');
         const req: InboundRequest = { rawBody: Buffer.from('<not json>'), headers: {}, query: {}, now: Date.now() };
-        assert.throws(() => inbound.parse(req, 'conf'), (e: unknown) => e instanceof InboundRejected && e.status === 400);
+        assert.throws(() => inbound.parse(req, 'conf', settings), (e: unknown) => e instanceof InboundRejected && e.status === 400);
       });
     });
 

@@ -243,7 +243,7 @@ describe('property-based fuzzing of every parser', () => {
         const req: InboundRequest = { rawBody, headers, query, now: Date.now() };
         try {
           inbound.verify(req, settings);
-          const events = inbound.parse(req, type);
+          const events = inbound.parse(req, type, settings);
           for (const e of events) {
             assert.ok(e.dedupKey.length > 0);
             assert.equal(e.event.type, 'engagement');

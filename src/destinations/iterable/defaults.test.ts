@@ -8,6 +8,8 @@ import { destinationCommon } from '../../config/schema.js';
 import type { CrmEventKind, EnrichedLead, SyncOp } from '../../model/index.js';
 import { compileDestinationMapping, planOutbound } from '../../sync/outbound.js';
 import { iterable } from './index.js';
+import { iterableDefaults } from './defaults.js';
+import { iterableSettings } from './settings.js';
 
 const sales = { pipelineId: 7, pipeline: 'Sales' };
 const STAGES = {
@@ -39,7 +41,7 @@ function lead(kind: CrmEventKind, stage: keyof typeof STAGES, previous: keyof ty
 
 async function plan(e: EnrichedLead, user: Record<string, unknown> = {}, settings: Record<string, unknown> = {}): Promise<SyncOp[]> {
   const common = destinationCommon.parse({ workflows: { 'lead.won': 12345 }, lists: { 'Demo scheduled': 111 }, ...user });
-  const defaults = typeof iterable.defaults === 'function' ? iterable.defaults({ apiKey: 'k', milestones: [], erase: 'delete', ...settings }) : iterable.defaults;
+  const defaults = iterableDefaults(iterableSettings.parse({ apiKey: 'k', ...settings }));
   const mapping = compileDestinationMapping(common, 'test', defaults);
   return (await planOutbound(e, mapping, { supports: iterable.supports, dedupKey: 'kommo:1', destinationName: 'iterable' })).ops;
 }

@@ -4,22 +4,15 @@
  * name them, the deal fields of a won or lost deal, and the event names the issue documents.
  * `null` removes a core default that an Iterable name replaces.
  */
-import { z } from 'zod';
 import type { MappingDefaults } from '../types.js';
+import type { IterableSettings } from './settings.js';
 
 /** Iterable's own date format (as its webhooks write `createdAt`), which it detects as a date. */
 const DATE = '"[Y0001]-[M01]-[D01] [H01]:[m01]:[s01] +00:00"';
 const at = (path: string) => `${path} ? $fromMillis(${path}, ${DATE})`;
 
-/** What the defaults read of the (already validated) settings. */
-const reads = z.looseObject({ planField: z.string().optional() }).catch({});
-
-/**
- * Takes the settings as `unknown`: the registry holds every destination as Destination<ZodType>,
- * whose `defaults` function receives unknown settings (a typed parameter would not be assignable).
- */
-export function iterableDefaults(settings: unknown): MappingDefaults {
-  const { planField } = reads.parse(settings);
+export function iterableDefaults(settings: Pick<IterableSettings, 'planField'>): MappingDefaults {
+  const { planField } = settings;
   // A field name is checked against Kommo when the config loads, so `plan` exists only when named.
   const plan: Record<string, string> = planField ? { plan: `lead.fields[${JSON.stringify(planField)}]` } : {};
   return {

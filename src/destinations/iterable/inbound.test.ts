@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { InboundRejected, type InboundRequest } from '../types.js';
 import { iterable } from './index.js';
+import { iterableSettings } from './settings.js';
 import { carriesToken, parseCreatedAt, parseIterable, verifyIterable } from './inbound.js';
 
 const MILESTONES = ['Completed onboarding'];
@@ -18,13 +19,13 @@ const rejected = (fn: () => void, status: number, code: string) =>
 
 describe('iterable webhook Authorization', () => {
   const token = 'itbl-hook-token-0123456789';
-  const settings = { webhookAuthToken: token, milestones: [] };
+  const settings = { webhookAuthToken: token };
 
   it('accepts the token after any auth type, bare, or the whole value pasted into the setting', () => {
     for (const value of [`OAuth2 ${token}`, `Basic ${token}`, `Bearer ${token}`, token, `  OAuth2   ${token}  `]) {
       verifyIterable(req('{}', { authorization: value }), settings);
     }
-    verifyIterable(req('{}', { Authorization: `OAuth2 ${token}` }), { webhookAuthToken: `OAuth2 ${token}`, milestones: [] });
+    verifyIterable(req('{}', { Authorization: `OAuth2 ${token}` }), { webhookAuthToken: `OAuth2 ${token}` });
   });
 
   it('refuses a missing or wrong token with 401', () => {
@@ -35,7 +36,7 @@ describe('iterable webhook Authorization', () => {
   });
 
   it('checks nothing when no token is configured (the URL secret guards)', () => {
-    verifyIterable(req('{}'), { milestones: [] });
+    verifyIterable(req('{}'), {});
   });
 
   it('compares whole values only', () => {
@@ -115,12 +116,11 @@ describe('iterable webhook parsing', () => {
     assert.deepEqual(parseIterable(req(body), 'iterable', []).map((p) => p.event.kind), ['email.opened', 'email.clicked']);
   });
 
-  it('the destination parse takes the milestone names from the settings verify() saw', () => {
-    const r = req(fixture('custom-milestone.json'));
-    iterable.inbound.verify(r, { milestones: ['completed onboarding'] } as never);
-    assert.equal(iterable.inbound.parse(r, 'iterable')[0]?.event.kind, 'journey.milestone');
-    // Without verify (no settings seen), a custom event is not a milestone.
-    assert.deepEqual(iterable.inbound.parse(req(fixture('custom-milestone.json')), 'iterable'), []);
+  it('the destination parse takes the milestone names from the settings', () => {
+    const settingsWith = (milestones: string[]) => iterableSettings.parse({ apiKey: 'k', milestones });
+    assert.equal(iterable.inbound.parse(req(fixture('custom-milestone.json')), 'iterable', settingsWith(['completed onboarding']))[0]?.event.kind, 'journey.milestone');
+    // A custom event nobody named a milestone is not one.
+    assert.deepEqual(iterable.inbound.parse(req(fixture('custom-milestone.json')), 'iterable', settingsWith([])), []);
   });
 
   it('reads Iterable times, ISO times and unix seconds or milliseconds', () => {

@@ -13,15 +13,7 @@ import { normalizeEmail, type EngagementEvent, type EngagementKind } from '../..
 import { InboundRejected, type InboundParsed, type InboundRequest } from '../types.js';
 import type { IterableSettings } from './settings.js';
 
-/**
- * The core hands `parse` no settings, but intake always calls `verify(req, settings)` first with the
- * same request object: verify leaves the settings here for parse (the configured milestone names).
- * A WeakMap, so nothing outlives the request.
- */
-const settingsOfRequest = new WeakMap<InboundRequest, Pick<IterableSettings, 'milestones'>>();
-
-export function verifyIterable(req: InboundRequest, settings: Pick<IterableSettings, 'webhookAuthToken' | 'milestones'>): void {
-  settingsOfRequest.set(req, settings);
+export function verifyIterable(req: InboundRequest, settings: Pick<IterableSettings, 'webhookAuthToken'>): void {
   const token = settings.webhookAuthToken;
   if (!token) return;
   const given = header(req.headers, 'authorization');
@@ -105,9 +97,9 @@ const payload = z.looseObject({
 });
 type Payload = z.infer<typeof payload>;
 
-/** The Destination's `parse`: the milestone names come from the settings verify() saw. */
-export function parseIterableRequest(req: InboundRequest, sourceName: string): InboundParsed[] {
-  return parseIterable(req, sourceName, settingsOfRequest.get(req)?.milestones ?? []);
+/** The Destination's `parse`: the configured milestone names come from the settings. */
+export function parseIterableRequest(req: InboundRequest, sourceName: string, settings: Pick<IterableSettings, 'milestones'>): InboundParsed[] {
+  return parseIterable(req, sourceName, settings.milestones ?? []);
 }
 
 /** One event per request; an array is accepted too (no bulk mode is documented, UNCONFIRMED). */
