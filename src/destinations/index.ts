@@ -4,10 +4,12 @@
  * cannot skip any of them.
  */
 import { customerio } from './customerio/index.js';
+import { encharge } from './encharge/index.js';
 import type { Destination } from './types.js';
 
 const registry = new Map<string, Destination>([
   [customerio.type, customerio],
+  [encharge.type, encharge],
 ]);
 
 /**
