@@ -41,7 +41,9 @@ export async function deliverOps(ctx: EnchargeContext, ops: readonly SyncOp[]): 
       for (const single of splitUpsert(call)) out.push(...(await run(single)));
       return out;
     }
-    const [create, again] = createThenRetry(call, ops[call.opIndexes[0]!]!, ctx.identifyBy);
+    const steps = createThenRetry(call, ops[call.opIndexes[0]!]!, ctx.identifyBy);
+    if (!steps) return call.opIndexes.map(() => classifyResult(res));
+    const [create, again] = steps;
     const created = await run(create);
     return created.every((r) => 'ok' in r) ? run(again) : created;
   };

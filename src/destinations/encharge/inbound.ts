@@ -121,7 +121,8 @@ function parseSubscription(item: Json, queryEvent: string | undefined): Seen[] {
   const payloadTag = text(payload.tag);
   const classified = classifyEvent(name, text(payload.type), false);
   if (!classified) return [];
-  const tag = classified.tag ?? payloadTag;
+  // Encharge's own statement of the tag wins over our reading of the event name.
+  const tag = payloadTag ?? classified.tag;
   if (classified.kind.startsWith('tag.') && !tag) return [];
   const people = Array.isArray(item.endUserData) ? item.endUserData : [item.endUserData];
   const occurredAt = timeOf(payload.timestamp ?? payload.createdAt ?? payload.date ?? item.timestamp);
@@ -161,7 +162,7 @@ function parseActivity(item: Json, queryEvent: string | undefined): Seen | undef
     return undefined;
   };
   const isTag = classified.kind === 'tag.added' || classified.kind === 'tag.removed';
-  const tag = classified.tag ?? pick('tag');
+  const tag = pick('tag') ?? classified.tag;
   if (isTag && !tag) return undefined;
   // The email's name is what `signals.emails` names; without one, its id still tells emails apart.
   const campaign = isTag ? undefined : pick('emailName', 'email_name', 'campaign', 'campaignName', 'broadcastName') ?? (emailId ? `email ${emailId}` : undefined);

@@ -138,18 +138,18 @@ function eventsAfterTags(indexes: readonly number[], ops: readonly SyncOp[]): nu
 /** The calls for one wave (each person at most once): batched where Encharge allows. */
 export function callsFor(ops: readonly SyncOp[], wave: readonly number[], identifyBy: IdentifyBy): EnchargeCall[] {
   const calls: EnchargeCall[] = [];
-  const upserts: number[] = [];
-  const erasures: number[] = [];
+  const upserts: Array<{ index: number; person: Record<string, unknown> }> = [];
+  const erasures: Array<{ index: number; who: Identity }> = [];
   for (const index of wave) {
     const op = ops[index]!;
     const who = identityOf(op.person, identifyBy);
     if ('fail' in who) continue; // planDelivery decided these already
     switch (op.kind) {
       case 'upsertPerson':
-        upserts.push(index);
+        upserts.push({ index, person: personBody(op.attributes, who) });
         break;
       case 'erasePerson':
-        erasures.push(index);
+        erasures.push({ index, who });
         break;
       case 'trackEvent':
         calls.push({ api: 'ingest', method: 'POST', path: '/', json: ingestEvent(op, who), opIndexes: [index] });
@@ -167,20 +167,13 @@ export function callsFor(ops: readonly SyncOp[], wave: readonly number[], identi
         break;
     }
   }
-  const upsertCalls = chunks(upserts, MAX_PEOPLE_PER_UPSERT).map((chunk): EnchargeCall => {
-    const people = chunk.map((i) => {
-      const op = ops[i] as Extract<SyncOp, { kind: 'upsertPerson' }>;
-      return personBody(op.attributes, identityOf(op.person, identifyBy) as Identity);
-    });
-    return { api: 'rest', method: 'POST', path: '/people', json: people, opIndexes: chunk, splittable: chunk.length > 1 };
-  });
+  const upsertCalls = chunks(upserts, MAX_PEOPLE_PER_UPSERT).map((chunk): EnchargeCall => ({
+    api: 'rest', method: 'POST', path: '/people', json: chunk.map((u) => u.person), opIndexes: chunk.map((u) => u.index), splittable: chunk.length > 1,
+  }));
   const eraseCalls = chunks(erasures, MAX_PEOPLE_PER_DELETE).map((chunk): EnchargeCall => {
-    const query = chunk.map((i, k): [string, string] => {
-      const who = identityOf(ops[i]!.person, identifyBy) as Identity;
-      return 'userId' in who ? [`people[${k}][userId]`, who.userId] : [`people[${k}][email]`, who.email];
-    });
+    const query = chunk.map(({ who }, k): [string, string] => ('userId' in who ? [`people[${k}][userId]`, who.userId] : [`people[${k}][email]`, who.email]));
     // force=true: Encharge otherwise only archives the person; erasure must remove their data.
-    return { api: 'rest', method: 'DELETE', path: '/people', query: [...query, ['force', 'true']], opIndexes: chunk };
+    return { api: 'rest', method: 'DELETE', path: '/people', query: [...query, ['force', 'true']], opIndexes: chunk.map((e) => e.index) };
   });
   return [...upsertCalls, ...calls, ...eraseCalls];
 }
@@ -211,8 +204,9 @@ function identityQuery(who: Identity): Array<[string, string]> {
  * The calls to make when Encharge did not know the person of a single-op call: create them (with
  * the attributes an addToList carries), then send the call again, which then counts as is.
  */
-export function createThenRetry(call: EnchargeCall, op: SyncOp, identifyBy: IdentifyBy): [EnchargeCall, EnchargeCall] {
-  const who = identityOf(op.person, identifyBy) as Identity;
+export function createThenRetry(call: EnchargeCall, op: SyncOp, identifyBy: IdentifyBy): [EnchargeCall, EnchargeCall] | undefined {
+  const who = identityOf(op.person, identifyBy);
+  if ('fail' in who) return undefined;
   const attributes = op.kind === 'addToList' ? op.attributes : {};
   const { onMissingPerson: _drop, ...again } = call;
   return [{ api: 'rest', method: 'POST', path: '/people', json: [personBody(attributes, who)], opIndexes: call.opIndexes }, again];
