@@ -111,11 +111,13 @@ export const enchargeSimulator = ((opts: { perSecond?: number } = {}): EnchargeS
   const record = (kind: SyncOpKind, person: string, ok: boolean, extra: { target?: string; reason?: string } = {}) => harness.item({ kind, person, ok, ...extra });
 
   const live = (): SimPerson[] => [...people.values()].filter((p) => !p.archived);
+  /** Upserts match by id, then userId, then email (the spec's "id, userId, email or another ID"). */
   const find = (ref: { id?: string; userId?: string; email?: string }): SimPerson | undefined => {
     if (ref.id) return people.get(ref.id);
-    if (ref.userId) return live().find((p) => p.userId === ref.userId);
-    if (ref.email) return live().find((p) => p.email === ref.email!.trim().toLowerCase());
-    return undefined;
+    const byUserId = ref.userId ? live().find((p) => p.userId === ref.userId) : undefined;
+    if (byUserId) return byUserId;
+    const email = ref.email?.trim().toLowerCase();
+    return email ? live().find((p) => p.email === email) : undefined;
   };
   const nameOf = (ref: { id?: string; userId?: string; email?: string }): string => ref.email?.trim().toLowerCase() || ref.userId || ref.id || '';
   const create = (ref: { userId?: string; email?: string }): SimPerson => {
