@@ -376,7 +376,7 @@ export const enchargeSimulator = ((opts: { perSecond?: number } = {}): EnchargeS
       // The example: a stage's own event, tags per stage for segments, and intent signals.
       events: { 'lead.stage_changed': 'deal_moved_to_{{stage.key}}', 'lead.won': 'deal_won', 'lead.lost': 'deal_lost' },
       lists: { Qualified: 'qualified', 'Demo scheduled': 'demo-scheduled', 'Proposal sent': 'proposal-sent', Negotiation: 'negotiation' },
-      signals: { tags: ['clicked-pricing'], emails: ['proposal'] },
+      signals: { tags: ['clicked-pricing', 'visited-pricing'], emails: ['proposal', 'pricing'] },
     }),
     tagPerson: (email, tag) => {
       const p = known(email);
