@@ -30,7 +30,7 @@ export const encharge = {
   configWarnings(settings: EnchargeSettings): string[] {
     const warnings: string[] = [];
     if (settings.apiKey === settings.writeKey) {
-      warnings.push('writeKey equals apiKey: the Ingest API takes its own write key (Encharge shows it apart from the API key); events will be refused');
+      warnings.push('writeKey equals apiKey: the Ingest API takes its own write key, not the REST API key; events will be refused');
     }
     if (hostOf(settings.baseUrl) === hostOf(INGEST_URL)) warnings.push(`baseUrl points at the Ingest host; the REST API lives at ${REST_URL}`);
     if (hostOf(settings.ingestUrl) === hostOf(REST_URL)) warnings.push(`ingestUrl points at the REST host; events go to ${INGEST_URL}`);
