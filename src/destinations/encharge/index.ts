@@ -9,6 +9,7 @@ import { getFields } from './client.js';
 import { enchargeDefaults } from './defaults.js';
 import { deliverOps } from './deliver.js';
 import { parseEncharge } from './inbound.js';
+import { UNSUPPORTED } from './ops.js';
 import { INGEST_URL, REST_URL, enchargeSettings, type EnchargeSettings } from './settings.js';
 import { enchargeSimulator } from './simulator.js';
 import { listSubscriptions, registerSubscriptions } from './subscriptions.js';
@@ -21,10 +22,7 @@ export const encharge = {
   // request and up to 50 Ingest events, four at a time (deliver.ts).
   limits: { maxBatch: 50 },
   supports: { upsertPerson: true, trackEvent: true, addToList: true, removeFromList: true, suppress: true, erasePerson: true },
-  unsupportedReasons: {
-    triggerWorkflow: 'Encharge has no API to start a flow: start it from an event (events) or a tag (lists) instead',
-    groupAccount: 'Encharge companies are not synced: map company fields into person attributes (company.fields["Size"])',
-  },
+  unsupportedReasons: UNSUPPORTED,
   defaults: enchargeDefaults,
 
   configWarnings(settings: EnchargeSettings): string[] {

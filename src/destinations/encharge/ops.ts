@@ -72,7 +72,9 @@ export function planDelivery(ops: readonly SyncOp[], identifyBy: IdentifyBy): De
     }
     const key = personKey(op.person, identifyBy);
     personOf.set(index, key);
-    byPerson.set(key, [...(byPerson.get(key) ?? []), index]);
+    const own = byPerson.get(key);
+    if (own) own.push(index);
+    else byPerson.set(key, [index]);
   });
   const waves: number[][] = [];
   for (const indexes of byPerson.values()) {
@@ -84,16 +86,15 @@ export function planDelivery(ops: readonly SyncOp[], identifyBy: IdentifyBy): De
   return { waves, decided, personOf };
 }
 
+/** What Encharge cannot do, said plainly (the destination's `unsupportedReasons` too). */
+export const UNSUPPORTED = {
+  triggerWorkflow: 'Encharge has no API to start a flow: start it from an event (events) or a tag (lists) instead',
+  groupAccount: 'Encharge companies are not synced: map company fields into person attributes (company.fields["Size"])',
+} as const;
+
 /** Why Encharge cannot take this op, or undefined when it can. */
 function invalidReason(op: SyncOp, identifyBy: IdentifyBy): string | undefined {
-  switch (op.kind) {
-    case 'triggerWorkflow':
-      return 'Encharge has no API to start a flow; trigger the flow on an event (events) or a tag (lists) instead';
-    case 'groupAccount':
-      return 'Encharge companies are not supported; map company fields into person attributes instead';
-    default:
-      break;
-  }
+  if (op.kind === 'triggerWorkflow' || op.kind === 'groupAccount') return UNSUPPORTED[op.kind];
   const who = identityOf(op.person, identifyBy);
   if ('fail' in who) return who.fail;
   if (op.kind === 'trackEvent' && !op.name.trim()) return 'event name is empty';

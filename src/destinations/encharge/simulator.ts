@@ -145,6 +145,7 @@ export const enchargeSimulator = ((opts: { perSecond?: number } = {}): EnchargeS
   /** Posts `{endUserData, eventPayload}` to every subscription of `eventType`, in the background. */
   const emit = (eventType: string, person: SimPerson, eventPayload: Record<string, unknown> = {}): Promise<number[]> => {
     const targets = subscriptions.filter((s) => s.eventType === eventType);
+    if (!targets.length) return Promise.resolve([]);
     const body = JSON.stringify({ endUserData: [view(person)], eventPayload });
     const sent = Promise.all(targets.map(async (s) => {
       const status = await postJson(s.url, body, 5000);
