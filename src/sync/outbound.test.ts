@@ -117,6 +117,31 @@ describe('planOutbound: events', () => {
     });
   }
 
+  it('an event name may be a template over the lead; won and lost follow it like a plain name', async () => {
+    const cfg = { events: { 'lead.stage_changed': 'deal_moved_to_{{stage.key}}' } };
+    const names = async (e: EnrichedLead) => (await plan(e, cfg)).ops.flatMap((o) => (o.kind === 'trackEvent' ? [o.name] : []));
+    assert.deepEqual(await names(lead('lead.stage_changed')), ['deal_moved_to_proposal_sent']);
+    assert.deepEqual(await names(lead('lead.won', { stage: STAGES.won })), ['deal_moved_to_closed_won']);
+    const own = await plan(lead('lead.won', { stage: STAGES.won }), { ...cfg, on: { 'lead.won': { event: '{{ $uppercase(stage.key) }}' } } });
+    assert.deepEqual(own.ops.flatMap((o) => (o.kind === 'trackEvent' ? [o.name] : [])), ['CLOSED_WON']);
+  });
+
+  it('plain names are sent exactly as written, and a template that renders empty sends no event', async () => {
+    const plain = await plan(lead('lead.stage_changed'), { events: { 'lead.stage_changed': 'Stage {changed} }}' } });
+    assert.deepEqual(plain.ops.flatMap((o) => (o.kind === 'trackEvent' ? [o.name] : [])), ['Stage {changed} }}']);
+    const empty = await plan(lead('lead.stage_changed'), { events: { 'lead.stage_changed': '{{ previousStage.key }}' } });
+    assert.deepEqual(empty.ops.flatMap((o) => (o.kind === 'trackEvent' ? [o.name] : [])), ['demo_scheduled'], 'a stage change has a previous stage');
+    const none = await plan(lead('lead.created'), { events: { 'lead.created': ' {{ previousStage.key }} ' } });
+    assert.deepEqual(none.ops.map((o) => o.kind), ['upsertPerson']);
+  });
+
+  it('a mistake in an event-name template fails at load and names the event', () => {
+    assert.throws(() => compileDestinationMapping(common({ events: { 'lead.stage_changed': 'moved_to_{{ stge.key }}' } }), 'f.yaml:9'), (err: unknown) =>
+      err instanceof MappingError && err.message.startsWith('f.yaml:9.events.lead.stage_changed {{ stge.key }}: unknown name `stge`'));
+    assert.throws(() => compileDestinationMapping(common({}), 'f.yaml:9', { events: { 'lead.won': 'won_{{' } }), (err: unknown) =>
+      err instanceof MappingError && err.message.startsWith("the destination's default events.lead.won: `{{`"));
+  });
+
   it('event properties include the previous stage for stage events', async () => {
     const { ops } = await plan(lead('lead.stage_changed'));
     const track = ops.find((o) => o.kind === 'trackEvent');

@@ -72,6 +72,11 @@ export interface CompiledMapping {
   traits: CompiledSet;
   /** The event name per kind, defaults and won/lost fallbacks resolved; no entry = no event. */
   eventNames: Partial<Record<CrmEventKind, string>>;
+  /**
+   * The names among `eventNames` that are templates (`deal_moved_to_{{stage.key}}`), compiled;
+   * a plain name has no entry and is sent as written.
+   */
+  eventTemplates: Partial<Record<CrmEventKind, CompiledTemplate>>;
   on: Partial<Record<CrmEventKind, EventAction>>;
   /** Stage name, "Pipeline / Stage" or stage key -> list id. */
   lists: Readonly<Record<string, string>>;
@@ -134,8 +139,19 @@ export function compileDestinationMapping(common: DestinationCommon, where: Wher
   ]);
 
   const eventNames: Partial<Record<CrmEventKind, string>> = { ...DEFAULT_EVENTS, ...defaults.events, ...common.events };
+  // Where each name was written, so a template mistake names its own line.
+  const eventWhere: Partial<Record<CrmEventKind, string>> = {};
+  for (const kind of CRM_KINDS) {
+    if (common.events?.[kind] !== undefined) eventWhere[kind] = user('events')(kind);
+    else if (defaults.events?.[kind] !== undefined) eventWhere[kind] = vendor('events')(kind);
+    else eventWhere[kind] = builtIn('events')(kind);
+  }
   // Won and lost are stage changes too: without their own name they are reported as one.
-  for (const k of ['lead.won', 'lead.lost'] as const) eventNames[k] ??= eventNames['lead.stage_changed'];
+  for (const k of ['lead.won', 'lead.lost'] as const) {
+    if (eventNames[k] !== undefined) continue;
+    eventNames[k] = eventNames['lead.stage_changed'];
+    eventWhere[k] = eventWhere['lead.stage_changed'];
+  }
   // `on` layers per kind and per key: the destination's, then `workflows` (sugar), then the user's.
   const on: Partial<Record<CrmEventKind, EventAction>> = {};
   const layers: Array<Partial<Record<CrmEventKind, EventAction>> | undefined> = [
@@ -147,7 +163,14 @@ export function compileDestinationMapping(common: DestinationCommon, where: Wher
     for (const [kind, action] of Object.entries(layer ?? {}) as Array<[CrmEventKind, EventAction]>) on[kind] = { ...on[kind], ...action };
   }
   for (const [kind, action] of Object.entries(on) as Array<[CrmEventKind, EventAction]>) {
-    if (action.event) eventNames[kind] = action.event;
+    if (!action.event) continue;
+    eventNames[kind] = action.event;
+    eventWhere[kind] = common.on?.[kind]?.event !== undefined ? user('on')(`${kind}.event`) : vendor('on')(`${kind}.event`);
+  }
+  // Only names with a placeholder are compiled: a plain name is sent exactly as written.
+  const eventTemplates: Partial<Record<CrmEventKind, CompiledTemplate>> = {};
+  for (const [kind, name] of Object.entries(eventNames) as Array<[CrmEventKind, string]>) {
+    if (name.includes('{{')) eventTemplates[kind] = compileTemplate(name, eventWhere[kind] ?? builtIn('events')(kind));
   }
 
   return {
@@ -155,6 +178,7 @@ export function compileDestinationMapping(common: DestinationCommon, where: Wher
     properties,
     traits,
     eventNames,
+    eventTemplates,
     on,
     lists: { ...common.lists },
     leaveLists: common.leaveLists ?? defaults.leaveLists ?? 'remove',
@@ -222,7 +246,7 @@ export async function planOutbound(e: EnrichedLead, m: CompiledMapping, opts: Ou
   }
 
   const properties = await evaluate(m.properties[kind] ?? [], e);
-  const eventName = m.eventNames[kind];
+  const eventName = await eventNameFor(m, kind, e);
   if (eventName) planned.push({ kind: 'trackEvent', person, name: eventName, properties, timestamp: at, messageId: messageId() });
 
   const action = m.on[kind];
@@ -238,6 +262,16 @@ export async function planOutbound(e: EnrichedLead, m: CompiledMapping, opts: Ou
   }
 
   return { ops: planned.filter((op) => opts.supports[op.kind]) };
+}
+
+/**
+ * The event name for `kind`: a template renders over the lead (`deal_moved_to_{{stage.key}}` ->
+ * `deal_moved_to_proposal_sent`), trimmed; one that renders empty sends no event.
+ */
+async function eventNameFor(m: CompiledMapping, kind: CrmEventKind, e: EnrichedLead): Promise<string | undefined> {
+  const template = m.eventTemplates[kind];
+  if (!template) return m.eventNames[kind];
+  return (await template.render(e)).trim() || undefined;
 }
 
 async function evaluate(set: CompiledSet, e: EnrichedLead): Promise<Attributes> {
