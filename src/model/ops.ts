@@ -82,7 +82,18 @@ export type FailCode = z.infer<typeof failCode>;
 /** One per operation, same order: what happened to it, so only failed items are retried or failed. */
 export const itemResultSchema = z.union([
   z.object({ ok: z.literal(true), httpStatus: z.number().optional() }),
-  z.object({ retry: z.object({ reason: z.string(), afterMs: z.number().optional() }), httpStatus: z.number().optional() }),
+  z.object({
+    retry: z.object({
+      reason: z.string(),
+      afterMs: z.number().optional(),
+      /**
+       * The vendor is throttling us (an HTTP 429, or a rate-limit answer inside a 200): nothing more
+       * goes to it until `afterMs` passed, not only this item. Implied by `httpStatus` 429.
+       */
+      throttled: z.boolean().optional(),
+    }),
+    httpStatus: z.number().optional(),
+  }),
   z.object({ fail: z.object({ reason: z.string(), code: failCode }), httpStatus: z.number().optional() }),
 ]);
 export type ItemResult = z.infer<typeof itemResultSchema>;

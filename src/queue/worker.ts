@@ -63,6 +63,11 @@ export class Worker {
   private readonly warnedUnknown = new Set<string>();
   /** Open circuit breakers by destination key (this process's view). */
   private readonly outages = new Map<string, Outage>();
+  /**
+   * A destination that answered every item with a wait (429 + Retry-After) gets nothing from this
+   * process until then: Retry-After is about the vendor, not only about the jobs that got it.
+   */
+  private readonly holdUntil = new Map<string, number>();
 
   constructor(private readonly o: WorkerOptions) {
     this.id = o.workerId ?? `worker-${randomUUID().slice(0, 8)}`;
@@ -103,6 +108,7 @@ export class Worker {
           if (this.inFlight.has(key)) continue;
           const target = this.targets.get(key);
           if (target?.paused?.()) continue;
+          if ((this.holdUntil.get(key) ?? 0) > Date.now()) continue;
           if (!target) {
             if (!this.warnedUnknown.has(key)) {
               this.warnedUnknown.add(key);
@@ -135,7 +141,7 @@ export class Worker {
     const every = this.o.probeEveryMs ?? 5000;
     const now = Date.now();
     for (const [key, outage] of this.outages) {
-      if (this.inFlight.has(key) || now - outage.lastProbeAt < every) continue;
+      if (this.inFlight.has(key) || now - outage.lastProbeAt < every || (this.holdUntil.get(key) ?? 0) > now) continue;
       outage.lastProbeAt = now;
       await this.o.store.expediteOne(key, now);
     }
@@ -261,6 +267,11 @@ export class Worker {
     const outage = this.outages.get(target.key);
     const anyOk = results.some((r) => 'ok' in r);
     const allRetry = results.every((r) => 'retry' in r);
+    // A throttled answer holds the whole destination (Retry-After is about the vendor); a wait that
+    // concerns one item (a user not processed yet) holds only that item's job.
+    const throttled = results.filter((r): r is Extract<ItemResult, { retry: unknown }> => 'retry' in r && (r.retry.throttled === true || r.httpStatus === 429));
+    const wait = Math.max(0, ...throttled.map((r) => r.retry.afterMs ?? 1000));
+    if (wait > 0) this.holdUntil.set(target.key, Math.max(this.holdUntil.get(target.key) ?? 0, at + wait));
     if (!outage && allRetry) {
       const first = results[0]!;
       const reason = 'retry' in first ? first.retry.reason : 'failed';
