@@ -4,10 +4,12 @@
  * cannot skip any of them.
  */
 import { customerio } from './customerio/index.js';
+import { moosend } from './moosend/index.js';
 import type { Destination } from './types.js';
 
 const registry = new Map<string, Destination>([
   [customerio.type, customerio],
+  [moosend.type, moosend],
 ]);
 
 /**
