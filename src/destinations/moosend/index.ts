@@ -4,7 +4,7 @@
  * See README.md in this folder for settings, limits and what is unconfirmed.
  */
 import { crmEventKind } from '../../model/index.js';
-import type { Destination, ItemResult, MappingDefaults } from '../types.js';
+import type { Destination, InboundRequest, ItemResult, MappingDefaults } from '../types.js';
 import { moosendRequest, type MoosendContext } from './client.js';
 import { API_KEY_NOT_VALID, isRateLimited, readEnvelope, reasonOf } from './envelope.js';
 import { parseMoosend } from './inbound.js';
@@ -101,7 +101,7 @@ export const moosend = {
   inbound: {
     auth: { kind: 'path-secret' },
     // Moosend signs nothing: the secret path segment (checked by intake) is the only proof.
-    verify: () => undefined,
+    verify: (_req: InboundRequest, _settings: MoosendSettings): void => undefined,
     parse: parseMoosend,
   },
   sweep: {
