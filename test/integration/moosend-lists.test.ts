@@ -94,6 +94,7 @@ describe('Moosend lists with leaveLists: remove', () => {
     k.createLead({ name: 'Opt deal', price: 1, contactIds: [c.id], statusId: k.status('Qualified').id });
     await k.flushWebhooks();
     await waitFor(() => sim.member(lists.Qualified!, 'optout@example.com')?.subscribeType === 1, 'subscribed in Moosend');
+    await drained();
     const cio = world.vendors.get('customerio')!.sim as CustomerioSimulator;
     assert.equal(await cio.sendEngagement(world.vendorWebhookUrl(service.url!, 'customerio'), 'unsubscribed', 'optout@example.com'), 200);
     await waitFor(() => sim.suppressed.has('optout@example.com'), 'unsubscribed from the Moosend account');
