@@ -8,7 +8,7 @@ import type { Destination, InboundRequest, ItemResult, MappingDefaults } from '.
 import { moosendRequest, type MoosendContext } from './client.js';
 import { API_KEY_NOT_VALID, isRateLimited, readEnvelope, reasonOf } from './envelope.js';
 import { parseMoosend } from './inbound.js';
-import { combine, planDelivery, planErase, requestResults, SUPPORTED, UNSUPPORTED_REASONS, type Endpoint, type PlannedRequest } from './ops.js';
+import { combine, planDelivery, planErase, requestResults, SUPPORTS, UNSUPPORTED_REASONS, type Endpoint, type PlannedRequest } from './ops.js';
 import { readAllLists } from './reads.js';
 import { moosendSettings, settingsWarnings, type MoosendSettings } from './settings.js';
 import { moosendSimulator } from './simulator.js';
@@ -44,7 +44,7 @@ export const moosend = {
   // Moosend's windows are per endpoint and 10 s long (subscribe_many: 2 per 10 s); one delivery a
   // second keeps rounds that find a window full cheap, and 1000 is subscribe_many's size limit.
   limits: { perSecond: 1, maxBatch: 1000 },
-  supports: Object.fromEntries([...SUPPORTED].map((k) => [k, true as const])),
+  supports: SUPPORTS,
   unsupportedReasons: UNSUPPORTED_REASONS,
   // Typed `unknown` because the registry holds every settings type and a function-valued property is
   // checked contravariantly; the loader parsed the block already, so parsing it again cannot fail.

@@ -18,17 +18,16 @@ import { paths } from './client.js';
 import { classifyAnswer, ignoredEmails, readEnvelope } from './envelope.js';
 import { externalOptIn, type MoosendSettings } from './settings.js';
 
+/** Each counts in its own per-key 10 s window at Moosend (KB: 10, 2, 40, 8 and 20 requests). */
 export type Endpoint = 'subscribe' | 'subscribeMany' | 'remove' | 'removeMany' | 'unsubscribeAccount';
 
-/** Moosend's per-key limits per 10 s (KB "API rate limiting"); remove counts as "delete subscriber". */
-export const RATE_LIMITS: Readonly<Record<Endpoint, number>> = { subscribe: 10, subscribeMany: 2, remove: 40, removeMany: 8, unsubscribeAccount: 20 };
 /** subscribe_many takes up to 1000 subscribers (MS-APIB); remove_many states no limit, so the same. */
 export const MAX_BULK = 1000;
 /** Attribute names that are subscriber properties, not custom fields. */
 export const NAME_ATTRIBUTE = 'Name';
 const EMAIL_ATTRIBUTE = 'Email';
 
-export const SUPPORTED: ReadonlySet<SyncOpKind> = new Set<SyncOpKind>(['addToList', 'removeFromList', 'suppress', 'erasePerson']);
+export const SUPPORTS: Readonly<Partial<Record<SyncOpKind, true>>> = { addToList: true, removeFromList: true, suppress: true, erasePerson: true };
 
 export const UNSUPPORTED_REASONS: Readonly<Partial<Record<SyncOpKind, string>>> = {
   upsertPerson: 'Moosend keeps people per mailing list: their fields are written with each list subscription (`lists`, `automations`), so a change without a stage move reaches Moosend at the next mapped stage',
@@ -83,7 +82,7 @@ export function planDelivery(ops: readonly SyncOp[], o: PlanOptions): DeliveryPl
   const invalid = (i: number, reason: string) => decided.set(i, { fail: { reason, code: 'invalid' } });
 
   ops.forEach((op, i) => {
-    if (!SUPPORTED.has(op.kind)) return invalid(i, `Moosend does not support ${op.kind}: ${UNSUPPORTED_REASONS[op.kind] ?? 'no such API'}`);
+    if (!SUPPORTS[op.kind]) return invalid(i, `Moosend does not support ${op.kind}: ${UNSUPPORTED_REASONS[op.kind] ?? 'no such API'}`);
     const email = normalizeEmail(op.person.email);
     if (!email) return invalid(i, 'person has no email: Moosend keeps subscribers by email');
     if (!isEmail(email)) return invalid(i, `"${email}" is not an email address Moosend would accept`);
