@@ -6,12 +6,14 @@
 import { customerio } from './customerio/index.js';
 import { encharge } from './encharge/index.js';
 import { iterable } from './iterable/index.js';
+import { moosend } from './moosend/index.js';
 import type { Destination } from './types.js';
 
 const registry = new Map<string, Destination>([
   [customerio.type, customerio],
   [iterable.type, iterable],
   [encharge.type, encharge],
+  [moosend.type, moosend],
 ]);
 
 /**

@@ -29,6 +29,13 @@ export interface DestinationContext<S> {
   log: Logger;
   /** Per-request timeout for vendor calls. */
   timeoutMs: number;
+  /**
+   * The common `lists` key as configured (stage name, "Pipeline / Stage" or stage key -> list id).
+   * Vendors that keep people per list need every mapped list where no op names one: a suppress,
+   * a sweep of the lists' unsubscribes, doctor's check that each list exists. Absent in contexts
+   * built without a config (tests, the conformance suite).
+   */
+  lists?: Readonly<Record<string, string>>;
 }
 
 /** Raw inbound webhook as the HTTP layer hands it over: bytes untouched, for signature checks. */

@@ -105,6 +105,7 @@ export class AccountRuntime implements AccountRouting {
           identifyBy: d.common.identifyBy,
           log: log.child({ account: name, destination: d.name }),
           timeoutMs: 15_000,
+          lists: d.common.lists ?? {},
         },
       };
     });
