@@ -119,7 +119,7 @@ export class AccountRuntime implements AccountRouting {
     this.loader = new KommoLoader(this.client, { withCompanies: wantsCompanies });
     this.destinations = this.active.map((a) => ({
       name: a.cfg.name,
-      plan: (e: EnrichedLead, dedupKey: string) => planOutbound(e, a.mapping, { supports: a.dest.supports, dedupKey, destinationName: a.cfg.name }),
+      plan: (e: EnrichedLead, dedupKey: string) => planOutbound(e, a.mapping, { supports: a.dest.supports, dedupKey, destinationName: a.cfg.name, optedOut: this.optedOut(e) }),
     }));
   }
 
@@ -199,6 +199,14 @@ export class AccountRuntime implements AccountRouting {
       result[c.at] = found[i] ?? false;
     });
     return result;
+  }
+
+  /** The contact carries the unsubscribe rule's opt-out value (e.g. "Email opt-in" = false). */
+  private optedOut(e: EnrichedLead): boolean {
+    const rule = this.cfg.engagement.unsubscribe;
+    if (!rule?.contactField || !e.contact) return false;
+    const v = e.contact.fields[rule.contactField];
+    return v !== undefined && v !== null && String(v) === String(rule.value);
   }
 
   /** Fingerprint of the configured Kommo credentials: a pause ends when they change. */
@@ -304,7 +312,12 @@ export class AccountRuntime implements AccountRouting {
       if (!matches.has(ev.email)) matches.set(ev.email, await findLeadForEmail(ev.email, deps));
       const match = matches.get(ev.email) ?? null;
       try {
-        const sync = this.optOutElsewhere(ev, match?.contactId ?? null);
+        // Our own suppress, reported back by the tool we sent it to: already handled everywhere.
+        if (OPT_OUT_KINDS.has(ev.kind) && (await this.store.kvGet(optOutEchoKey(this.name, ev.source, ev.email))) !== null) {
+          out.push({ leadId: null, kommo: [], sync: [] });
+          continue;
+        }
+        const sync = await this.optOutElsewhere(ev, match?.contactId ?? null);
         if (!match) {
           out.push({ leadId: null, kommo: [], sync });
           continue;
@@ -326,16 +339,19 @@ export class AccountRuntime implements AccountRouting {
    * Unified opt-out: a person who unsubscribed (or complained) in one tool is suppressed in every
    * other destination that can suppress, so no other tool keeps emailing them.
    */
-  private optOutElsewhere(ev: EngagementEvent, contactId: number | null): EngagementRouting['sync'] {
+  private async optOutElsewhere(ev: EngagementEvent, contactId: number | null): Promise<EngagementRouting['sync']> {
     if (!OPT_OUT_KINDS.has(ev.kind) || !this.rules?.propagateOptOut) return [];
-    return this.active
+    const targets = this.active
       .filter((a) => a.cfg.name !== ev.source && a.dest.supports.suppress)
       // A destination keyed by Kommo contact id cannot be told who this is without the contact.
-      .filter((a) => a.cfg.common.identifyBy === 'email' || contactId !== null)
-      .map((a) => ({
-        destination: a.cfg.name,
-        ops: [{ kind: 'suppress' as const, person: contactId === null ? { email: ev.email } : { email: ev.email, id: personId(contactId) } }],
-      }));
+      .filter((a) => a.cfg.common.identifyBy === 'email' || contactId !== null);
+    // A tool may report the suppress we send it as an opt-out of its own (a webhook, a sweep): mark
+    // it, so that echo is recognised instead of noting and propagating the same opt-out again.
+    for (const a of targets) await this.store.kvSet(optOutEchoKey(this.name, a.cfg.name, ev.email), ev.source, OPT_OUT_ECHO_MS);
+    return targets.map((a) => ({
+      destination: a.cfg.name,
+      ops: [{ kind: 'suppress' as const, person: contactId === null ? { email: ev.email } : { email: ev.email, id: personId(contactId) } }],
+    }));
   }
 
   /** Sweeps of this account's destinations that have one (engagement no webhook reports). */
@@ -418,6 +434,13 @@ export class AccountRuntime implements AccountRouting {
     }
     return this.users.map;
   }
+}
+
+/** How long an opt-out a tool reports for a person we suppressed there counts as our own echo. */
+const OPT_OUT_ECHO_MS = 7 * 24 * 3_600_000;
+
+function optOutEchoKey(account: string, destination: string, email: string): string {
+  return `optout-echo:${account}:${destination}:${email}`;
 }
 
 /** What engagement matching needs of a Kommo lead. */

@@ -201,6 +201,13 @@ describe('planOutbound: events', () => {
     });
   });
 
+  it('a person who opted out is not subscribed to lists nor started in workflows, but still updated', async () => {
+    const cfg = { on: { 'lead.stage_changed': { workflowId: 7 } }, lists: { 'Proposal sent': 'L1' } };
+    const kinds = async (optedOut: boolean) => (await planOutbound(lead('lead.stage_changed'), compileDestinationMapping(common(cfg), 'x'), { ...opts, optedOut })).ops.map((o) => o.kind);
+    assert.deepEqual(await kinds(false), ['upsertPerson', 'trackEvent', 'triggerWorkflow', 'addToList']);
+    assert.deepEqual(await kinds(true), ['upsertPerson', 'trackEvent']);
+  });
+
   it('lead.deleted sends nothing by default, and a configured event when asked', async () => {
     assert.deepEqual((await plan(lead('lead.deleted'))).ops, []);
     const { ops } = await plan(lead('lead.deleted'), { events: { 'lead.deleted': 'kommo_lead_deleted' } });

@@ -193,6 +193,11 @@ export interface OutboundOptions {
   /** The inbox event's dedup key: messageIds derive from it, so a replay sends the same ids. */
   dedupKey: string;
   destinationName: string;
+  /**
+   * The person opted out of marketing email (the unsubscribe rule's contact field says so): no list
+   * subscription and no workflow start, so a stage move does not re-subscribe them anywhere.
+   */
+  optedOut?: boolean;
 }
 
 export interface OutboundPlan {
@@ -261,7 +266,8 @@ export async function planOutbound(e: EnrichedLead, m: CompiledMapping, opts: Ou
     if (current) planned.push({ kind: 'addToList', person, listId: current, attributes });
   }
 
-  return { ops: planned.filter((op) => opts.supports[op.kind]) };
+  const marketing: ReadonlySet<SyncOpKind> = new Set<SyncOpKind>(['addToList', 'triggerWorkflow']);
+  return { ops: planned.filter((op) => opts.supports[op.kind] && !(opts.optedOut && marketing.has(op.kind))) };
 }
 
 /**

@@ -114,6 +114,18 @@ describe('a destination added as one folder and one registry line', () => {
     assert.equal(await sim.sendEngagement!(world.vendorWebhookUrl(service.url!, 'fake'), 'unsubscribed', bob), 200);
     await waitFor(() => cio.suppressed.has(bob), 'fake unsubscribe -> suppressed in Customer.io');
     assert.ok(!sim.items.some((i) => i.kind === 'suppress' && i.person === bob), 'not sent back to the tool that reported it');
+
+    // The fake reports our suppress of Ann back as an opt-out of its own: an echo, not news.
+    const notesOf = (email: string) => [...k.notes.values()].filter((n) => String(n.params.text).includes('Unsubscribed') && [...k.leads.values()].some((l) => l.id === n.entity_id && l.name.startsWith(email === ann ? 'Ann Kit' : 'Bob Kit'))).length;
+    const annNotes = notesOf(ann);
+    const cioRequests = cio.requests.length;
+    assert.equal(await sim.sendEngagement!(world.vendorWebhookUrl(service.url!, 'fake'), 'unsubscribed', ann), 200);
+    await waitFor(async () => {
+      const s = await service.store.stats(Date.now());
+      return s.inboxPending === 0 && s.jobs.pending === 0 && s.jobs.leased === 0;
+    }, 'the echo routed');
+    assert.equal(notesOf(ann), annNotes, 'no second opt-out note for the echo');
+    assert.equal(cio.requests.length, cioRequests, 'nothing sent back to Customer.io');
   });
 
   it('erase reaches it (the CLI loads it as a plugin)', async () => {
