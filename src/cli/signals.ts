@@ -2,6 +2,7 @@
  * How the long-running commands (serve, worker, demo) wait for their end and stop: on SIGINT or
  * SIGTERM (Ctrl-C, `docker stop`, systemd), or when the npm/npx process that started them is gone.
  */
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 
 export interface StopRequest {
@@ -24,7 +25,7 @@ const TICK_MS = 250;
  */
 export function untilStopped(env: NodeJS.ProcessEnv = process.env): Promise<StopRequest> {
   const startedByNpm = env.npm_lifecycle_event !== undefined || env.npm_command !== undefined;
-  const parent = parentAtStart();
+  const start = parentsAtStart();
   return new Promise((resolve) => {
     const finish = (request: StopRequest) => {
       process.off('SIGINT', onSignal);
@@ -43,17 +44,35 @@ export function untilStopped(env: NodeJS.ProcessEnv = process.env): Promise<Stop
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     const timer = setInterval(() => {
-      if (startedByNpm && process.ppid !== parent) {
-        finish({ reason: 'the npm/npx process that started kommo-sync is gone' });
-      }
+      // The shell usually dies of the forwarded SIGTERM (our parent changes); when it survives,
+      // npm's exit still shows as the shell's parent changing.
+      const gone = process.ppid !== start.parent || (start.grandparent !== undefined && parentOf(start.parent) !== start.grandparent);
+      if (startedByNpm && gone) finish({ reason: 'the npm/npx process that started kommo-sync is gone' });
     }, TICK_MS);
   });
 }
 
-/** The parent pid bin/kommo-sync.js saw when the process began, else the current one. */
-function parentAtStart(): number {
-  const saved = (globalThis as Record<symbol, unknown>)[Symbol.for('kommo-sync.parentPid')];
-  return typeof saved === 'number' ? saved : process.ppid;
+interface Parents {
+  parent: number;
+  grandparent: number | undefined;
+}
+
+/** Our parent and its parent when the process began (saved by bin/kommo-sync.js), else now. */
+function parentsAtStart(): Parents {
+  const saved = (globalThis as Record<symbol, unknown>)[Symbol.for('kommo-sync.parents')];
+  if (typeof saved === 'object' && saved !== null && typeof (saved as Parents).parent === 'number') return saved as Parents;
+  return { parent: process.ppid, grandparent: parentOf(process.ppid) };
+}
+
+/** The parent of `pid` from Linux's /proc; undefined elsewhere or once `pid` is gone. */
+function parentOf(pid: number): number | undefined {
+  try {
+    // "pid (name) state ppid ...": the name may hold spaces or parentheses.
+    const ppid = Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^[\s\S]*\) /, '').split(' ')[1]);
+    return Number.isInteger(ppid) ? ppid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -22,13 +22,25 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 let world: World;
 let dir: string;
 const children: ChildProcess[] = [];
+const groups = new Set<ChildProcess>();
 
 before(async () => {
   world = await startWorld({ destinations: ['customerio'] });
   dir = mkdtempSync(join(tmpdir(), 'kommo-sync-cli-'));
 });
 after(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    // npx and npm start run in a process group of their own: whatever they left behind (an
+    // orphaned kommo-sync, if stopping under npm ever breaks) goes with it.
+    if (groups.has(c) && c.pid !== undefined) {
+      try {
+        process.kill(-c.pid, 'SIGKILL');
+      } catch {
+        // the group is already gone
+      }
+    }
+  }
   world?.vendors.get('customerio')?.sim.faults.outage(null);
   await world?.close();
   rmSync(dir, { recursive: true, force: true });
@@ -70,9 +82,10 @@ interface Started {
   closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function start(command: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Started {
-  const child = spawn(command, args, { env: opts.env ?? process.env, cwd: opts.cwd ?? process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] });
+function start(command: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; group?: boolean } = {}): Started {
+  const child = spawn(command, args, { env: opts.env ?? process.env, cwd: opts.cwd ?? process.cwd(), stdio: ['ignore', 'pipe', 'pipe'], detached: opts.group === true });
   children.push(child);
+  if (opts.group) groups.add(child);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
@@ -173,7 +186,7 @@ describe('serve under npm', () => {
     symlinkSync(BIN, join(project, 'node_modules', '.bin', 'kommo-sync'));
     const { file } = writeConfig('npx');
     const port = await freePort();
-    const s = start('npx', ['--no-install', 'kommo-sync', 'serve', '--config', file], { cwd: project, env: { ...process.env, PORT: String(port) } });
+    const s = start('npx', ['--no-install', 'kommo-sync', 'serve', '--config', file], { cwd: project, env: { ...process.env, PORT: String(port) }, group: true });
     await waitFor(() => answers(`http://127.0.0.1:${port}/healthz`), 'serve listening under npx', 60_000);
     s.child.kill('SIGTERM'); // what a process manager does: the pid it started is npx's
     // `closed` waits for every holder of the pipes, the orphaned grandchild included.
@@ -183,7 +196,7 @@ describe('serve under npm', () => {
   });
 
   it('npm start (the demo): SIGTERM to npm stops it; its dashboard opens without a token even with KOMMO_SYNC_ADMIN_TOKEN set', { timeout: 120_000 }, async () => {
-    const s = start('npm', ['start'], { cwd: ROOT, env: { ...process.env, KOMMO_SYNC_ADMIN_TOKEN: 'a-token-from-a-real-setup-0123456789' } });
+    const s = start('npm', ['start'], { cwd: ROOT, env: { ...process.env, KOMMO_SYNC_ADMIN_TOKEN: 'a-token-from-a-real-setup-0123456789' }, group: true });
     await waitFor(() => /service \+ dashboard\s+http:\/\/127\.0\.0\.1:\d+\//.test(s.output()), 'the demo printing its URL', 60_000);
     const url = /service \+ dashboard\s+(http:\/\/127\.0\.0\.1:\d+\/)/.exec(s.output())![1]!;
     const page = await fetch(url);
