@@ -1,11 +1,26 @@
 /** CLI entry only: each command lives in src/cli/<command>.ts. */
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError } from './config/load.js';
+import { UsageError } from './cli/errors.js';
 import { loadDestinationPlugins } from './cli/plugins.js';
+
+// A command whose promise is still pending when Node has nothing left to run would end with exit
+// code 13 and no word (an "unsettled top-level await"): say so instead, and fail.
+let finished = false;
+process.on('beforeExit', () => {
+  if (finished) return;
+  process.stderr.write('kommo-sync: internal error: the command stopped before it finished, with nothing left to wait for. Please report this bug.\n');
+  process.exit(1);
+});
+
+// src/main.ts and dist/main.js both sit one level below package.json.
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
 const program = new Command()
   .name('kommo-sync')
   .description('Two-way, real-time sync between Kommo CRM and your marketing tools.')
+  .version(version, '-v, --version', 'print the version')
   .showHelpAfterError();
 
 const port = (v: string): number => {
@@ -55,11 +70,13 @@ program.command('erase').description('GDPR erasure of one person in every destin
 try {
   await loadDestinationPlugins(process.env.KOMMO_SYNC_DESTINATIONS);
   await program.parseAsync(process.argv);
+  finished = true;
 } catch (err) {
+  finished = true;
   if (err instanceof ConfigError) {
     process.stderr.write(`${err.message}\n`);
     process.exit(2);
   }
   process.stderr.write(`kommo-sync: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  process.exit(err instanceof UsageError ? 2 : 1);
 }

@@ -11,7 +11,7 @@ import { Scenario } from '../demo/scenario.js';
 import { startWorld } from '../demo/world.js';
 import { startService } from '../runtime/service.js';
 import type { DeliveryRow } from '../store/store.js';
-import { untilSignal } from './signals.js';
+import { untilStopped } from './signals.js';
 
 interface DemoOptions {
   port?: number;
@@ -40,6 +40,10 @@ export async function demo(o: DemoOptions): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'kommo-sync-demo-'));
   const world = await startWorld({ store: `sqlite:${join(dir, 'demo.db')}` });
   const log = pino({ level: 'error' });
+  // The demo's dashboard is on loopback and opens without a token, as its printed URL promises. An
+  // admin token left in the environment (from a real setup) would make that URL answer 401, and the
+  // service reads the variable itself, so the demo process drops it.
+  delete process.env.KOMMO_SYNC_ADMIN_TOKEN;
   const service = await startService({ loaded: world.loaded, log, intake: true, work: true, port: o.port ?? 0, host: '127.0.0.1', openDashboard: true });
   world.subscribe(service.url!);
 
@@ -76,7 +80,7 @@ export async function demo(o: DemoOptions): Promise<void> {
   })();
 
   if (o.duration) await new Promise((r) => setTimeout(r, o.duration! * 1000));
-  else await untilSignal();
+  else await untilStopped();
   stop = true;
   await run;
   out('\n  stopping the scenario; letting the queue drain...');

@@ -6,37 +6,42 @@ import pino from 'pino';
 import { getDestination } from '../destinations/index.js';
 import { AccountRuntime } from '../runtime/account.js';
 import { openStore } from '../store/open.js';
-import { loadConfig } from './context.js';
+import { listenPort, loadConfig } from './context.js';
+import { checkKommoWebhook } from './kommo-webhook-check.js';
 
 export async function doctor(o: { config?: string }): Promise<void> {
   const loaded = loadConfig(o.config);
   const ok = (s: string) => process.stdout.write(`  ok    ${s}\n`);
   const bad = (s: string) => process.stdout.write(`  FAIL  ${s}\n`);
-  process.stdout.write(`${loaded.file}: configuration is valid\n`);
   let failures = 0;
   const store = await openStore(loaded.config.store);
-  ok(`store ${store.kind} reachable`);
   const log = pino({ level: 'silent' });
-  const base = loaded.config.server.publicUrl ?? `http://<your-host>:${loaded.config.server.port}`;
+  const base = loaded.config.server.publicUrl?.replace(/\/+$/, '') ?? `http://<your-host>:${listenPort(loaded, undefined)}`;
   try {
-    for (const [name, acct] of Object.entries(loaded.config.accounts)) {
+    // Building the runtimes compiles every mapping and template: a mistake there is a config
+    // error like any other, reported before "configuration is valid".
+    const runtimes = Object.entries(loaded.config.accounts).map(([name, acct]) => ({ name, acct, rt: new AccountRuntime(name, acct, loaded.destinations[name] ?? [], loaded, store, log) }));
+    process.stdout.write(`${loaded.file}: configuration is valid\n`);
+    ok(`store ${store.kind} reachable`);
+    for (const { name, acct, rt } of runtimes) {
       process.stdout.write(`\naccount ${name} (${acct.kommo.subdomain}.kommo.com)\n`);
-      const rt = new AccountRuntime(name, acct, loaded.destinations[name] ?? [], loaded, store, log);
       try {
         const info = await rt.client.getAccount();
         ok(`Kommo credentials accepted (account "${info.name}", id ${info.id})`);
         await rt.init();
         ok(`stages, fields and lists named in the config exist (${rt.catalog.pipelines.length} pipelines)`);
         const hooks = await rt.client.getWebhooks();
-        const ours = hooks?.filter((h) => h.destination.includes(`/webhooks/${name}/kommo/`)) ?? [];
         if (hooks === null) ok('webhook subscriptions not checked (needs an admin token)');
-        else if (ours.length === 0) {
-          failures++;
-          bad('Kommo has no webhook pointing at kommo-sync yet: add the URL below in Settings > Integrations > Web hooks');
-        } else if (ours.some((h) => h.disabled)) {
-          failures++;
-          bad('Kommo has DISABLED the webhook (too many failed deliveries): open it in Settings > Integrations > Web hooks and save to re-enable');
-        } else ok(`Kommo sends webhooks to kommo-sync (${ours.map((h) => h.settings.join(', ')).join('; ')})`);
+        else {
+          const v = checkKommoWebhook(hooks, { account: name, secret: acct.kommo.webhookSecret, ...(loaded.config.server.publicUrl ? { publicUrl: loaded.config.server.publicUrl } : {}) });
+          if (v.state === 'ok') ok(`Kommo sends webhooks to kommo-sync (${v.hook.settings.join(', ')})${v.hostChecked ? '' : '; its host is not checked: set server.publicUrl'}`);
+          else {
+            failures++;
+            if (v.state === 'missing') bad('Kommo has no webhook pointing at kommo-sync yet: add the URL below in Settings > Integrations > Web hooks');
+            else if (v.state === 'disabled') bad('Kommo has DISABLED the webhook (too many failed deliveries): open it in Settings > Integrations > Web hooks and save to re-enable');
+            else bad(`Kommo sends webhooks to ${v.shown}, which is not kommo-sync's URL: its ${v.differences.join('; its ')}. Replace it with the URL below in Settings > Integrations > Web hooks`);
+          }
+        }
       } catch (err) {
         failures++;
         bad(err instanceof Error ? err.message : String(err));

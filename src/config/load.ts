@@ -4,11 +4,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml';
 import { z } from 'zod';
 import { getDestination, destinationTypes } from '../destinations/index.js';
 import { secretKeys, secretPaths } from '../model/index.js';
-import { configSchema, destinationCommon, destinationCommonKeys, type Config, type DestinationConfig } from './schema.js';
+import { configHints, configSchema, destinationCommon, destinationCommonKeys, type Config, type DestinationConfig } from './schema.js';
 
 export class ConfigError extends Error {
   constructor(readonly issues: string[]) {
@@ -25,6 +25,8 @@ export interface LoadedConfig {
   destinations: Record<string, DestinationConfig[]>;
   /** `file:line path` for a config path, for errors raised later (stage names, mappings). */
   where(path: Array<string | number>): string;
+  /** Whether the file sets this key itself (a default does not count): `has(['server', 'port'])`. */
+  has(path: Array<string | number>): boolean;
 }
 
 const ENV_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
@@ -34,34 +36,41 @@ export function defaultConfigPath(): string {
 }
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const abs = resolve(file);
-  let text: string;
+  return parseConfigText(readConfigText(file), file, env);
+}
+
+function readConfigText(file: string): string {
   try {
-    text = readFileSync(abs, 'utf8');
+    return readFileSync(resolve(file), 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigError([code === 'ENOENT'
       ? `${file}: file not found (pass --config FILE, set KOMMO_SYNC_CONFIG, or copy kommo-sync.example.yaml)`
       : `${file}: cannot read (${code ?? String(err)})`]);
   }
-  return parseConfigText(text, file, env);
+}
+
+interface ParsedYaml {
+  raw: unknown;
+  where(path: Array<string | number>): string;
+}
+
+function parseYaml(text: string, file: string): ParsedYaml {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true });
+  if (doc.errors.length > 0) throw new ConfigError(yamlIssues(doc.errors, text, file));
+  return { raw: doc.toJS() ?? {}, where: (path) => `${file}:${lineOf(doc, lines, path)} ${formatPath(path)}` };
 }
 
 export function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true });
-  const where = (path: Array<string | number>): string => `${file}:${lineOf(doc, lines, path)} ${formatPath(path)}`;
-  if (doc.errors.length > 0) {
-    throw new ConfigError(doc.errors.map((e) => `${file}:${e.linePos?.[0]?.line ?? '?'} YAML syntax: ${e.message.split('\n')[0]}`));
-  }
-  const raw: unknown = doc.toJS() ?? {};
+  const { raw, where } = parseYaml(text, file);
   const issues: string[] = [];
   const secretAt = secretMatcher(raw);
   const interpolated = interpolate(raw, [], env, (path, name) => issues.push(`${where(path)}: environment variable ${name} is not set (use \${${name}:-default} for a default)`));
   if (issues.length) throw new ConfigError(issues);
 
   const parsed = configSchema.safeParse(interpolated);
-  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i: z.core.$ZodIssue) => describeIssue(i, [], interpolated, where, secretAt)));
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i: z.core.$ZodIssue) => describeIssue(i, [], interpolated, configSchema, where, secretAt)));
   const config = parsed.data;
 
   const destinations: Record<string, DestinationConfig[]> = {};
@@ -71,7 +80,7 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
       const base = ['accounts', accountName, 'destinations', name];
       const common = destinationCommon.safeParse(pick(block, destinationCommonKeys));
       if (!common.success) {
-        issues.push(...common.error.issues.map((i) => describeIssue(i, base, block, where, secretAt)));
+        issues.push(...common.error.issues.map((i) => describeIssue(i, base, block, destinationCommon, where, secretAt)));
         continue;
       }
       const type = common.data.type ?? name;
@@ -82,7 +91,7 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
       }
       const settings = dest.settings.safeParse(omit(block, destinationCommonKeys));
       if (!settings.success) {
-        issues.push(...settings.error.issues.map((i) => describeIssue(i, base, block, where, secretAt)));
+        issues.push(...settings.error.issues.map((i) => describeIssue(i, base, block, dest.settings, where, secretAt)));
         continue;
       }
       list.push({ name, type, common: common.data, settings: settings.data });
@@ -91,7 +100,81 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
   }
   if (issues.length) throw new ConfigError(issues);
   const warnings = literalSecrets(raw, [], secretAt).map((path) => `${where(path)}: a secret is written in the file; put it in the environment and write \${VAR} here, so the file can be shared and committed`);
-  return { file, config, warnings, destinations, where };
+  return { file, config, warnings, destinations, where, has: (path) => valueAt(raw, path) !== undefined };
+}
+
+/** What `status` and `replay` need from the config: the store, and the names they may be asked about. */
+export interface StoreConfig {
+  file: string;
+  store: string;
+  /** Account name -> the names of its destination blocks (the blocks themselves are not validated). */
+  accounts: Record<string, string[]>;
+}
+
+/**
+ * Reads only `store` and the account and destination names, for commands that work on the store
+ * alone (`status`, `replay`): `${VAR}`s elsewhere may be unset and the rest of the file is not
+ * validated, so an operator can look at the queue without every vendor secret in the environment.
+ */
+export function loadStoreConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): StoreConfig {
+  return parseStoreConfigText(readConfigText(file), file, env);
+}
+
+export function parseStoreConfigText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): StoreConfig {
+  const { raw, where } = parseYaml(text, file);
+  const issues: string[] = [];
+  const top = isRecord(raw) ? raw : {};
+  const store = configSchema.shape.store.safeParse(interpolate(top.store, ['store'], env, (path, name) => issues.push(`${where(path)}: environment variable ${name} is not set (use \${${name}:-default} for a default)`)));
+  if (issues.length) throw new ConfigError(issues);
+  if (!store.success) throw new ConfigError([`${where(['store'])}: expected a store URL like sqlite:./data/kommo-sync.db or postgres://user@host/db; got ${describeValue(top.store, ['store'], () => false)}`]);
+  const accounts: Record<string, string[]> = {};
+  for (const [name, account] of Object.entries(isRecord(top.accounts) ? top.accounts : {})) {
+    accounts[name] = isRecord(account) && isRecord(account.destinations) ? Object.keys(account.destinations) : [];
+  }
+  return { file, store: store.data, accounts };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * YAML errors as `file:line` issues. A key indented deeper than the keys above it makes the yaml
+ * library report the line *before* it (it reads the two lines as one multi-line key); we name the
+ * deeper line instead, which is the one to fix. Only the first such error is kept: the others
+ * follow from it.
+ */
+function yamlIssues(errors: readonly YAMLError[], text: string, file: string): string[] {
+  const lines = text.split(/\r?\n/);
+  const indent = (l: string) => l.length - l.trimStart().length;
+  const out: string[] = [];
+  const multiline = errors.filter((e) => e.code === 'MULTILINE_IMPLICIT_KEY');
+  let indentReported = false;
+  for (const e of errors) {
+    const line = e.linePos?.[0]?.line;
+    const deeper = line !== undefined && multiline.some((m) => m.linePos?.[0]?.line === line);
+    if (deeper && line !== undefined) {
+      if (indentReported) continue;
+      const above = lines[line - 1] ?? '';
+      let at = line; // the line after the reported one: lines[] is 0-based, line numbers 1-based
+      while (at < lines.length && /^\s*(#.*)?$/.test(lines[at]!)) at++;
+      const bad = lines[at];
+      if (bad !== undefined && indent(bad) > indent(above)) {
+        indentReported = true;
+        out.push(`${file}:${at + 1} YAML syntax: ${keyOf(bad)} is indented ${indent(bad)} spaces, deeper than ${keyOf(above)} on line ${line} (${indent(above)}); keys of one map must start in the same column`);
+        continue;
+      }
+    }
+    const msg = `${file}:${line ?? '?'} YAML syntax: ${e.message.split('\n')[0]}`;
+    if (!out.includes(msg)) out.push(msg);
+  }
+  return out;
+}
+
+/** The key a YAML line starts with, for messages: never the value, which may be a secret. */
+function keyOf(line: string): string {
+  const key = /^\s*(?:-\s+)?([^\s:#][^:#]*?)\s*:(?:\s|$)/.exec(line)?.[1];
+  return key ? `\`${key}\`` : 'this line';
 }
 
 /** Replaces ${VAR} and ${VAR:-default} in every string value. A whole-value reference keeps YAML typing off: it stays a string. */
@@ -145,7 +228,7 @@ function literalSecrets(value: unknown, path: Array<string | number>, secretAt: 
   return [];
 }
 
-function describeIssue(issue: z.core.$ZodIssue, base: Array<string | number>, root: unknown, where: (p: Array<string | number>) => string, secretAt: SecretAt): string {
+function describeIssue(issue: z.core.$ZodIssue, base: Array<string | number>, root: unknown, schema: z.ZodType, where: (p: Array<string | number>) => string, secretAt: SecretAt): string {
   const rel = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
   const path = [...base, ...rel];
   if (issue.code === 'unrecognized_keys') {
@@ -153,8 +236,70 @@ function describeIssue(issue: z.core.$ZodIssue, base: Array<string | number>, ro
     return `${where([...path, issue.keys[0]!])}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
   }
   const got = valueAt(root, rel);
-  const gotText = got === undefined ? 'nothing' : describeValue(got, path, secretAt);
-  return `${where(path)}: ${issue.message}; got ${gotText}`;
+  // A missing key (or `key:` with nothing after it): say what belongs there, not "got nothing".
+  if ((got === undefined || got === null) && issue.code === 'invalid_type') {
+    const expected = hintAt(schema, rel) ?? (secretAt(path) ? 'a secret (put it in the environment and write ${VAR} here)' : typeName(issue.expected));
+    return `${where(path)}: required: ${expected}${got === null ? ' (the key is there, but empty)' : ''}`;
+  }
+  const hint = issue.code === 'custom' ? undefined : hintAt(schema, rel);
+  return `${where(path)}: ${issue.message}${hint && !issue.message.includes(hint) ? ` (${hint})` : ''}; got ${describeValue(got, path, secretAt)}`;
+}
+
+/** `string` -> "a string": zod's expected type names, in the words of the docs. */
+function typeName(expected: string): string {
+  const names: Record<string, string> = { string: 'a string', number: 'a number', int: 'an integer', boolean: 'true or false', object: 'a map', record: 'a map', array: 'a list' };
+  return names[expected] ?? expected;
+}
+
+interface SchemaDef {
+  type: string;
+  innerType?: z.ZodType;
+  in?: z.ZodType;
+  shape?: Record<string, z.ZodType>;
+  valueType?: z.ZodType;
+  element?: z.ZodType;
+  options?: z.ZodType[];
+}
+const defOf = (s: z.ZodType): SchemaDef => (s as unknown as { _zod: { def: SchemaDef } })._zod.def;
+
+/** The hint (schema.ts `hint()`, or a `.describe()` text) of the schema at `path`, through wrappers. */
+function hintAt(schema: z.ZodType, path: Array<string | number>): string | undefined {
+  let cur: z.ZodType | undefined = schema;
+  for (const key of path) cur = cur && childThrough(cur, key);
+  // Wrappers (optional, default, pipe, ...) may carry the hint: look at each layer.
+  for (let layer = cur; layer; layer = unwrapOnce(layer)) {
+    const text = configHints.get(layer)?.hint ?? layer.description;
+    if (text) return text;
+  }
+  return undefined;
+}
+
+function childThrough(s: z.ZodType, key: string | number): z.ZodType | undefined {
+  for (let layer: z.ZodType | undefined = s; layer; layer = unwrapOnce(layer)) {
+    const child = childOf(layer, key);
+    if (child) return child;
+  }
+  return undefined;
+}
+
+function unwrapOnce(s: z.ZodType): z.ZodType | undefined {
+  const d = defOf(s);
+  if (d.type === 'pipe') return d.in;
+  return ['optional', 'nullable', 'default', 'prefault', 'readonly', 'catch', 'nonoptional'].includes(d.type) ? d.innerType : undefined;
+}
+
+function childOf(s: z.ZodType, key: string | number): z.ZodType | undefined {
+  const d = defOf(s);
+  if (d.type === 'object') return d.shape?.[String(key)];
+  if (d.type === 'record') return d.valueType;
+  if (d.type === 'array') return d.element;
+  if (d.type === 'union') {
+    for (const o of d.options ?? []) {
+      const child = childThrough(o, key);
+      if (child) return child;
+    }
+  }
+  return undefined;
 }
 
 /** Shows what was found, but never a secret's value (nor anything that looks like one). */
@@ -163,8 +308,8 @@ function describeValue(v: unknown, path: Array<string | number>, secretAt: Secre
   // The name pattern is a second guard, for a key mistyped so its schema is not found.
   if ((secretAt(path) || /token|secret|key|password/i.test(key)) && v !== null && typeof v !== 'object') return `a value of ${String(v).length} characters`;
   if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
-  if (Array.isArray(v)) return 'a list';
-  if (v && typeof v === 'object') return 'a map';
+  if (Array.isArray(v)) return v.length ? 'a list' : 'an empty list';
+  if (v && typeof v === 'object') return Object.keys(v).length ? 'a map' : 'an empty map';
   return String(v);
 }
 
@@ -177,13 +322,20 @@ function valueAt(root: unknown, path: Array<string | number>): unknown {
   return cur;
 }
 
-/** Line of the deepest existing node on the path (the parent when the key is missing). */
+/**
+ * Line of the deepest existing node on the path. For a missing key that is the line of its
+ * parent's key (`kommo:` for a missing `kommo.subdomain`): where the key has to be added.
+ */
 function lineOf(doc: Document, lines: LineCounter, path: Array<string | number>): number {
   for (let n = path.length; n >= 0; n--) {
     const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true);
-    if (node && (isScalar(node) || isMap(node) || isSeq(node)) && node.range) {
-      return lines.linePos(node.range[0]).line;
+    if (!node || !(isScalar(node) || isMap(node) || isSeq(node)) || !node.range) continue;
+    if (n < path.length && n > 0) {
+      const parent = n === 1 ? doc.contents : doc.getIn(path.slice(0, n - 1), true);
+      const pair = isMap(parent) ? parent.items.find((p) => isScalar(p.key) && String(p.key.value) === String(path[n - 1])) : undefined;
+      if (pair && isScalar(pair.key) && pair.key.range) return lines.linePos(pair.key.range[0]).line;
     }
+    return lines.linePos(node.range[0]).line;
   }
   return 1;
 }

@@ -6,23 +6,34 @@
 import { z } from 'zod';
 import { crmEventKind, duration, engagementKind, secret } from '../model/index.js';
 
+/**
+ * What belongs at a key, in a user's words: config errors say it when the key is missing or empty
+ * (`required: the account subdomain, e.g. "acme"`) instead of only a type name. A registry, not
+ * `.describe()`: that returns a copy, which would lose the secret() mark.
+ */
+export const configHints = z.registry<{ hint: string }>();
+function hint<T extends z.ZodType>(schema: T, text: string): T {
+  configHints.add(schema, { hint: text });
+  return schema;
+}
 
-const oauth = z.object({
-  clientId: z.string().min(1),
-  clientSecret: secret(),
+const oauth = hint(z.object({
+  clientId: hint(z.string().min(1), 'the OAuth integration id (Kommo: the integration\'s "Keys and scopes")'),
+  clientSecret: hint(secret(), 'the OAuth integration secret key, e.g. ${KOMMO_CLIENT_SECRET}'),
   /** The first refresh token; later ones are rotated and kept in the store. */
-  refreshToken: secret(),
-  redirectUri: z.string().url(),
-}).strict();
+  refreshToken: hint(secret(), 'the first refresh token, e.g. ${KOMMO_REFRESH_TOKEN}'),
+  redirectUri: hint(z.string().url(), 'the integration\'s redirect URI, e.g. https://sync.example.com/oauth'),
+}).strict(), 'clientId, clientSecret, refreshToken and redirectUri of a Kommo OAuth integration');
 
-export const kommoSchema = z.object({
-  subdomain: z.string().regex(/^[a-z0-9-]+$/i, 'expected the account subdomain, e.g. "acme" for acme.kommo.com'),
+const SUBDOMAIN = 'the account subdomain, e.g. "acme" for acme.kommo.com';
+export const kommoSchema = hint(z.object({
+  subdomain: hint(z.string().regex(/^[a-z0-9-]+$/i, `expected ${SUBDOMAIN}`), SUBDOMAIN),
   /** Root the API paths are appended to; default https://<subdomain>.kommo.com. */
   baseUrl: z.string().url().optional(),
   accessToken: secret().optional(),
   oauth: oauth.optional(),
   /** Long random string in the webhook URL path (Kommo does not sign its webhooks). */
-  webhookSecret: secret({ min: 16, message: 'must be at least 16 characters (it is the only proof a webhook came from Kommo)' }),
+  webhookSecret: hint(secret({ min: 16, message: 'must be at least 16 characters (it is the only proof a webhook came from Kommo)' }), 'a long random string for the Kommo webhook URL, e.g. ${KOMMO_WEBHOOK_SECRET} (make one with `openssl rand -hex 24`)'),
   /** Requests per second to this account's API, shared by everything in kommo-sync. Kommo allows 7. */
   rateLimit: z.number().positive().max(50).default(7),
   /** Read user names for `responsible` (needs an admin token; falls back to ids on 403). */
@@ -30,7 +41,7 @@ export const kommoSchema = z.object({
   timeout: duration.default(15_000),
 }).strict().refine((k) => Boolean(k.accessToken) !== Boolean(k.oauth), {
   message: 'set exactly one of accessToken (long-lived token) or oauth {clientId, clientSecret, refreshToken, redirectUri}',
-});
+}), 'the Kommo connection: subdomain, accessToken (or oauth) and webhookSecret');
 
 /** Keys every destination block understands; everything else belongs to the destination's settings. */
 export const destinationCommonKeys = ['type', 'enabled', 'attributes', 'events', 'properties', 'traits', 'on', 'workflows', 'lists', 'leaveLists', 'identifyBy', 'webhookSecret', 'pipelines', 'signals'] as const;
@@ -106,7 +117,7 @@ const unsubscribe = z.object({
   value: z.union([z.boolean(), z.string(), z.number()]).default(false),
   tag: z.string().optional(),
   note: z.boolean().default(true),
-  task: z.object({ text: z.string(), due: duration.prefault('24h') }).strict().optional(),
+  task: z.object({ text: hint(z.string(), 'the task text (a template, e.g. "{{email}} unsubscribed: call them")'), due: duration.prefault('24h') }).strict().optional(),
   /** Stage name to move the lead to. */
   moveToStage: z.string().optional(),
   /**
@@ -126,7 +137,7 @@ export const engagementSchema = z.object({
 
 export const crmNotesSchema = z.object({
   /** CRM events after which a note is written on the lead (a visible sync log inside Kommo). */
-  on: z.array(crmEventKind).min(1),
+  on: hint(z.array(crmEventKind).min(1), 'a list of CRM event kinds that get a note, e.g. [lead.stage_changed, lead.won]'),
   /** Template; `{{ expr }}` are mapping expressions over the enriched lead plus `destinations`. */
   text: z.string().default('kommo-sync: {{event.kind}} ({{stage.name}}) queued for {{destinations}}'),
 }).strict();
@@ -181,8 +192,11 @@ export const workerSchema = z.object({
   routeBatch: z.number().int().min(1).max(5000).default(500),
   /** After a partial batch the router waits this long, so bursts are enriched in big batches. */
   routeLinger: duration.prefault('1s'),
+  /** On SIGTERM/SIGINT, how long deliveries in flight may take to finish before the process exits anyway. */
+  shutdownTimeout: duration.prefault('10s'),
 }).strict();
 
+const ACCOUNTS = 'a map of your name for each Kommo account to its settings, e.g. `acme: { kommo: { subdomain: acme, accessToken: ${KOMMO_TOKEN}, webhookSecret: ${KOMMO_WEBHOOK_SECRET} } }`';
 export const configSchema = z.object({
   store: z.string().default('sqlite:./data/kommo-sync.db'),
   server: serverSchema.prefault({}),
@@ -192,8 +206,8 @@ export const configSchema = z.object({
     /** Human-readable lines instead of JSON (default: when stdout is a terminal). */
     pretty: z.boolean().optional(),
   }).strict().default({ level: 'info' }),
-  accounts: z.record(z.string().regex(/^[a-z0-9_-]+$/i, 'expected a name of letters, digits, _ or -'), accountSchema)
-    .refine((a) => Object.keys(a).length > 0, 'at least one account is required'),
+  accounts: hint(z.record(z.string().regex(/^[a-z0-9_-]+$/i, 'expected a name of letters, digits, _ or -'), accountSchema)
+    .refine((a) => Object.keys(a).length > 0, `at least one account is required: ${ACCOUNTS}`), ACCOUNTS),
 }).strict();
 
 export type Config = z.infer<typeof configSchema>;

@@ -195,8 +195,13 @@ function parseKommo(req: FastifyRequest, raw: Buffer, subdomain: string): Normal
     if (err instanceof WebhookBodyError) throw new HttpError(400, 'invalid_webhook', err.message);
     throw err;
   }
+  // Kommo sends `account[subdomain]` with every webhook: a body without it (or with it as a list,
+  // or empty) did not come from Kommo, and one from another account is not for this URL.
   const got = parsed.account.subdomain;
-  if (got !== undefined && got.toLowerCase() !== subdomain.toLowerCase()) {
+  if (got === undefined) {
+    throw new HttpError(400, 'missing_account', `account[subdomain] is missing (or not a single value); Kommo sends it with every webhook: expected "${subdomain}"`);
+  }
+  if (got.toLowerCase() !== subdomain.toLowerCase()) {
     throw new HttpError(401, 'account_mismatch', `webhook is from Kommo account "${got}", but this URL belongs to "${subdomain}"`);
   }
   return parsed.events;

@@ -307,7 +307,8 @@ function actionsOf(body: Record<string, unknown>, key: 'leads' | 'contacts'): Re
 /**
  * Turns a Kommo account webhook body into normalized events.
  * Throws WebhookBodyError when the body holds no Kommo entity list or an entity has a bad id.
- * A missing `account` block is accepted (intake decides whether the subdomain matches).
+ * A missing `account` block is accepted here; intake refuses such a webhook (Kommo always sends
+ * `account[subdomain]`) and one whose subdomain is not the configured account's.
  */
 export function parseKommoWebhook(body: Record<string, unknown>): KommoWebhookResult {
   if (!isRecord(body)) throw new WebhookBodyError('expected a form or JSON object body');

@@ -169,8 +169,14 @@ describe('compileEngagementRules: errors carry the location', () => {
     [{ unsubscribe: { moveToStage: 'Unsubscribd' } }, /^kommo-sync\.yaml:40 accounts\.acme\.engagement\.unsubscribe\.moveToStage: no stage/],
     [{ hotLead: { task: { text: 'Hot {{cont}}' } } }, /^kommo-sync\.yaml:40 accounts\.acme\.engagement\.hotLead\.task\.text .*unknown name `cont` \(did you mean `count`\?\); expected one of count, within/],
     [{ unsubscribe: { task: { text: '{{ lead.id' } } }, /unsubscribe\.task\.text: .*no matching `}}`/],
+    // Engagement templates see the matched lead's ids, not the enriched lead: checked against that.
+    [{ hotLead: { task: { text: '{{lead.price}}' } } }, /hotLead\.task\.text .*unknown name `lead\.price`.*`lead` has id, responsibleUserId, pipelineId, statusId/],
+    [{ hotLead: { task: { text: '{{event.kidn}}' } } }, /did you mean `event\.kind`\?/],
   ];
   for (const [cfg, message] of cases) it(JSON.stringify(cfg), () => assert.throws(() => rules(cfg), { name: 'MappingError', message }));
+  it('every name engagement templates document compiles', () => {
+    rules({ hotLead: { task: { text: '{{count}} {{within}} {{email}} {{source}} {{subject}} {{link}} {{campaign}} {{detail}} {{signal}} {{event.kind}} {{event.occurredAt}} {{lead.id}} {{lead.responsibleUserId}} {{contact.id}}' } } });
+  });
 });
 
 describe('findLeadForEmail', () => {

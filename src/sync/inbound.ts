@@ -3,9 +3,10 @@
  * writes (notes, tasks, contact fields and tags, stage moves), the same rules for every vendor.
  * Pure apart from the injected lookups and the store's counters.
  */
+import { z } from 'zod';
 import type { DestinationCommon, EngagementConfig } from '../config/schema.js';
 import type { KommoOp } from '../model/index.js';
-import type { EngagementEvent, EngagementKind } from '../model/index.js';
+import { engagementEventSchema, type EngagementEvent, type EngagementKind } from '../model/index.js';
 import { compileTemplate, humanDuration, MappingError, whereOf, type CompiledTemplate, type Where } from './mapping.js';
 
 /** Kommo's fixed status ids for closed leads, in every pipeline. */
@@ -87,6 +88,23 @@ function toMatch(l: LeadRow, contactId: number | null): LeadMatch {
 /** Names usable in engagement task templates (`{{count}}`, `{{within}}`, `{{email}}`, `{{signal}}`, `{{lead.id}}`, ...). */
 export const ENGAGEMENT_ROOTS = ['count', 'within', 'email', 'source', 'subject', 'link', 'campaign', 'detail', 'signal', 'event', 'lead', 'contact'] as const;
 
+/** What engagement templates see (templateInput builds it): their paths are checked against it at load. */
+const engagementTemplateInput = z.object({
+  count: z.number().optional(),
+  within: z.string().optional(),
+  signal: z.string().optional(),
+  email: z.string(),
+  source: z.string(),
+  subject: z.string().optional(),
+  link: z.string().optional(),
+  campaign: z.string().optional(),
+  detail: z.string().optional(),
+  event: engagementEventSchema,
+  lead: z.object({ id: z.number(), responsibleUserId: z.number(), pipelineId: z.number(), statusId: z.number() }),
+  contact: z.object({ id: z.number() }).nullable(),
+});
+const ENGAGEMENT_TEMPLATES = { roots: ENGAGEMENT_ROOTS, input: engagementTemplateInput };
+
 export interface ContactFieldRef {
   fieldId?: number;
   fieldCode?: string;
@@ -147,7 +165,7 @@ export function compileEngagementRules(
   where: Where,
   signals: ReadonlyArray<{ source: string; cfg: SignalsConfig; where: Where }> = [],
 ): EngagementRules {
-  const tpl = (text: string, sub: string) => compileTemplate(text, whereOf(where, sub), { roots: ENGAGEMENT_ROOTS });
+  const tpl = (text: string, sub: string) => compileTemplate(text, whereOf(where, sub), ENGAGEMENT_TEMPLATES);
   const lookup = <T>(sub: string, fn: () => T): T => {
     try {
       return fn();
@@ -165,7 +183,7 @@ export function compileEngagementRules(
       tags: new Set(s.cfg.tags.map((t) => t.trim().toLowerCase())),
       emails: s.cfg.emails.map((e) => e.trim().toLowerCase()),
       task: {
-        text: compileTemplate(s.cfg.task.text, whereOf(s.where, 'task.text'), { roots: ENGAGEMENT_ROOTS }),
+        text: compileTemplate(s.cfg.task.text, whereOf(s.where, 'task.text'), ENGAGEMENT_TEMPLATES),
         dueMs: s.cfg.task.due,
         typeId: s.cfg.task.typeId,
       },
@@ -318,7 +336,7 @@ export function signalOf(ev: EngagementEvent, signals: CompiledSignals | undefin
   return undefined;
 }
 
-function templateInput(ev: EngagementEvent, match: LeadMatch, extra: { count?: number; within?: string; signal?: string }): Record<string, unknown> {
+function templateInput(ev: EngagementEvent, match: LeadMatch, extra: { count?: number; within?: string; signal?: string }): z.input<typeof engagementTemplateInput> {
   return {
     ...extra,
     email: ev.email,

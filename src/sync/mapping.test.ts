@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import jsonata from 'jsonata';
+import { z } from 'zod';
 import type { EnrichedLead } from '../model/index.js';
 import {
   compileExpression,
@@ -8,6 +9,7 @@ import {
   fieldNamesReferenced,
   humanDuration,
   JSONATA_BUILTINS,
+  LEAD_ROOTS,
   MappingError,
   type MappingValue,
 } from './mapping.js';
@@ -98,6 +100,53 @@ describe('compileExpression: errors name the location', () => {
     for (const s of ['lead.tags[$ = "vip"]', 'stage[name = "Won"].key', '$$.lead.id', 'lead@$l.tags', '($x := 1; $x)']) {
       compileExpression(s, WHERE);
     }
+  });
+
+  it('checks every step of a path against the enriched lead, naming the nearest valid path', () => {
+    const cases: Array<[string, RegExp[]]> = [
+      ['lead.feilds["Industry"]', [/unknown name `lead\.feilds` in `lead\.feilds\["Industry"\]`/, /did you mean `lead\.fields`\?/, /`lead` has id, name, price, /]],
+      ['$lookup(lead.feilds, "Industry")', [/did you mean `lead\.fields`\?/]],
+      ['contact.emial', [/did you mean `contact\.email`\?/]],
+      ['previousStage.kye', [/did you mean `previousStage\.key`\?/]],
+      ['account.curency', [/did you mean `account\.currency`\?/]],
+      ['stage[nmae = "Won"].key', [/unknown name `stage\.nmae`/, /did you mean `stage\.name`\?/]],
+      ['lead.(prize * 2)', [/did you mean `lead\.price`\?/]],
+      ['lead{name: prize}', [/did you mean `lead\.price`\?/]],
+      ['$$.lead.nme', [/did you mean `lead\.name`\?/]],
+      ['$.lead.nme', [/did you mean `lead\.name`\?/]],
+      ['$uppercase(responsible.nam)', [/did you mean `responsible\.name`\?/]],
+      ['lead.price.amount', [/`lead\.price` is a number: it has no `amount`/]],
+      ['lead.tags.name', [/`lead\.tags` is a list of plain values \(a string\): it has no `name`/]],
+    ];
+    for (const [source, patterns] of cases) {
+      assert.throws(() => compileExpression(source, WHERE), (err: unknown) => {
+        assert.ok(err instanceof MappingError, `${source}: ${String(err)}`);
+        assert.ok(err.message.startsWith(`${WHERE}: `), err.message);
+        for (const p of patterns) assert.match(err.message, p, source);
+        return true;
+      }, source);
+    }
+  });
+
+  it('keeps JSONata features: any field name, functions, variables, predicates, indexes, grouping, sorting', () => {
+    for (const s of [
+      'lead.fields["Anything at all"]', 'lead.fields.Whatever.deeper', 'lead.fields["Topics"][0]', 'company.fields["Size"]',
+      'previousStage.key', 'stage.type = "won"', 'lead[price > 5].name', 'lead.(price * 2)', 'lead.tags^($)', 'lead.tags[$ = "vip"]',
+      'lead{name: price}', '$lookup(contact.fields, "X")', '$map(lead.tags, function($t){ $uppercase($t) })', '$count(lead.tags)',
+      '($l := lead; $l.whatever)', 'lead@$l.tags', 'lead#$i.id', '$$.lead.fields.X', 'lead.fields.*', '{"a": lead.id}.a', 'lead.$string(id)',
+    ]) {
+      compileExpression(s, WHERE);
+    }
+  });
+
+  it('extra roots are checked by name only; another input can bring its own schema', () => {
+    compileTemplate('{{destinations}} {{lead.name}}', WHERE, { roots: [...LEAD_ROOTS, 'destinations'] });
+    assert.throws(() => compileTemplate('{{lead.nme}}', WHERE, { roots: [...LEAD_ROOTS, 'destinations'] }), /did you mean `lead\.name`/);
+    const input = z.object({ count: z.number(), lead: z.object({ id: z.number() }) });
+    compileExpression('count + lead.id', WHERE, { roots: ['count', 'lead'], input });
+    assert.throws(() => compileExpression('lead.price', WHERE, { roots: ['count', 'lead'], input }), /unknown name `lead\.price`.*`lead` has id$/);
+    // Without a schema, other roots are checked by name only.
+    compileExpression('lead.price', WHERE, { roots: ['count', 'lead'] });
   });
 
   it('other inputs declare their own roots', async () => {

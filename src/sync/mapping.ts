@@ -4,8 +4,9 @@
  * typo fails at start with its location instead of once per lead at delivery time.
  */
 import jsonata from 'jsonata';
+import type { z } from 'zod';
 import type { AttrValue } from '../destinations/types.js';
-import type { EnrichedLead } from '../model/index.js';
+import { enrichedLeadSchema, type EnrichedLead } from '../model/index.js';
 
 /** A mistake in a mapping expression or template. The message starts with where it is. */
 export class MappingError extends Error {
@@ -51,6 +52,12 @@ export const whereOf = (where: Where, subPath: string): string => (typeof where 
 export interface CompileOptions {
   /** Allowed first path steps; default LEAD_ROOTS. Rules and templates over other inputs pass theirs. */
   roots?: readonly string[];
+  /**
+   * The input's schema: every path is checked against it (`lead.feilds` fails, naming
+   * `lead.fields`). Default: the enriched lead when `roots` includes every lead root (names beyond
+   * them are not checked further); otherwise only the first step of a path is checked, against `roots`.
+   */
+  input?: z.ZodType;
 }
 
 /**
@@ -85,6 +92,10 @@ export interface AstNode {
   body?: AstNode;
   focus?: string;
   index?: string;
+  /** A predicate's expression (`[...]` on a path step), a path's grouping (`{...}`), sort terms (`^(...)`). */
+  expr?: AstNode;
+  group?: { lhs: AstNode[][] };
+  terms?: Array<{ expression: AstNode }>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -102,7 +113,7 @@ export function compileExpression(source: string, where: string, opts: CompileOp
     throw new MappingError(`${where}: invalid expression \`${source}\`: ${e.message ?? String(err)}${at}`, where);
   }
   const ast = compiled.ast() as unknown as AstNode;
-  checkNames(ast, source, where, roots);
+  checkNames(ast, source, where, rootShape(roots, opts.input));
 
   return {
     source,
@@ -220,10 +231,11 @@ function unescapeString(body: string): string {
 }
 
 /**
- * Load-time name checks: a path must start at one of `roots` (or at `$`, `$$`, a variable or a
- * function call), and `$names` must be built-ins or bound in the expression itself.
+ * Load-time name checks: every path must exist in the input's shape (`root`: its first step is
+ * one of the roots, `lead.feilds` is not a field of `lead`), starting from the input or from `$`,
+ * `$$`, a variable or a function call; `$names` must be built-ins or bound in the expression itself.
  */
-function checkNames(ast: AstNode, source: string, where: string, roots: readonly string[]): void {
+function checkNames(ast: AstNode, source: string, where: string, root: ShapeObject): void {
   const bound = new Set<string>(['', '$']); // `$` (context) and `$$` (root)
   forEachNode(ast, (n) => {
     if (n.type === 'bind' && isNode(n.lhs) && n.lhs.type === 'variable') bound.add(String(n.lhs.value));
@@ -242,32 +254,146 @@ function checkNames(ast: AstNode, source: string, where: string, roots: readonly
     );
   });
 
-  const checkRoot = (name: string) => {
-    if (roots.includes(name)) return;
-    const near = nearestName(name, roots);
-    const inSource = source.trim() === name ? '' : ` in \`${source}\``;
+  const describe = (prefix: string, name: string) => (prefix ? `${prefix}.${name}` : name);
+  const unknown = (prefix: string, name: string, shape: ShapeObject): never => {
+    const keys = [...shape.fields.keys()];
+    const near = nearestName(name, keys);
+    if (!prefix) {
+      const inSource = source.trim() === name ? '' : ` in \`${source}\``;
+      throw new MappingError(`${where}: unknown name \`${name}\`${inSource}${near ? ` (did you mean \`${near}\`?)` : ''}; expected one of ${keys.join(', ')}`, where);
+    }
     throw new MappingError(
-      `${where}: unknown name \`${name}\`${inSource}${near ? ` (did you mean \`${near}\`?)` : ''}; expected one of ${roots.join(', ')}`,
+      `${where}: unknown name \`${describe(prefix, name)}\` in \`${source}\`${near ? ` (did you mean \`${describe(prefix, near)}\`?)` : ''}; \`${prefix}\` has ${keys.join(', ')}`,
       where,
     );
   };
-  // Walks only the places evaluated against the input root. Steps after the first and predicates
-  // are relative to their context (`stage[name = "Won"]`), so their names are not roots.
-  const walk = (n: AstNode | undefined): void => {
-    if (!n) return;
-    if (n.type === 'path') {
-      const first = n.steps?.[0];
-      if (first?.type === 'name') checkRoot(String(first.value));
-      else walk(first);
-      return;
+
+  /** The shape a name step leads to from `shape` (arrays apply the step to each item, as JSONata does). */
+  const step = (shape: Shape, name: string, prefix: string): Shape => {
+    const item = itemOf(shape);
+    switch (item.kind) {
+      case 'object':
+        return item.fields.get(name) ?? unknown(prefix, name, item);
+      case 'record':
+        return item.value;
+      case 'scalar': {
+        const what = shape.kind === 'array' ? `a list of plain values (${item.type})` : item.type;
+        throw new MappingError(`${where}: \`${prefix}\` is ${what}: it has no \`${name}\` (in \`${source}\`)`, where);
+      }
+      default:
+        return ANY;
     }
-    if (n.type === 'name') return checkRoot(String(n.value));
-    if (Array.isArray(n.lhs)) for (const pair of n.lhs) for (const p of pair) walk(p); // object constructor
-    else walk(n.lhs);
-    for (const c of [n.rhs, n.condition, n.then, n.else, n.body, n.expression, n.procedure]) walk(c);
-    for (const c of [...(n.arguments ?? []), ...(n.expressions ?? [])]) walk(c);
   };
-  walk(ast);
+
+  // Walks the expression with the shape of its context: the input at the top, the current item
+  // inside a predicate, grouping or sort term, and a path's result after each of its steps.
+  const walk = (n: AstNode | undefined, ctx: Shape, prefix: string): void => {
+    if (!n) return;
+    if (n.type === 'path') return walkPath(n, ctx, prefix);
+    if (n.type === 'name') {
+      step(ctx, String(n.value), prefix);
+      return walkStages(n, ctx, prefix);
+    }
+    if (Array.isArray(n.lhs)) for (const pair of n.lhs) for (const p of pair) walk(p, ctx, prefix); // object constructor
+    else walk(n.lhs, ctx, prefix);
+    for (const c of [n.rhs, n.condition, n.then, n.else, n.body, n.expression, n.procedure]) walk(c, ctx, prefix);
+    for (const c of [...(n.arguments ?? []), ...(n.expressions ?? [])]) walk(c, ctx, prefix);
+  };
+  const walkStages = (n: AstNode, shape: Shape, prefix: string): void => {
+    for (const st of n.stages ?? []) walk(st.expr, itemOf(shape), prefix);
+  };
+  const walkPath = (n: AstNode, ctx: Shape, prefix: string): void => {
+    let cur = ctx;
+    let at = prefix;
+    (n.steps ?? []).forEach((st, i) => {
+      if (st.type === 'name') {
+        cur = step(cur, String(st.value), at);
+        at = describe(at, String(st.value));
+        walkStages(st, cur, at);
+        return;
+      }
+      if (i === 0 && st.type === 'variable' && (st.value === '$' || (st.value === '' && ctx === root))) {
+        cur = root; // `$$.lead`, and `$.lead` where the context is the input
+        at = '';
+        return;
+      }
+      if (st.type === 'sort') {
+        for (const t of st.terms ?? []) walk(t.expression, itemOf(cur), at);
+        return;
+      }
+      // A block, function call, wildcard, literal, ...: its own paths are relative to the current
+      // context, and what it yields is not checked further.
+      walk(st, i === 0 ? ctx : itemOf(cur), i === 0 ? prefix : at);
+      walkStages(st, ANY, at);
+      cur = ANY;
+      at = '';
+    });
+    if (n.group) for (const pair of n.group.lhs) for (const p of pair) walk(p, itemOf(cur), at);
+  };
+  walk(ast, root, '');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input shapes: what paths exist, from the zod schemas (model/lead.ts for the enriched lead)
+
+type Shape = ShapeObject | { kind: 'record'; value: Shape } | { kind: 'array'; item: Shape } | { kind: 'scalar'; type: string } | { kind: 'any' };
+interface ShapeObject {
+  kind: 'object';
+  fields: Map<string, Shape>;
+}
+const ANY: Shape = { kind: 'any' };
+
+/** An array's items (JSONata applies a path step to each), else the shape itself. */
+function itemOf(shape: Shape): Shape {
+  return shape.kind === 'array' ? itemOf(shape.item) : shape;
+}
+
+interface ZodDef {
+  type: string;
+  innerType?: z.ZodType;
+  in?: z.ZodType;
+  shape?: Record<string, z.ZodType>;
+  valueType?: z.ZodType;
+  element?: z.ZodType;
+  options?: z.ZodType[];
+}
+const defOf = (s: z.ZodType): ZodDef => (s as unknown as { _zod: { def: ZodDef } })._zod.def;
+const SCALARS: Record<string, string> = { string: 'a string', number: 'a number', int: 'a number', boolean: 'true or false', enum: 'a string', literal: 'a constant', null: 'null' };
+
+function shapeOf(schema: z.ZodType): Shape {
+  const d = defOf(schema);
+  switch (d.type) {
+    case 'optional': case 'nullable': case 'default': case 'prefault': case 'readonly': case 'catch': case 'nonoptional':
+      return d.innerType ? shapeOf(d.innerType) : ANY;
+    case 'pipe':
+      return d.in ? shapeOf(d.in) : ANY;
+    case 'object':
+      return { kind: 'object', fields: new Map(Object.entries(d.shape ?? {}).map(([k, v]) => [k, shapeOf(v)])) };
+    case 'record':
+      return { kind: 'record', value: d.valueType ? shapeOf(d.valueType) : ANY };
+    case 'array':
+      return { kind: 'array', item: d.element ? shapeOf(d.element) : ANY };
+    case 'union': {
+      // Only a union of plain values is a value; anything richer (a custom field: value or list) is not checked.
+      const options = (d.options ?? []).map(shapeOf);
+      return options.every((o) => o.kind === 'scalar') && options.length ? { kind: 'scalar', type: 'a value' } : ANY;
+    }
+    default:
+      return SCALARS[d.type] ? { kind: 'scalar', type: SCALARS[d.type]! } : ANY;
+  }
+}
+
+const LEAD_SHAPE = shapeOf(enrichedLeadSchema) as ShapeObject;
+
+/**
+ * The input's shape for a compile: `input` when given; the enriched lead when `roots` includes every
+ * lead root (extra roots, like `destinations` in CRM notes, are not checked past their name);
+ * otherwise just the allowed first names.
+ */
+function rootShape(roots: readonly string[], input: z.ZodType | undefined): ShapeObject {
+  const given = input ? shapeOf(input) : undefined;
+  const base: ShapeObject | undefined = given?.kind === 'object' ? given : LEAD_ROOTS.every((r) => roots.includes(r)) ? LEAD_SHAPE : undefined;
+  return { kind: 'object', fields: new Map(roots.map((r) => [r, base?.fields.get(r) ?? ANY])) };
 }
 
 function isNode(x: unknown): x is AstNode {

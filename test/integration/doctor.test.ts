@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
@@ -17,9 +17,9 @@ let world: World;
 let dir: string;
 let config: string;
 
-async function doctor(): Promise<{ code: number; out: string }> {
+async function doctor(file = config): Promise<{ code: number; out: string }> {
   try {
-    const { stdout } = await promisify(execFile)(process.execPath, [BIN, 'doctor', '--config', config]);
+    const { stdout } = await promisify(execFile)(process.execPath, [BIN, 'doctor', '--config', file]);
     return { code: 0, out: stdout };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -32,6 +32,8 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'kommo-sync-doctor-'));
   const cfg = parse(world.yaml) as Record<string, unknown>;
   cfg.store = `sqlite:${join(dir, 'ks.db')}`;
+  // Where Kommo is told to send webhooks: doctor compares the whole URL with it.
+  cfg.server = { ...(cfg.server as Record<string, unknown>), publicUrl: 'http://127.0.0.1:9' };
   config = join(dir, 'kommo-sync.yaml');
   writeFileSync(config, stringify(cfg));
 });
@@ -59,4 +61,42 @@ it('checks credentials and names, and reports a missing, then a disabled Kommo w
   r = await doctor();
   assert.match(r.out, /FAIL {2}Kommo has DISABLED the webhook/);
   assert.equal(r.code, 1);
+});
+
+it('a Kommo webhook with the wrong host, path or secret is not "registered": doctor says which part differs, never the secret', { timeout: 90_000 }, async () => {
+  const right = world.kommoWebhookUrl('http://127.0.0.1:9');
+  const secret = world.kommoWebhookSecret;
+  const wrongSecret = `${secret.slice(0, -4)}zzzz`;
+  const cases: Array<[string, string, RegExp]> = [
+    ['another host', right.replace('127.0.0.1:9', 'old-sync.example.com'), /its scheme, host or port \(http:\/\/old-sync\.example\.com, expected http:\/\/127\.0\.0\.1:9\)/],
+    ['another port', right.replace('127.0.0.1:9', '127.0.0.1:8080'), /its scheme, host or port \(http:\/\/127\.0\.0\.1:8080, expected http:\/\/127\.0\.0\.1:9\)/],
+    ['https instead of http', right.replace('http://', 'https://'), /its scheme, host or port \(https:\/\/127\.0\.0\.1:9, expected http:\/\/127\.0\.0\.1:9\)/],
+    ['another path', right.replace('/webhooks/', '/sync/webhooks/'), /its path \(\/sync\/webhooks\/acme\/kommo\/\*\*\*, expected \/webhooks\/acme\/kommo\/\*\*\*\)/],
+    ['an old secret', right.replace(secret, wrongSecret), /its secret \(it is not the configured kommo\.webhookSecret\)/],
+  ];
+  for (const [name, registered, differs] of cases) {
+    for (const h of [right, ...cases.map((c) => c[1])]) world.kommo.unsubscribe(h);
+    world.kommo.subscribe(registered, ['add_lead', 'status_lead']);
+    const r = await doctor();
+    assert.equal(r.code, 1, `${name}: ${r.out}`);
+    const fail = r.out.split('\n').find((l) => l.includes('FAIL') && l.includes('Kommo sends webhooks to'));
+    assert.ok(fail, `${name}: ${r.out}`);
+    assert.match(fail, differs, name);
+    assert.ok(!fail.includes(secret) && !fail.includes(wrongSecret), `${name}: no secret in ${fail}`);
+    assert.doesNotMatch(r.out, /ok {4}Kommo sends webhooks/);
+  }
+  for (const c of cases) world.kommo.unsubscribe(c[1]);
+  world.kommo.subscribe(right, ['add_lead']);
+  assert.equal((await doctor()).code, 0);
+});
+
+it('a misspelt path in a mapping is a config error, before "configuration is valid"', { timeout: 30_000 }, async () => {
+  const cfg = parse(readFileSync(config, 'utf8')) as { accounts: { acme: { destinations: { customerio: { attributes: Record<string, string> } } } } };
+  cfg.accounts.acme.destinations.customerio.attributes.industry = 'lead.feilds["Industry"]';
+  const typo = join(dir, 'typo.yaml');
+  writeFileSync(typo, stringify(cfg));
+  const r = await doctor(typo);
+  assert.equal(r.code, 2, r.out);
+  assert.match(r.out, /attributes\.industry: unknown name `lead\.feilds` in `lead\.feilds\["Industry"\]` \(did you mean `lead\.fields`\?\)/);
+  assert.doesNotMatch(r.out, /configuration is valid/);
 });

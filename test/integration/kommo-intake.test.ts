@@ -68,6 +68,13 @@ describe('Kommo webhooks -> inbox -> router -> Kommo note', () => {
       ['unknown source', () => `${service.url}/webhooks/acme/mailchimp/x`, { body: '{}', headers: { 'content-type': 'application/json' } }, 404, 'unknown_source'],
       ['wrong secret', () => `${service.url}/webhooks/acme/kommo/wrong-secret`, { body: form, headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 401, 'bad_secret'],
       ['another account\'s webhook', () => world.kommoWebhookUrl(service.url!), { body: form.replace('=acme', '=other'), headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 401, 'account_mismatch'],
+      ['another account\'s webhook as JSON', () => world.kommoWebhookUrl(service.url!), { body: JSON.stringify({ leads: { status: [{ id: '1', status_id: '142' }] }, account: { subdomain: 'other' } }), headers: { 'content-type': 'application/json' } }, 401, 'account_mismatch'],
+      // Kommo sends account[subdomain] with every webhook: without it, it cannot be told apart.
+      ['no account[subdomain]', () => world.kommoWebhookUrl(service.url!), { body: form.replace('&account%5Bsubdomain%5D=acme', ''), headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400, 'missing_account'],
+      ['only account[id]', () => world.kommoWebhookUrl(service.url!), { body: form.replace('account%5Bsubdomain%5D=acme', 'account%5Bid%5D=31234567'), headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400, 'missing_account'],
+      ['an empty account[subdomain]', () => world.kommoWebhookUrl(service.url!), { body: form.replace('=acme', '='), headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400, 'missing_account'],
+      ['account[subdomain] as a list', () => world.kommoWebhookUrl(service.url!), { body: form.replace('account%5Bsubdomain%5D=acme', 'account%5Bsubdomain%5D%5B0%5D=other'), headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400, 'missing_account'],
+      ['JSON without an account', () => world.kommoWebhookUrl(service.url!), { body: JSON.stringify({ leads: { status: [{ id: '1', status_id: '142' }] } }), headers: { 'content-type': 'application/json' } }, 400, 'missing_account'],
       ['wrong content type', () => world.kommoWebhookUrl(service.url!), { body: 'hello', headers: { 'content-type': 'text/plain' } }, 415, 'unsupported_media_type'],
       ['no entity list', () => world.kommoWebhookUrl(service.url!), { body: 'foo=bar', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400, 'invalid_webhook'],
       ['non-numeric id', () => world.kommoWebhookUrl(service.url!), { body: form.replace('%5Bid%5D=1', '%5Bid%5D=abc'), headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 400, 'invalid_webhook'],
