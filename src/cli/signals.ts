@@ -76,16 +76,19 @@ function parentOf(pid: number): number | undefined {
 }
 
 /**
- * Stops a service within `timeoutMs`: intake stops, deliveries in flight finish, the store closes.
- * Past the deadline the process exits with status 1 anyway: jobs still in flight keep their claim
- * until their lease expires, then they are delivered again (at-least-once).
+ * Stops a service within `timeoutMs`: intake stops, deliveries in flight get most of that time to
+ * finish, then the claims of those still running are given back (delivered again by the next
+ * process: at-least-once) and the store closes, exit 0. If even that hangs, the process exits 1 at
+ * the deadline.
  */
-export async function stopWithin(service: { close(): Promise<void> }, log: Logger, timeoutMs: number): Promise<void> {
+export async function stopWithin(service: { close(opts?: { graceMs?: number }): Promise<void> }, log: Logger, timeoutMs: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<'late'>((resolve) => {
     timer = setTimeout(() => resolve('late'), timeoutMs);
   });
-  const outcome = await Promise.race([service.close().then(() => 'closed' as const), deadline]);
+  // Deliveries get most of the time; then their claims are given back and the store closes.
+  const graceMs = Math.max(0, timeoutMs - 2000);
+  const outcome = await Promise.race([service.close({ graceMs }).then(() => 'closed' as const), deadline]);
   clearTimeout(timer);
   if (outcome === 'late') {
     log.error({ timeoutMs }, 'deliveries in flight did not finish within worker.shutdownTimeout; exiting anyway (their jobs are retried once their lease expires)');

@@ -80,12 +80,21 @@ export class Worker {
     this.loopDone = this.loop();
   }
 
-  /** Stops claiming; waits for batches in flight (their leases would otherwise have to expire). */
-  async stop(): Promise<void> {
+  /**
+   * Stops claiming and waits for batches in flight, at most `graceMs`. Past it, the claims of the
+   * batches still running are given back, so another process (or the next start) delivers them now
+   * instead of after their lease (at-least-once: a delivery that did finish may run again).
+   */
+  async stop(graceMs = Infinity): Promise<void> {
     this.running = false;
     this.pacer.interrupt();
     await this.loopDone;
-    while (this.inFlight.size > 0) await sleep(10);
+    const until = Date.now() + graceMs;
+    while (this.inFlight.size > 0 && Date.now() < until) await sleep(10);
+    if (this.inFlight.size > 0) {
+      const released = await this.o.store.releaseClaimsOf(this.id);
+      this.o.log.warn({ destinations: [...this.inFlight], released }, 'stopping with deliveries still in flight: their claims are given back');
+    }
   }
 
   /** Destinations this process sees as down, with since when and why (status, dashboard, metrics). */

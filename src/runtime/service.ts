@@ -50,7 +50,8 @@ export interface Service {
   router: Router | null;
   worker: Worker | null;
   sweeper: Sweeper | null;
-  close(): Promise<void>;
+  /** Stops intake, then work; deliveries in flight get `graceMs` (default: as long as they take). */
+  close(opts?: { graceMs?: number }): Promise<void>;
 }
 
 export async function startService(o: ServiceOptions): Promise<Service> {
@@ -193,13 +194,13 @@ export async function startService(o: ServiceOptions): Promise<Service> {
     router,
     worker,
     sweeper,
-    async close() {
+    async close(opts = {}) {
       if (prune) clearInterval(prune);
       pauses.stop();
       await sweeper?.stop();
       await app?.close();
       await router?.stop();
-      await worker?.stop();
+      await worker?.stop(opts.graceMs);
       if (!o.store) await store.close();
     },
   };

@@ -367,6 +367,12 @@ class PostgresStore implements Store {
     return { jobs: jobs.rowCount ?? 0, inbox: inbox.rowCount ?? 0 };
   }
 
+  async releaseClaimsOf(workerId: string): Promise<number> {
+    // Back to pending (not just an expired lease): a late result of the stopped worker is then ignored.
+    const r = await this.query(`UPDATE ks_jobs SET state = 'pending', lease_until = NULL, run_after = 0 WHERE state = 'leased' AND leased_by = $1`, [workerId]);
+    return r.rowCount ?? 0;
+  }
+
   async expediteRetries(destination: string, now: number): Promise<number> {
     const r = await this.query(
       `UPDATE ks_jobs SET run_after = $1 WHERE destination = $2 AND state = 'pending' AND attempts > 0 AND run_after > $1`,

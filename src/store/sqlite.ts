@@ -390,6 +390,10 @@ class SqliteStore implements Store {
     return this.sync((q) => ({ jobs: q.releaseJobClaims.run().changes, inbox: q.releaseInboxClaims.run().changes }));
   }
 
+  releaseClaimsOf(workerId: string): Promise<number> {
+    return this.sync((q) => q.releaseClaimsOf.run(workerId).changes);
+  }
+
   expediteRetries(destination: string, now: number): Promise<number> {
     return this.sync((q) => q.expediteRetries.run(now, destination, now).changes);
   }
@@ -616,6 +620,7 @@ class Prepared {
   readonly renewLeases;
   readonly releaseJobClaims;
   readonly releaseInboxClaims;
+  readonly releaseClaimsOf;
   readonly expediteRetries;
   readonly expediteOne;
   readonly routeInbox;
@@ -679,6 +684,8 @@ class Prepared {
     );
     // An expired lease is claimable: the claim query treats it as such, so no state changes here.
     this.releaseJobClaims = db.prepare<[]>(`UPDATE ks_jobs SET lease_until = 0 WHERE state = 'leased'`);
+    // Back to pending (not just an expired lease): a late result of the stopped worker is then ignored.
+    this.releaseClaimsOf = db.prepare<[string]>(`UPDATE ks_jobs SET state = 'pending', lease_until = NULL, run_after = 0 WHERE state = 'leased' AND leased_by = ?`);
     this.releaseInboxClaims = db.prepare<[]>(`UPDATE ks_inbox SET lease_until = NULL WHERE state = 'pending' AND lease_until IS NOT NULL`);
     this.expediteRetries = db.prepare<[number, string, number]>(
       `UPDATE ks_jobs SET run_after = ? WHERE destination = ? AND state = 'pending' AND attempts > 0 AND run_after > ?`,

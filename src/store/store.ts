@@ -162,6 +162,8 @@ export interface Store {
    * finds were left by its own previous life (a crash, kill -9), not held by anyone alive.
    */
   releaseAllClaims(): Promise<{ jobs: number; inbox: number }>;
+  /** A worker stopping before its deliveries finished: its claims become claimable now. */
+  releaseClaimsOf(workerId: string): Promise<number>;
   /** Pending jobs of `destination` waiting on a retry backoff become due `now` (it recovered). */
   expediteRetries(destination: string, now: number): Promise<number>;
   /** The pending head job of `destination` that is due soonest becomes due `now` (a circuit-breaker probe). */

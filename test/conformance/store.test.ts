@@ -386,6 +386,15 @@ function conformance(backend: Backend): void {
     assert.equal((await s.claimInbox(10, 60_000, now + 2)).length, 1);
   });
 
+  it('releaseClaimsOf gives back one worker\'s claims only', async (s) => {
+    const [a, b] = await s.enqueueJobs([job('A'), job('B')]);
+    const now = Date.now();
+    assert.deepEqual(await claimIds(s, 'dest', now, 'stopping', 1, 600_000), [a]);
+    assert.deepEqual(await claimIds(s, 'dest', now, 'other', 1, 600_000), [b]);
+    assert.equal(await s.releaseClaimsOf('stopping'), 1);
+    assert.deepEqual(await claimIds(s, 'dest', now + 1, 'w3'), [a]);
+  });
+
   it('expediteRetries and expediteOne make backed-off jobs of one destination due now', async (s) => {
     const ids = await s.enqueueJobs([job('A'), job('B'), job('C'), job('D', { destination: 'other' })]);
     const now = Date.now();
