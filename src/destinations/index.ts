@@ -5,11 +5,14 @@
  */
 import { customerio } from './customerio/index.js';
 import { iterable } from './iterable/index.js';
+import { rudderstack, segment } from './segment/index.js';
 import type { Destination } from './types.js';
 
 const registry = new Map<string, Destination>([
   [customerio.type, customerio],
   [iterable.type, iterable],
+  [segment.type, segment],
+  [rudderstack.type, rudderstack],
 ]);
 
 /**
