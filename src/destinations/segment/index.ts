@@ -33,8 +33,8 @@ const SUPPORTS = { upsertPerson: true, trackEvent: true, groupAccount: true } as
 
 function unsupportedReasons(title: string, privacy: string): Partial<Record<SyncOpKind, string>> {
   return {
-    erasePerson: `${title}'s tracking API cannot delete a person; nothing was deleted there. ${privacy}`,
-    suppress: `${title}'s tracking API has no per-person opt-out; the opt-out reaches the email tools directly. ${privacy}`,
+    erasePerson: `${title}'s tracking API cannot delete anyone, so nothing was deleted there: ${privacy}`,
+    suppress: `${title}'s tracking API has no per-person opt-out (the opt-out still reaches the email tools): ${privacy}`,
     triggerWorkflow: `${title} has no workflows to start: the tools it forwards events to start theirs from the event`,
     addToList: `${title} has no lists: build an audience on the kommo_stage trait instead`,
     removeFromList: `${title} has no lists: build an audience on the kommo_stage trait instead`,
@@ -103,7 +103,7 @@ export const segment = trackingDestination({
   batchUrl: segmentBatchUrl,
   urlKey: 'baseUrl (or region)',
   configWarnings: segmentWarnings,
-  privacy: 'Delete or suppress the person (userId = their email, or kommo-contact-<id> with identifyBy: id) in the workspace: Privacy > User Deletion and Suppression, or a deletion regulation through the Public API.',
+  privacy: 'file a deletion regulation (SUPPRESS_WITH_DELETE) for the person\'s userId (their email, or kommo-contact-<id> with identifyBy: id) in the Segment workspace, Settings > End User Privacy, or through the Public API\'s Deletion and Suppression endpoints',
   verifiesWriteKey: false,
   simulator: segmentSimulator,
 });
@@ -116,7 +116,7 @@ export const rudderstack = trackingDestination({
   batchUrl: rudderstackBatchUrl,
   urlKey: 'dataPlaneUrl',
   configWarnings: rudderstackWarnings,
-  privacy: 'Delete or suppress the person (userId = their email, or kommo-contact-<id> with identifyBy: id) with a data regulation request in the RudderStack workspace.',
+  privacy: 'create a suppression-with-delete regulation for the person\'s userId (their email, or kommo-contact-<id> with identifyBy: id) with RudderStack\'s User Suppression API, or ask RudderStack support',
   verifiesWriteKey: true,
   simulator: rudderstackSimulator,
 });
