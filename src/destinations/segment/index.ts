@@ -62,7 +62,7 @@ export function trackingDestination<S extends TrackingSettings>(v: Variant<S>): 
       if (res.error !== undefined) throw new Error(`Could not reach ${v.title} at ${url}: ${res.error}`);
       const message = vendorMessage(res.body);
       const answer = `HTTP ${res.status}${message ? `: ${message}` : ''}`;
-      if (res.status === 401 || res.status === 403 || /write ?key/i.test(message ?? '')) {
+      if (res.status === 401 || res.status === 403 || (res.status >= 400 && /write ?key/i.test(message ?? ''))) {
         throw new Error(`${v.title} rejected the write key (${answer})`);
       }
       if (res.status === 404) throw new Error(`${v.title} answered ${answer} at ${url}: the source is disabled, or ${v.urlKey} is wrong`);

@@ -89,6 +89,11 @@ describe('segment ops (SyncOp -> message)', () => {
     assert.deepEqual(plan.requests.map((r) => r.opIndexes), [[5]]);
   });
 
+  it('fails an op whose timestamp is not a time instead of throwing', () => {
+    const plan = planBatches([{ kind: 'upsertPerson', person: jane, attributes: {}, timestamp: 9e15 }], options());
+    assert.match(fail(plan.decided.get(0)), /is not a time/);
+  });
+
   it('does not fall back to email when identifying by id', () => {
     const plan = planBatches([{ kind: 'upsertPerson', person: { email: 'a@b.c' }, attributes: {}, timestamp: T }], options({ identifyBy: 'id' }));
     assert.match(fail(plan.decided.get(0)), /has no id \(identifyBy: id\)/);

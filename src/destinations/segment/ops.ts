@@ -31,6 +31,8 @@ export const SEGMENT_WIRE: WireLimits = { maxMessageBytes: 32_000, maxRequestByt
  */
 export const RUDDERSTACK_WIRE: WireLimits = { maxMessageBytes: 32_000, maxRequestBytes: 4_000_000, maxMessages: 2500 };
 
+const MAX_DATE_MS = 8.64e15;
+
 /** Segment asks for message ids under 100 characters. */
 const MAX_MESSAGE_ID_CHARS = 99;
 
@@ -144,6 +146,8 @@ export function toMessage(op: SyncOp, o: Pick<PlanOptions, 'vendor' | 'identifyB
   if (!userId) {
     return { fail: `person has no ${o.identifyBy === 'id' ? 'id (identifyBy: id)' : 'email (identifyBy: email)'}; ${o.vendor} drops a message without userId silently` };
   }
+  // Date's range; a stored op outside it would otherwise throw in toISOString().
+  if (!(Math.abs(op.timestamp) <= MAX_DATE_MS)) return { fail: `timestamp ${op.timestamp} is not a time` };
   const timestamp = new Date(op.timestamp).toISOString();
   switch (op.kind) {
     case 'upsertPerson':
