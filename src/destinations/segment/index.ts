@@ -5,7 +5,7 @@
  * and drops its events. See README.md in this folder for settings, limits and what is unconfirmed.
  */
 import type { z } from 'zod';
-import { vendorMessage } from '../http.js';
+import { redactUrl, vendorMessage } from '../http.js';
 import type { Destination, DestinationSimulatorFactory, SyncOpKind } from '../types.js';
 import { postBatch, rudderstackBatchUrl, segmentBatchUrl } from './client.js';
 import { TRACKING_DEFAULTS } from './defaults.js';
@@ -57,18 +57,20 @@ export function trackingDestination<S extends TrackingSettings>(v: Variant<S>): 
 
     async check(ctx) {
       const url = v.batchUrl(ctx.settings);
+      // Error texts name the URL: without any user info a data plane URL might carry.
+      const shown = redactUrl(url);
       // An empty batch: authenticated, applies nothing (Segment lists it as an empty batch discard).
       const res = await postBatch(ctx, url, { batch: [], sentAt: new Date().toISOString() });
-      if (res.error !== undefined) throw new Error(`Could not reach ${v.title} at ${url}: ${res.error}`);
+      if (res.error !== undefined) throw new Error(`Could not reach ${v.title} at ${shown}: ${res.error}`);
       const message = vendorMessage(res.body);
       const answer = `HTTP ${res.status}${message ? `: ${message}` : ''}`;
       if (res.status === 401 || res.status === 403 || (res.status >= 400 && /write ?key/i.test(message ?? ''))) {
         throw new Error(`${v.title} rejected the write key (${answer})`);
       }
-      if (res.status === 404) throw new Error(`${v.title} answered ${answer} at ${url}: the source is disabled, or ${v.urlKey} is wrong`);
+      if (res.status === 404) throw new Error(`${v.title} answered ${answer} at ${shown}: the source is disabled, or ${v.urlKey} is wrong`);
       // Past authentication, RudderStack may still refuse the empty body (400): the key was accepted.
       const ok = (res.status >= 200 && res.status < 300) || (v.verifiesWriteKey && res.status === 400);
-      if (!ok) throw new Error(`${v.title} test request to ${url} failed: ${answer}`);
+      if (!ok) throw new Error(`${v.title} test request to ${shown} failed: ${answer}`);
       if (!v.verifiesWriteKey) {
         ctx.log.warn(
           { destination: ctx.name },
