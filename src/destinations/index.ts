@@ -7,6 +7,7 @@ import { customerio } from './customerio/index.js';
 import { encharge } from './encharge/index.js';
 import { iterable } from './iterable/index.js';
 import { moosend } from './moosend/index.js';
+import { rudderstack, segment } from './segment/index.js';
 import type { Destination } from './types.js';
 
 const registry = new Map<string, Destination>([
@@ -14,6 +15,8 @@ const registry = new Map<string, Destination>([
   [iterable.type, iterable],
   [encharge.type, encharge],
   [moosend.type, moosend],
+  [segment.type, segment],
+  [rudderstack.type, rudderstack],
 ]);
 
 /**
