@@ -49,7 +49,9 @@ export async function doctor(o: { config?: string }): Promise<void> {
       for (const a of rt.active) {
         try {
           await a.dest.check(a.ctx);
-          ok(`${a.cfg.name} (${a.cfg.type}) credentials accepted`);
+          if (a.dest.credentialsUnverifiable) ok(`${a.cfg.name} (${a.cfg.type}) answers; its credentials cannot be verified: ${a.dest.credentialsUnverifiable}`);
+          else ok(`${a.cfg.name} (${a.cfg.type}) credentials accepted`);
+          for (const w of a.dest.configWarnings?.(a.cfg.settings) ?? []) process.stdout.write(`  WARN  ${a.cfg.name} (${a.cfg.type}): ${w}\n`);
         } catch (err) {
           failures++;
           bad(`${a.cfg.name} (${a.cfg.type}): ${err instanceof Error ? err.message : String(err)}`);

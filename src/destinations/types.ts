@@ -113,6 +113,13 @@ export interface Destination<S extends z.ZodType = z.ZodType> {
   defaults?: MappingDefaults | { f(settings: z.infer<S>): MappingDefaults }['f'];
   /** Config that works but is probably wrong (doctor prints these), e.g. a region left to default. */
   configWarnings?(settings: z.infer<S>): string[];
+  /**
+   * Set (to the reason) when the vendor cannot tell a wrong credential: it accepts any key with a
+   * success and drops the data later (Segment's stateless tracking API). check() then proves only
+   * that the vendor answers; doctor says so instead of "credentials accepted", and the conformance
+   * suite expects a wrong key to be accepted and nothing applied, as the vendor does.
+   */
+  credentialsUnverifiable?: string;
   /** Cheap authenticated call: doctor and the dashboard's "test connection". Throws a clear Error. */
   check(ctx: DestinationContext<z.infer<S>>): Promise<void>;
   /** One result per op, same order. Batch endpoints inside; never throws for vendor errors. */

@@ -125,13 +125,27 @@ for (const type of destinationTypes().filter((t) => !only || only.includes(t))) 
       for (const r of results) assert.ok('fail' in r, JSON.stringify(r));
     });
 
-    it('rejects bad credentials: check() throws, deliver() fails with auth', async () => {
-      await assert.rejects(destination.check(ctx(badSettings)));
-      const [first] = supported;
-      assert.ok(first, 'supports at least one op');
-      const [result] = await deliver(badSettings, [sampleOp(first).op]);
-      assert.ok(result && 'fail' in result && result.fail.code === 'auth', JSON.stringify(result));
-    });
+    if (destination.credentialsUnverifiable) {
+      it('accepts bad credentials as its vendor does (credentialsUnverifiable): check() passes, the op is answered ok, nothing is applied', async () => {
+        await destination.check(ctx(badSettings));
+        const [first] = supported;
+        assert.ok(first, 'supports at least one op');
+        const { op, person } = sampleOp(first);
+        const seen = sim.items.length;
+        const [result] = await deliver(badSettings, [op]);
+        assert.ok(result && 'ok' in result, JSON.stringify(result));
+        const applied = sim.items.slice(seen).filter((i) => i.ok && (i.person === person.email || i.person === person.id));
+        assert.deepEqual(applied, [], 'the simulator applied nothing sent with a wrong key');
+      });
+    } else {
+      it('rejects bad credentials: check() throws, deliver() fails with auth', async () => {
+        await assert.rejects(destination.check(ctx(badSettings)));
+        const [first] = supported;
+        assert.ok(first, 'supports at least one op');
+        const [result] = await deliver(badSettings, [sampleOp(first).op]);
+        assert.ok(result && 'fail' in result && result.fail.code === 'auth', JSON.stringify(result));
+      });
+    }
 
     for (const [status, retryAfterSec] of [[429, 7], [503, 3], [500, undefined]] as const) {
       it(`retries on ${status}${retryAfterSec ? ` honouring Retry-After: ${retryAfterSec}` : ''}`, async () => {

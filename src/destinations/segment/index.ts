@@ -54,6 +54,9 @@ export function trackingDestination<S extends TrackingSettings>(v: Variant<S>): 
     unsupportedReasons: reasons,
     defaults: TRACKING_DEFAULTS,
     configWarnings: (settings) => v.configWarnings(settings),
+    ...(v.verifiesWriteKey ? {} : {
+      credentialsUnverifiable: `${v.title} answers 200 to any write key and drops the events of a wrong one; check that events arrive in the source's debugger`,
+    }),
 
     async check(ctx) {
       const url = v.batchUrl(ctx.settings);
