@@ -73,6 +73,12 @@ export interface RouterOptions {
   onJobs?: () => void;
   /** Accounts whose events are left in the inbox for now (paused: Kommo refused their credentials). */
   pausedAccounts?: () => readonly string[];
+  /**
+   * Several processes route from one store (PostgreSQL): the linger is kept in the store, so the
+   * routers taking turns still route bursts in big batches instead of each claiming a small one
+   * right after another's.
+   */
+  sharedLinger?: boolean;
 }
 
 /**
@@ -84,6 +90,9 @@ export class AccountPausedError extends Error {
     super(message);
   }
 }
+
+/** When some router last routed a partial batch (sharedLinger). */
+const ROUTED_AT_KEY = 'router:partial-batch-at';
 
 /** Inbox events claimed per store call; a batch is claimed in several of these. */
 const CLAIM_CHUNK = 100;
@@ -147,6 +156,17 @@ export class Router {
     const { store, log } = this.o;
     const rows = await this.claim();
     if (rows.length === 0) return 0;
+    if (this.o.sharedLinger && rows.length < this.o.batch && this.o.lingerMs > 0) {
+      const now = Date.now();
+      const last = Number(await store.kvGet(ROUTED_AT_KEY));
+      const oldest = Math.max(...rows.map((r) => now - r.receivedAt));
+      // Another process routed a moment ago and these events are all fresh: let them gather.
+      if (Number.isFinite(last) && now - last < this.o.lingerMs && oldest < this.o.lingerMs) {
+        await store.releaseInbox(rows.map((r) => r.id));
+        return 0;
+      }
+      await store.kvSet(ROUTED_AT_KEY, String(now));
+    }
     const byAccount = new Map<string, InboxEvent[]>();
     for (const r of rows) {
       if (typeof r.payload !== 'object' || r.payload === null) {
@@ -161,17 +181,22 @@ export class Router {
 
     const routed: number[] = [];
     const jobs: NewJob[] = [];
-    for (const [accountName, events] of byAccount) {
+    // Accounts are routed side by side: each waits only on its own Kommo budget, so one account's
+    // burst does not hold another's events back. Within an account, events keep their order.
+    await Promise.all([...byAccount].map(async ([accountName, events]) => {
       const account = this.o.accounts.get(accountName);
       if (!account) {
         for (const e of events) await store.failInbox(e.id, `account "${accountName}" is no longer in the configuration`);
-        continue;
+        return;
       }
       const crm = events.filter((e) => (e.payload as InboundEvent).type === 'crm');
       const engagement = events.filter((e) => (e.payload as InboundEvent).type === 'engagement');
-      await this.routeCrm(account, crm, routed, jobs);
-      await this.routeEngagement(account, engagement, routed, jobs);
-    }
+      const own = { routed: [] as number[], jobs: [] as NewJob[] };
+      await this.routeCrm(account, crm, own.routed, own.jobs);
+      await this.routeEngagement(account, engagement, own.routed, own.jobs);
+      routed.push(...own.routed);
+      jobs.push(...own.jobs);
+    }));
     if (routed.length) {
       await store.routeInbox(routed, jobs);
       if (jobs.length) this.o.onJobs?.();

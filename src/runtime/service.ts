@@ -133,6 +133,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       pollMs: w.poll,
       onJobs: () => wk.wake(),
       pausedAccounts: () => pauses.names(),
+      sharedLinger: store.kind === 'postgres',
     });
     const rt = router;
     sweeper = new Sweeper({
