@@ -773,7 +773,14 @@ class PostgresStore implements Store {
     });
   }
 
-  async reserveRate(bucket: string, limit: number, windowMs: number, now: number): Promise<number> {
+  async releaseRate(bucket: string, heldAt: number, at: number): Promise<void> {
+    await this.query(
+      'UPDATE ks_rate SET at = $3 WHERE ctid = (SELECT ctid FROM ks_rate WHERE bucket = $1 AND at = $2 LIMIT 1)',
+      [bucket, heldAt, at],
+    );
+  }
+
+  async reserveRate(bucket: string, limit: number, windowMs: number, now: number, recordAt = now): Promise<number> {
     return this.tx(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS.rate, `${this.lockScope}:${bucket}`]);
       // One statement under the bucket lock: trim, count, record when there is room, and otherwise
@@ -788,7 +795,7 @@ class PostgresStore implements Store {
                                     FROM ks_rate WHERE bucket = $1 AND at > $2) w
                   WHERE w.rn = cnt.n - $3 + 1) END AS nth
          FROM cnt`,
-        [bucket, now - windowMs, limit, now],
+        [bucket, now - windowMs, limit, recordAt],
       );
       const row = rows[0];
       if (!row || row.n < limit) return 0;

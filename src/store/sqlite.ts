@@ -516,8 +516,14 @@ class SqliteStore implements Store {
     return this.mutex.run(name, fn);
   }
 
-  reserveRate(bucket: string, limit: number, windowMs: number, now: number): Promise<number> {
-    return this.sync((q) => q.reserveRate.immediate(bucket, limit, windowMs, now));
+  reserveRate(bucket: string, limit: number, windowMs: number, now: number, recordAt = now): Promise<number> {
+    return this.sync((q) => q.reserveRate.immediate(bucket, limit, windowMs, now, recordAt));
+  }
+
+  releaseRate(bucket: string, heldAt: number, at: number): Promise<void> {
+    return this.sync((q) => {
+      q.releaseRate.run(at, bucket, heldAt);
+    });
   }
 
   // ---------- email index ----------
@@ -630,6 +636,7 @@ class Prepared {
   readonly logDeliveries;
   readonly hitCounter;
   readonly reserveRate;
+  readonly releaseRate;
   readonly forgetEmail;
   readonly stats;
 
@@ -869,12 +876,15 @@ class Prepared {
       'SELECT at FROM ks_rate WHERE bucket = ? AND at > ? ORDER BY at LIMIT 1 OFFSET ?',
     );
     const rateInsert = db.prepare<[string, number]>('INSERT INTO ks_rate (bucket, at) VALUES (?, ?)');
-    this.reserveRate = db.transaction((bucket: string, limit: number, windowMs: number, now: number): number => {
+    this.releaseRate = db.prepare<[number, string, number]>(
+      'UPDATE ks_rate SET at = ? WHERE rowid = (SELECT rowid FROM ks_rate WHERE bucket = ? AND at = ? LIMIT 1)',
+    );
+    this.reserveRate = db.transaction((bucket: string, limit: number, windowMs: number, now: number, recordAt: number): number => {
       const from = now - windowMs;
       rateTrim.run(bucket, from);
       const count = rateCount.get(bucket, from)?.n ?? 0;
       if (count < limit) {
-        rateInsert.run(bucket, now);
+        rateInsert.run(bucket, recordAt);
         return 0;
       }
       // A slot frees when the (count - limit + 1)-th oldest send leaves the window.

@@ -200,10 +200,16 @@ export interface Store {
 
   // shared rate limit (one budget across every process on this store)
   /**
-   * Sliding-window limiter: when fewer than `limit` sends of `bucket` fall in (now - windowMs, now],
-   * records one at `now` and returns 0; otherwise records nothing and returns how many ms to wait.
+   * Sliding-window limiter: when fewer than `limit` sends of `bucket` fall in (now - windowMs, now]
+   * (or later: sends in flight are recorded in the future), records one at `recordAt` (default
+   * `now`) and returns 0; otherwise records nothing and returns how many ms to wait.
    */
-  reserveRate(bucket: string, limit: number, windowMs: number, now: number): Promise<number>;
+  reserveRate(bucket: string, limit: number, windowMs: number, now: number, recordAt?: number): Promise<number>;
+  /**
+   * A send recorded at `heldAt` (a placeholder in the future: the request is in flight) finished:
+   * it is recorded at `at` instead, so the window runs from the answer, not from the grant.
+   */
+  releaseRate(bucket: string, heldAt: number, at: number): Promise<void>;
 
   // email -> lead index
   indexEmail(account: string, email: string, leadId: number, updatedAt: number): Promise<void>;

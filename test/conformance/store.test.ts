@@ -700,6 +700,17 @@ function conformance(backend: Backend): void {
     assert.deepEqual(await s.kvGetMany([]), new Map());
   });
 
+  it('reserveRate counts a send in flight until releaseRate moves it to its answer\'s time', async (s) => {
+    const t = 1_700_000_000_000;
+    const held = t + 20_000;
+    assert.equal(await s.reserveRate('f', 1, 1_000, t, held), 0);
+    // Long after the window, the send in flight still counts: it has not been answered.
+    assert.ok((await s.reserveRate('f', 1, 1_000, t + 5_000)) > 0, 'the in-flight send holds its slot');
+    await s.releaseRate('f', held, t + 5_100);
+    assert.ok((await s.reserveRate('f', 1, 1_000, t + 5_200)) > 0, 'its window runs from the answer');
+    assert.equal(await s.reserveRate('f', 1, 1_000, t + 6_101), 0);
+  });
+
   it('reserveRate is a sliding window that never admits more than limit', async (s) => {
     const t = 1_000_000;
     assert.equal(await s.reserveRate('b', 3, 1_000, t), 0);
