@@ -211,15 +211,20 @@ export class Router {
    */
   private async claim(): Promise<InboxEvent[]> {
     const rows: InboxEvent[] = [];
+    // Fair across accounts when there are several: each chunk takes at most half a chunk per
+    // account, so one account's backlog cannot fill the claim while another's events wait behind
+    // it; a short chunk then does not mean the inbox is empty, only an empty one does.
+    const fair = this.o.accounts.size > 1;
     while (rows.length < this.o.batch) {
       const want = Math.min(CLAIM_CHUNK, this.o.batch - rows.length);
-      const chunk = await this.o.store.claimInbox(want, this.o.leaseMs, Date.now(), this.o.pausedAccounts?.() ?? []);
+      const chunk = await this.o.store.claimInbox(want, this.o.leaseMs, Date.now(), this.o.pausedAccounts?.() ?? [], fair ? Math.max(1, Math.ceil(want / 2)) : undefined);
       for (const r of chunk) rows.push(r);
-      if (chunk.length < want) break;
+      if (fair ? chunk.length === 0 : chunk.length < want) break;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     return this.alignToPages(rows);
   }
+
 
   /** Whole pages only, when the rest is young enough to wait one more round (see `pageSize`). */
   private async alignToPages(rows: InboxEvent[]): Promise<InboxEvent[]> {

@@ -333,8 +333,26 @@ class PostgresStore implements Store {
     return results;
   }
 
-  async claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = []): Promise<InboxEvent[]> {
+  async claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = [], perAccount?: number): Promise<InboxEvent[]> {
     if (limit <= 0) return [];
+    if (perAccount !== undefined) {
+      // Fair claims rank per account (a window function, which FOR UPDATE cannot take): routers
+      // claim under their store-wide lock, and the UPDATE re-checks each row's lease.
+      const { rows } = await this.query<InboxRow>(
+        `WITH cand AS (SELECT id, account FROM ks_inbox
+                       WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
+                         AND NOT (account = ANY($4::text[]))
+                       ORDER BY id LIMIT $6),
+              picked AS (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY account ORDER BY id) AS rn FROM cand) r
+                         WHERE rn <= $5 ORDER BY id LIMIT $1),
+              claimed AS (UPDATE ks_inbox i SET lease_until = $3, attempts = i.attempts + 1
+                          FROM picked WHERE i.id = picked.id AND i.state = 'pending' AND (i.lease_until IS NULL OR i.lease_until < $2)
+                          RETURNING i.id, i.account, i.source, i.kind, i.dedup_key, i.received_at, i.state, i.attempts)
+         SELECT claimed.*, p.payload FROM claimed JOIN ks_inbox_payloads p ON p.inbox_id = claimed.id`,
+        [limit, now, now + leaseMs, excludeAccounts, perAccount, 50_000],
+      );
+      return rows.sort((a, b) => a.id - b.id).map(toInboxEvent);
+    }
     // SKIP LOCKED: a row another router is claiming right now is left to it; the lease keeps it
     // off everyone else's claims after that commit.
     const { rows } = await this.query<InboxRow>(

@@ -320,9 +320,11 @@ class SqliteStore implements Store {
     return result;
   }
 
-  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = []): Promise<InboxEvent[]> {
+  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = [], perAccount?: number): Promise<InboxEvent[]> {
     return this.soft((q) =>
-      (excludeAccounts.length
+      (perAccount !== undefined
+        ? q.claimInboxFair.all({ limit, now, leaseUntil: now + leaseMs, exclude: JSON.stringify(excludeAccounts), perAccount, scan: FAIR_SCAN })
+        : excludeAccounts.length
         ? q.claimInboxExcept.all({ limit, now, leaseUntil: now + leaseMs, exclude: JSON.stringify(excludeAccounts) })
         : q.claimInbox.all({ limit, now, leaseUntil: now + leaseMs }))
         .sort((a, b) => a.id - b.id)
@@ -600,12 +602,16 @@ function jobConditions(filter: JobFilter): { conds: string[]; params: (string | 
 
 type Params = Record<string, string | number | null>;
 
+/** Fair inbox claims look at this many of the oldest pending events (bounds the claim's cost). */
+const FAIR_SCAN = 50_000;
+
 class Prepared {
   private readonly cache = new Map<string, Database.Statement<unknown[], unknown>>();
 
   readonly ping;
   readonly claimInbox;
   readonly claimInboxExcept;
+  readonly claimInboxFair;
   readonly failInbox;
   readonly claimJobs;
   readonly getJob;
@@ -686,6 +692,18 @@ class Prepared {
        RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
     );
 
+    this.claimInboxFair = db.prepare<Params & { exclude: string; perAccount: number; scan: number }, Omit<InboxRow, 'payload'>>(
+      `UPDATE ks_inbox SET lease_until = @leaseUntil, attempts = attempts + 1
+       WHERE id IN (
+         SELECT id FROM (
+           SELECT id, ROW_NUMBER() OVER (PARTITION BY account ORDER BY id) AS rn FROM (
+             SELECT id, account FROM ks_inbox INDEXED BY ks_inbox_pending
+             WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < @now)
+               AND account NOT IN (SELECT value FROM json_each(@exclude))
+             ORDER BY id LIMIT @scan))
+         WHERE rn <= @perAccount ORDER BY id LIMIT @limit)
+       RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
+    );
     this.renewLeases = db.prepare<[number, string, string]>(
       `UPDATE ks_jobs SET lease_until = ? WHERE state = 'leased' AND leased_by = ? AND id IN (SELECT value FROM json_each(?))`,
     );

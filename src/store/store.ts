@@ -133,8 +133,10 @@ export interface Store {
   /**
    * Pending inbox events in id order, leased for `leaseMs` so another router skips them. Events of
    * `excludeAccounts` (paused: Kommo refused their credentials) are left for later, uncounted.
+   * `perAccount`: at most this many per account (fair claiming: one account's backlog does not push
+   * another's events out of the claim), looking at the oldest 50,000 pending events.
    */
-  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts?: readonly string[]): Promise<InboxEvent[]>;
+  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts?: readonly string[], perAccount?: number): Promise<InboxEvent[]>;
   /** Gives claimed, still pending events back unrouted: the next claim takes them again (attempts not counted). */
   releaseInbox(ids: number[]): Promise<void>;
   /** In one transaction: insert the jobs and mark the inbox events routed. */

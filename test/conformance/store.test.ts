@@ -364,6 +364,17 @@ function conformance(backend: Backend): void {
     assert.deepEqual(await claimIds(s, 'dest', now + 1_003, 'w3'), [later]);
   });
 
+  it('claimInbox with perAccount is fair: one account\'s backlog does not push another\'s events out', async (s) => {
+    await s.insertInbox(Array.from({ length: 30 }, (_, i) => ev(`a${i}`, { account: 'big' })));
+    await s.insertInbox([ev('b1', { account: 'small' }), ev('b2', { account: 'small' })]);
+    const now = Date.now();
+    const first = await s.claimInbox(10, 60_000, now, [], 5);
+    assert.deepEqual(first.map((e) => e.account), ['big', 'big', 'big', 'big', 'big', 'small', 'small'], 'five of the big account, and the small one\'s too');
+    const next = await s.claimInbox(10, 60_000, now, [], 5);
+    assert.deepEqual(next.map((e) => e.account), ['big', 'big', 'big', 'big', 'big'], 'the next chunk goes on with the big one');
+    assert.deepEqual((await s.claimInbox(100, 60_000, now, ['big'], 5)).length, 0, 'excluded accounts stay out');
+  });
+
   it('renewLeases extends only the leases its worker still holds', async (s) => {
     const [a, b] = await s.enqueueJobs([job('A'), job('B')]);
     const now = Date.now();
