@@ -57,7 +57,7 @@ function Group({ g, onChange }: { g: FailureGroup; onChange: () => void }) {
       <p class="reason"><code>{g.reason}</code></p>
       <div class="buttons">
         <ActionButton label={`Replay all ${g.count}`} run={() => replay({ group: { destination: g.destination, reason: g.reason } })} />
-        <ActionButton label={`Replay ${selected.size} selected`} run={() => replay({ ids: [...selected] })} />
+        <ActionButton label={`Replay ${selected.size} selected`} disabled={selected.size === 0} run={() => replay({ ids: [...selected] })} />
         <Discard label={selected.size ? `Discard ${selected.size} selected` : `Discard all ${g.count}`} onDone={onChange}
           body={() => (selected.size ? { ids: [...selected] } : { group: { destination: g.destination, reason: g.reason } })} />
       </div>

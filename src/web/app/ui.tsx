@@ -25,7 +25,7 @@ export function Table({ caption, children, testid }: { caption: string; children
  * A button that runs an action, shows that it runs, and says how it went (in a live region, so
  * screen readers hear it too).
  */
-export function ActionButton({ label, run, confirm, kind, testid }: { label: string; run: () => Promise<string>; confirm?: string; kind?: string; testid?: string }) {
+export function ActionButton({ label, run, confirm, kind, testid, disabled }: { label: string; run: () => Promise<string>; confirm?: string; kind?: string; testid?: string; disabled?: boolean }) {
   const [busy, setBusy] = useState(false);
   const [result, setResult] = useState<{ ok: boolean; text: string } | null>(null);
   const click = async () => {
@@ -41,7 +41,7 @@ export function ActionButton({ label, run, confirm, kind, testid }: { label: str
   };
   return (
     <span class="action">
-      <button type="button" class={kind ?? ''} disabled={busy} onClick={() => void click()} data-testid={testid}>
+      <button type="button" class={kind ?? ''} disabled={busy || disabled} onClick={() => void click()} data-testid={testid}>
         {busy ? `${label}…` : label}
       </button>
       <span role="status" class={result ? (result.ok ? 'ok-text' : 'error-text') : ''}>{result?.text ?? ''}</span>
