@@ -113,7 +113,7 @@ function clock(at: number): string {
 }
 
 export async function overview(store: Store, series: SeriesCache, destinations: DashboardDestination[], live: LiveState, now: number): Promise<OverviewResponse> {
-  const [stats, oldest] = await Promise.all([store.stats(now), store.oldestPendingByDestination(), series.refresh(store, now)]).then(([s, o]) => [s, o] as const);
+  const [stats, oldest] = await Promise.all([store.stats(now), store.oldestPendingByDestination(), series.refresh(store, now)]);
   const buckets = series.buckets(now);
   const lastHour = buckets.filter((b) => b > now - HOUR);
   const last5 = buckets.filter((b) => b > now - 5 * MINUTE);
