@@ -366,17 +366,21 @@ class SqliteStore implements Store {
     return this.sync((q) => {
       const conds: string[] = [];
       const params: (string | number)[] = [];
-      const eq = (col: string, v: string | number | undefined) => {
+      // `+col`: no index for these. Without ANALYZE statistics (SQLite never gathers them by
+      // itself) the planner would take the dedup index for `account = ?` and sort the whole
+      // account; walking the primary key backwards stops after one page instead.
+      const eq = (col: string, v: string | number | undefined, indexed = false) => {
         if (v === undefined) return;
-        conds.push(`i.${col} = ?`);
+        conds.push(`${indexed ? '' : '+'}i.${col} = ?`);
         params.push(v);
       };
       eq('account', filter.account);
       eq('source', filter.source);
       eq('kind', filter.kind);
-      eq('state', filter.state);
-      eq('email', filter.email);
-      eq('lead_id', filter.leadId);
+      // pending and failed rows have their own (id) indexes: small, and in id order
+      eq('state', filter.state, filter.state === 'pending' || filter.state === 'failed');
+      eq('email', filter.email, true);
+      eq('lead_id', filter.leadId, true);
       if (filter.unrouted) {
         // The two partial indexes each hold only such rows: their union is small.
         conds.push(`i.id IN (SELECT id FROM ks_inbox WHERE state = 'failed' UNION ALL SELECT id FROM ks_inbox WHERE note IS NOT NULL)`);
