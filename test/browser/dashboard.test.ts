@@ -34,6 +34,7 @@ suite('dashboard in Chromium', { timeout: 300_000 }, () => {
   let page: Page;
   let leadId: number;
   const email = 'timeline.person@example.com';
+  const consoleErrors: string[] = [];
 
   const shot = async (name: string) => {
     await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
@@ -55,6 +56,11 @@ suite('dashboard in Chromium', { timeout: 300_000 }, () => {
     });
     page = context.pages()[0] ?? (await context.newPage());
     page.setDefaultTimeout(20_000);
+    // A CSP violation (an inline script or style the policy blocks) shows up as a console error.
+    page.on('console', (m) => {
+      if (m.type() === 'error') consoleErrors.push(m.text());
+    });
+    page.on('pageerror', (err) => consoleErrors.push(err.message));
   });
   after(async () => {
     await context?.close();
@@ -171,6 +177,11 @@ suite('dashboard in Chromium', { timeout: 300_000 }, () => {
     const html = await page.content();
     for (const secret of [TOKEN, world.kommoWebhookSecret, ...[...world.vendors.values()].map((v) => v.webhookSecret)]) assert.ok(!html.includes(secret), 'no secret on the page');
     await shot('config');
+  });
+
+  it('ran without a script error or a Content-Security-Policy violation', () => {
+    // The login page's deliberate wrong token answers 303, not an error; nothing else may fail.
+    assert.deepEqual(consoleErrors.filter((e) => !/status of 401/.test(e)), []);
   });
 
   it('is readable at phone width', async () => {

@@ -15,7 +15,7 @@ import { startService, type Service } from '../../src/runtime/service.js';
 import { secretValues } from '../../src/runtime/dashboard.js';
 import { configSchema, destinationCommon } from '../../src/config/schema.js';
 import { getDestination } from '../../src/destinations/index.js';
-import type { EventsResponse, FailuresResponse, SessionResponse } from '../../src/http/admin-types.js';
+import type { CheckResponse, EventDetailResponse, EventsResponse, FailuresResponse, SessionResponse } from '../../src/http/admin-types.js';
 import { waitFor } from './wait.js';
 
 const TOKEN = 'adm1n-T0ken-for-the-dashboard-test-7f3k9';
@@ -166,6 +166,35 @@ describe('dashboard API', () => {
     assert.equal(failures.unrouted[0]?.email, 'nobody.known@example.com');
     assert.match(failures.unrouted[0]?.note ?? '', /no Kommo lead has this email/);
     assert.equal((await fetchRaw('/api/events?status=bogus', { headers: bearer })).status, 400);
+  });
+
+  it('dead letters are grouped; a group is discarded with its reason; test connection answers', async () => {
+    const [name, v] = [...world.vendors][0]!;
+    const k = world.kommo;
+    v.sim.faults.outage({ status: 400 });
+    try {
+      const c = k.createContact({ name: 'Dead Letter', email: 'dead.letter@example.com' });
+      k.createLead({ name: 'Doomed', price: 1, contactIds: [c.id] });
+      await k.flushWebhooks();
+      await waitFor(async () => ((await service.store.stats(Date.now())).deadByDestination[`acme/${name}`] ?? 0) >= 1, 'a dead letter');
+    } finally {
+      v.sim.faults.outage(null);
+    }
+    const post = (path: string, body: unknown) => fetchRaw(path, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const failures = await (await fetchRaw('/api/failures', { headers: bearer })).json() as FailuresResponse;
+    const group = failures.groups.find((g) => g.destination === `acme/${name}`)!;
+    assert.match(group.reason, /HTTP 400/);
+    assert.equal((await post('/api/discard', { group: { destination: group.destination, reason: group.reason } })).status, 400, 'a discard needs a reason');
+    const discarded = await (await post('/api/discard', { group: { destination: group.destination, reason: group.reason }, reason: 'test data' })).json() as { discarded: number };
+    assert.equal(discarded.discarded, group.count);
+    const job = await service.store.getJob(group.jobs[0]!.id);
+    assert.equal(job?.state, 'done');
+    assert.equal(job?.discardReason, 'test data');
+    const detail = await (await fetchRaw(`/api/events/${job!.inboxId}`, { headers: bearer })).json() as EventDetailResponse;
+    assert.equal(detail.jobs.find((j) => j.id === job!.id)?.state, 'discarded');
+    const check = await (await post('/api/check', { destination: `acme/${name}` })).json() as CheckResponse;
+    assert.equal(check.ok, true, check.message);
+    assert.equal((await post('/api/check', { destination: 'acme/nope' })).status, 404);
   });
 
   it('no secret appears in any page or API answer', async () => {

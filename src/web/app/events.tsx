@@ -63,9 +63,13 @@ export function EventsPage({ query }: { query: URLSearchParams }) {
   const [o, setO] = useState<OverviewResponse | null>(null);
   useEffect(() => onOverview(setO), []);
   const first = useLoad(() => get<EventsResponse>(`/api/events${qs({ ...filters, limit: 50 })}`), [key]);
+  // New filters start over; a live refresh of the first page keeps the older pages already loaded.
   useEffect(() => {
     setOlder([]);
-    setNext(first.data?.next ?? null);
+    setNext(null);
+  }, [key]);
+  useEffect(() => {
+    if (older.length === 0) setNext(first.data?.next ?? null);
   }, [first.data]);
   const more = async () => {
     if (next === null) return;
@@ -84,7 +88,9 @@ export function EventsPage({ query }: { query: URLSearchParams }) {
     go(`/events${qs(f)}`);
   };
   const accounts = [...new Set(o?.destinations.map((d) => d.account) ?? [])];
-  const events = [...(first.data?.events ?? []), ...older];
+  const head = first.data?.events ?? [];
+  const seen = new Set(head.map((e) => e.id));
+  const events = [...head, ...older.filter((e) => !seen.has(e.id))];
   return (
     <section>
       <h1>Events</h1>
