@@ -86,6 +86,22 @@ suite('dashboard in Chromium', { timeout: 300_000 }, () => {
     assert.equal(session?.sameSite, 'Strict');
   });
 
+  it('works with the keyboard: a skip link first, then the sections', async () => {
+    await page.goto(`${service.url}/`);
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
+    await page.keyboard.press('Enter');
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'main', 'the skip link lands on the content');
+    assert.match(page.url(), /\/$|#\/overview$/, 'and leaves the route alone');
+    // The Events link of the header, opened with Enter.
+    await page.getByRole('link', { name: 'Events', exact: true }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Events', level: 1 }).waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement?.tagName), 'H1', 'focus moves to the new section\'s heading');
+    await page.getByRole('link', { name: 'Overview' }).click();
+  });
+
   it('shows the overview counters moving while a short demo scenario runs', async () => {
     await page.getByTestId('c-done').waitFor();
     const before = await counter('c-done');

@@ -15,7 +15,7 @@ import { startService, type Service } from '../../src/runtime/service.js';
 import { secretValues } from '../../src/runtime/dashboard.js';
 import { configSchema, destinationCommon } from '../../src/config/schema.js';
 import { getDestination } from '../../src/destinations/index.js';
-import type { CheckResponse, EventDetailResponse, EventsResponse, FailuresResponse, SessionResponse } from '../../src/http/admin-types.js';
+import type { CheckResponse, EventDetailResponse, EventsResponse, FailuresResponse, LeadMatch, OverviewResponse, SessionResponse } from '../../src/http/admin-types.js';
 import { waitFor } from './wait.js';
 
 const TOKEN = 'adm1n-T0ken-for-the-dashboard-test-7f3k9';
@@ -195,6 +195,33 @@ describe('dashboard API', () => {
     const check = await (await post('/api/check', { destination: `acme/${name}` })).json() as CheckResponse;
     assert.equal(check.ok, true, check.message);
     assert.equal((await post('/api/check', { destination: 'acme/nope' })).status, 404);
+  });
+
+  it('finds a lead by name through Kommo\'s search, and by email through the local index', async () => {
+    const byName = await (await fetchRaw('/api/leads?q=API%20deal', { headers: bearer })).json() as { leads: LeadMatch[] };
+    assert.equal(byName.leads.length, 1);
+    assert.equal(byName.leads[0]!.from, 'kommo');
+    assert.equal(byName.leads[0]!.name, 'API deal');
+    const byEmail = await (await fetchRaw('/api/leads?q=Secret.Tester@example.com', { headers: bearer })).json() as { leads: LeadMatch[] };
+    assert.deepEqual(byEmail.leads.map((l) => l.leadId), [byName.leads[0]!.leadId]);
+  });
+
+  it('an outage opens the destination\'s circuit breaker, and the overview says so in words', async () => {
+    const [name, v] = [...world.vendors][0]!;
+    const k = world.kommo;
+    v.sim.faults.outage({ status: 503 });
+    try {
+      const c = k.createContact({ name: 'Outage Person', email: 'outage.person@example.com' });
+      k.createLead({ name: 'During the outage', price: 1, contactIds: [c.id] });
+      await k.flushWebhooks();
+      await waitFor(async () => {
+        const o = await (await fetchRaw('/api/overview', { headers: bearer })).json() as OverviewResponse;
+        const d = o.destinations.find((x) => x.key === `acme/${name}`)!;
+        return d.breaker !== null && d.status === 'error' && d.reasons.some((r) => /failing since .*HTTP 503/.test(r)) && o.problems.some((p) => p.includes('failing since'));
+      }, 'the breaker in the overview');
+    } finally {
+      v.sim.faults.outage(null);
+    }
   });
 
   it('no secret appears in any page or API answer', async () => {

@@ -60,8 +60,14 @@ function Header({ path }: { path: string }) {
 function App() {
   const route = useHashRoute();
   const main = useRef<HTMLElement>(null);
-  // A new section: move focus to its heading, so keyboard and screen-reader users land on it.
+  // A new section: move focus to its heading, so keyboard and screen-reader users land on it
+  // (not on the first load: there the skip link comes first, as on any page).
+  const first = useRef(true);
   useEffect(() => {
+    if (first.current) {
+      first.current = false;
+      return;
+    }
     const h = main.current?.querySelector('h1');
     if (h) {
       h.setAttribute('tabindex', '-1');
@@ -85,7 +91,18 @@ function App() {
   );
 }
 
+/** The skip link moves focus without touching the hash (the hash is the router's). */
+function skipLink(): void {
+  document.querySelector('a.skip')?.addEventListener('click', (e) => {
+    e.preventDefault();
+    const main = document.getElementById('main');
+    main?.setAttribute('tabindex', '-1');
+    main?.focus();
+  });
+}
+
 async function start(): Promise<void> {
+  skipLink();
   await loadSession();
   startLive();
   const root = document.getElementById('app')!;

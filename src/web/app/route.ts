@@ -7,7 +7,7 @@ export interface Route {
 }
 
 function current(): Route {
-  const hash = window.location.hash.replace(/^#/, '') || '/overview';
+  const hash = window.location.hash.startsWith('#/') ? window.location.hash.slice(1) : '/overview';
   const i = hash.indexOf('?');
   return { path: i < 0 ? hash : hash.slice(0, i), query: new URLSearchParams(i < 0 ? '' : hash.slice(i + 1)) };
 }
@@ -15,7 +15,10 @@ function current(): Route {
 export function useHashRoute(): Route {
   const [route, setRoute] = useState(current);
   useEffect(() => {
-    const on = () => setRoute(current());
+    // Only `#/...` is a route; an in-page anchor (`#main`) is not.
+    const on = () => {
+      if (window.location.hash.startsWith('#/') || window.location.hash === '') setRoute(current());
+    };
     window.addEventListener('hashchange', on);
     return () => window.removeEventListener('hashchange', on);
   }, []);
