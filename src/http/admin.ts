@@ -173,14 +173,15 @@ export function adminRoutes(o: AdminOptions) {
     });
     app.get('/login', async (req, reply) => {
       if (auth.open || auth.identify(req)) return reply.code(303).header('location', '/').send();
-      const failed = (req.query as { failed?: string }).failed !== undefined;
-      return reply.type('text/html; charset=utf-8').send(loginHtml.replace('<!--message-->', failed ? '<p class="login-error" role="alert">That token is not the admin token.</p>' : ''));
+      const q = req.query as { failed?: string; wait?: string };
+      const message = q.wait !== undefined ? 'Too many failed logins from this address: wait a minute.' : q.failed !== undefined ? 'That token is not the admin token.' : null;
+      return reply.type('text/html; charset=utf-8').send(loginHtml.replace('<!--message-->', message ? `<p class="login-error" role="alert">${message}</p>` : ''));
     });
     app.post('/login', async (req, reply) => {
       if (auth.open) return reply.code(303).header('location', '/').send();
       const origin = req.headers.origin;
       if (origin !== undefined && auth.csrfProblem(req, { via: 'bearer', nonce: '', expiresAt: null })) throw new HttpError(403, 'csrf', `a login from ${origin} is not accepted`);
-      if (auth.throttled(req.ip)) throw new HttpError(429, 'too_many_attempts', 'too many failed logins from this address; wait a minute');
+      if (auth.throttled(req.ip)) return reply.code(303).header('location', '/login?wait').send();
       const { token } = parse(loginBody, req.body ?? {});
       if (!auth.tokenMatches(token)) {
         auth.recordFailure(req.ip);
