@@ -18,6 +18,15 @@ export type Release = () => void;
 export interface RateLimiter {
   /** Resolves when the caller may send one request; rejects with `signal.reason` if aborted first. */
   acquire(signal?: AbortSignal): Promise<Release>;
+  /** This process's view of the budget right now (the dashboard shows it). */
+  usage(): LimiterUsage;
+}
+
+export interface LimiterUsage {
+  inUse: number;
+  limit: number;
+  /** Callers queued for a slot. */
+  waiting: number;
 }
 
 /**
@@ -101,6 +110,12 @@ export class SlidingWindowLimiter implements RateLimiter {
     return this.queue.length;
   }
 
+  /** Read-only: slots used in the current window (in flight or finished < window ago), and the queue. */
+  usage(): LimiterUsage {
+    const now = this.now();
+    return { inUse: this.slots.filter((s) => s.freeAt > now).length, limit: this.limit, waiting: this.queue.length };
+  }
+
   private tryGrant(): Release | null {
     const now = this.now();
     for (let i = this.slots.length - 1; i >= 0; i--) if (this.slots[i]!.freeAt <= now) this.slots.splice(i, 1);
@@ -157,6 +172,11 @@ export class StoreRateLimiter implements RateLimiter {
     readonly windowMs: number = WINDOW_MS + STORE_MARGIN_MS,
   ) {
     this.local = new SlidingWindowLimiter(limit);
+  }
+
+  /** This process's share: the store holds the other processes' sends. */
+  usage(): LimiterUsage {
+    return this.local.usage();
   }
 
   async acquire(signal?: AbortSignal): Promise<Release> {
@@ -224,6 +244,11 @@ export function getAccountLimiter(
     accountLimiters.set(account, limiter);
   }
   return limiter;
+}
+
+/** Read-only: the usage of the limiter registered under `key` in this process, if any. */
+export function limiterUsage(key: string): LimiterUsage | null {
+  return accountLimiters.get(key)?.usage() ?? null;
 }
 
 /** Tests only: forget every account limiter. */

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.js';
-import type { InboxEvent, NewJob, Store } from '../store/store.js';
+import type { InboxEvent, InboxFacts, NewJob, Store } from '../store/store.js';
 import type { SyncOp } from '../destinations/types.js';
 import type { KommoOp } from '../model/index.js';
 import type { EnrichedLead } from '../model/index.js';
@@ -181,6 +181,8 @@ export class Router {
 
     const routed: number[] = [];
     const jobs: NewJob[] = [];
+    // What routing learned per event (lead, email, why nothing came of it): the dashboard's search.
+    const facts: InboxFacts[] = [];
     // Accounts are routed side by side: each waits only on its own Kommo budget, so one account's
     // burst does not hold another's events back. Within an account, events keep their order.
     await Promise.all([...byAccount].map(async ([accountName, events]) => {
@@ -191,14 +193,15 @@ export class Router {
       }
       const crm = events.filter((e) => (e.payload as InboundEvent).type === 'crm');
       const engagement = events.filter((e) => (e.payload as InboundEvent).type === 'engagement');
-      const own = { routed: [] as number[], jobs: [] as NewJob[] };
-      await this.routeCrm(account, crm, own.routed, own.jobs);
-      await this.routeEngagement(account, engagement, own.routed, own.jobs);
+      const own = { routed: [] as number[], jobs: [] as NewJob[], facts: [] as InboxFacts[] };
+      await this.routeCrm(account, crm, own.routed, own.jobs, own.facts);
+      await this.routeEngagement(account, engagement, own.routed, own.jobs, own.facts);
       routed.push(...own.routed);
       jobs.push(...own.jobs);
+      facts.push(...own.facts);
     }));
     if (routed.length) {
-      await store.routeInbox(routed, jobs);
+      await store.routeInbox(routed, jobs, facts);
       if (jobs.length) this.o.onJobs?.();
       log.debug({ events: routed.length, jobs: jobs.length }, 'routed');
     }
@@ -238,13 +241,18 @@ export class Router {
     return rows.slice(0, keep);
   }
 
-  private async routeCrm(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
+  private async routeCrm(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[], facts: InboxFacts[]): Promise<void> {
     const live: InboxEvent[] = [];
     const echoes = rows.length ? await account.echoes(rows.map((r) => r.payload as CrmEvent)) : [];
+    const leadOf = (row: InboxEvent) => {
+      const ev = row.payload as CrmEvent;
+      return ev.entityType === 'lead' ? ev.entityId : null;
+    };
     rows.forEach((row, i) => {
       if (echoes[i]) {
         this.o.metrics?.echoesDropped.inc({ account: account.name });
         routed.push(row.id);
+        facts.push({ id: row.id, leadId: leadOf(row) });
       } else live.push(row);
     });
     if (!live.length) return;
@@ -263,12 +271,17 @@ export class Router {
       if (!e) {
         routed.push(row.id);
         gone.push((row.payload as CrmEvent).entityId);
+        const ev = row.payload as CrmEvent;
+        facts.push({ id: row.id, leadId: leadOf(row), note: ev.kind === 'lead.deleted' ? null : `${ev.entityType} ${ev.entityId} no longer exists in Kommo (or has no lead)` });
         continue;
       }
       try {
-        jobs.push(...(await this.crmJobs(account, row, e)));
+        const skipped: string[] = [];
+        const made = await this.crmJobs(account, row, e, skipped);
+        jobs.push(...made);
         routed.push(row.id);
         seen.push(e);
+        facts.push({ id: row.id, leadId: e.lead.id, email: e.contact?.email || null, note: made.length === 0 && skipped.length ? skipped.join('; ') : null });
       } catch (err) {
         await this.permanentFailure(row, err);
       }
@@ -278,13 +291,16 @@ export class Router {
     await account.remember(seen);
   }
 
-  private async crmJobs(account: AccountRouting, row: InboxEvent, e: EnrichedLead): Promise<NewJob[]> {
+  private async crmJobs(account: AccountRouting, row: InboxEvent, e: EnrichedLead, skipped: string[] = []): Promise<NewJob[]> {
     const jobs: NewJob[] = [];
     const orderingKey = `lead:${e.lead.id}`;
     const sentTo: string[] = [];
     for (const d of account.destinations) {
       const plan = await d.plan(e, row.dedupKey);
-      if (plan.skipped) this.o.log.debug({ destination: d.name, lead: e.lead.id, reason: plan.skipped }, 'not synced');
+      if (plan.skipped) {
+        this.o.log.debug({ destination: d.name, lead: e.lead.id, reason: plan.skipped }, 'not synced');
+        skipped.push(`${d.name}: ${plan.skipped}`);
+      }
       if (!plan.ops.length) continue;
       sentTo.push(d.name);
       jobs.push(syncJob(account.name, d.name, orderingKey, e.contact?.email || `lead ${e.lead.id}`, plan.ops, row.id));
@@ -294,7 +310,7 @@ export class Router {
     return jobs;
   }
 
-  private async routeEngagement(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
+  private async routeEngagement(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[], facts: InboxFacts[]): Promise<void> {
     const failed: Array<[InboxEvent, unknown]> = [];
     if (!rows.length) return;
     let all: Array<EngagementRouting | { error: unknown }>;
@@ -312,9 +328,11 @@ export class Router {
         return;
       }
       routed.push(row.id);
-      if (planned.leadId === null && ev.kind !== 'vendor.other') {
+      const unmatched = planned.leadId === null && ev.kind !== 'vendor.other';
+      if (unmatched) {
         this.o.log.info({ account: account.name, source: ev.source, kind: ev.kind }, 'no Kommo lead matches this email; engagement not recorded in Kommo');
       }
+      facts.push({ id: row.id, leadId: planned.leadId, email: ev.email, note: unmatched ? 'no Kommo lead has this email; not recorded in Kommo' : null });
       // The person's other jobs share the key, so a suppress runs after anything queued before it.
       const orderingKey = planned.leadId === null ? `email:${ev.email}` : `lead:${planned.leadId}`;
       // One job per Kommo write: notes and tasks are not idempotent, so a retry of one write (say the

@@ -22,6 +22,8 @@ import { destinationKey } from '../queue/jobs.js';
 import { getAccountBreaker } from '../kommo/rate-limit.js';
 import { boundHeapGrowth } from './heap.js';
 import { MAX_PAGE } from '../kommo/client.js';
+import type { AdminAuth } from '../http/admin-auth.js';
+import { dashboardOptions } from './dashboard.js';
 
 export interface ServiceOptions {
   loaded: LoadedConfig;
@@ -47,6 +49,8 @@ export interface Service {
   app: FastifyInstance | null;
   /** Base URL when serving HTTP. */
   url: string | null;
+  /** A one-time dashboard login link (when the dashboard needs the admin token), else null. */
+  loginLink(): string | null;
   router: Router | null;
   worker: Worker | null;
   sweeper: Sweeper | null;
@@ -147,6 +151,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
 
   let app: FastifyInstance | null = null;
   let url: string | null = null;
+  let loginLink = (): string | null => null;
   if (o.intake) {
     const host = o.host ?? config.server.host;
     const adminToken = process.env.KOMMO_SYNC_ADMIN_TOKEN ?? config.server.adminToken;
@@ -155,6 +160,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       o.log.info('dashboard and /api/* are disabled: set KOMMO_SYNC_ADMIN_TOKEN (or server.adminToken) to enable them');
     }
     const r = router;
+    let dashboardAuth: AdminAuth | null = null;
     app = await buildApp({
       log: o.log,
       store,
@@ -164,11 +170,12 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       intake: { store, metrics, accounts: intakeAccounts(o.loaded), ...(r ? { onStored: () => r.wake() } : {}) },
       degraded: () => pauses.list().map((p) => ({ account: p.account, reason: pauses.reason(p.account)!, since: p.since })),
       ...(adminToken || (loopback && o.openDashboard)
-        ? { admin: adminRoutes({ store, ...(adminToken ? { token: adminToken } : {}), destinations: [...accounts.values()].flatMap((a) => [...a.active.map((d) => ({ key: `${a.name}/${d.cfg.name}`, type: d.cfg.type })), { key: `${a.name}/kommo`, type: 'kommo' }]) }) }
+        ? { admin: adminRoutes({ store, ...(adminToken ? { token: adminToken } : {}), ...dashboardOptions({ loaded: o.loaded, store, accounts, pauses, worker }), onAuth: (auth) => (dashboardAuth = auth) }) }
         : {}),
     });
     const address = await app.listen({ port: o.port ?? config.server.port, host });
     url = address.replace('[::1]', 'localhost');
+    loginLink = () => (dashboardAuth && !dashboardAuth.open ? `${url}/login/link/${dashboardAuth.issueCode()}` : null);
   }
   router?.start();
   worker?.start();
@@ -192,6 +199,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
     accounts,
     app,
     url,
+    loginLink: () => loginLink(),
     router,
     worker,
     sweeper,
