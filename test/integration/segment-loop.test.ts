@@ -112,6 +112,8 @@ describe('Kommo -> Segment / RudderStack', () => {
   });
 
   it('a replayed job is sent with the same messageIds, and Segment drops the repeats', async () => {
+    // A job Segment has answered may not be marked done yet; count only once every job has settled.
+    await waitFor(async () => { const s = await service.store.stats(Date.now()); return s.jobs.pending === 0 && s.jobs.leased === 0; }, 'every job settled');
     const applied = seg.messages.length;
     const sentIds = new Set(seg.messages.map((m) => m.messageId));
     const done = await service.store.listJobs({ destination: `${world.account}/segment`, state: 'done' });
