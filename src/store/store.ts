@@ -114,8 +114,16 @@ export interface JobFilter {
   state?: JobState;
   destination?: string;
   account?: string;
+  /** Jobs of one ordering key (`lead:<id>`: one lead's jobs). */
+  orderingKey?: string;
   since?: number;
   limit?: number;
+}
+
+/** A key-value pair written in the same transaction as other changes (a cursor that says they exist). */
+export interface KvWrite {
+  key: string;
+  value: string;
 }
 
 /** One open transaction's view of the store, used by the router to route atomically. */
@@ -143,9 +151,18 @@ export interface Store {
   failInbox(id: number, reason: string): Promise<void>;
   /** Failed inbox events back to pending (after fixing the config or once Kommo is back). */
   requeueInbox(): Promise<number>;
+  /**
+   * Which of `keys` the inbox holds for `account` (any state): reconciliation asks whether a
+   * webhook already brought a change before storing it from another source.
+   */
+  existingInboxKeys(account: string, keys: readonly string[]): Promise<Set<string>>;
 
   // jobs
-  enqueueJobs(jobs: NewJob[]): Promise<number[]>;
+  /**
+   * Inserts the jobs; with `opts.kv`, also sets that key in the same transaction, so a cursor saying
+   * "these jobs exist" (the backfill's page) can never disagree with the jobs after a crash.
+   */
+  enqueueJobs(jobs: NewJob[], opts?: { kv?: KvWrite }): Promise<number[]>;
   /**
    * Claims due jobs of one destination: pending (or leased with an expired lease), runAfter <= now,
    * and only the head job of each ordering key (no earlier pending/leased job with the same key).
