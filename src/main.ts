@@ -50,6 +50,19 @@ program.command('demo').description('run everything against built-in simulators 
 program.command('doctor').description('validate the config and check every credential, stage, field and list')
   .option(configOpt, configHelp)
   .action(async (o: { config?: string }) => (await import('./cli/doctor.js')).doctor(o));
+program.command('backfill').description('sync the leads that exist in Kommo (streamed, resumable, live events go first); runs in the running serve or worker')
+  .option(configOpt, configHelp)
+  .option('--account <name>', 'only this account (default: every configured account)')
+  .option('--since <date>', 'only leads updated since this date (ISO 8601)')
+  .option('--pipeline <name>', 'only leads in this pipeline')
+  .option('--stage <name>', 'only leads in this stage ("Stage" or "Pipeline / Stage")')
+  .option('--dry-run', 'read the first leads here and print what would be sent; queue nothing')
+  .option('--limit <n>', 'with --dry-run: how many leads to show (default 250)', positive)
+  .option('--restart', 'start over: every lead is sent again, even if a backfill with these options finished')
+  .option('--detach', 'queue the backfill and exit (the service does it; `status` shows its progress)')
+  .option('--pause', 'pause the running backfill with these options (the same command without --pause resumes it)')
+  .option('--json', 'JSON lines instead of a progress bar')
+  .action(async (o: { config?: string; account?: string; since?: string; pipeline?: string; stage?: string; dryRun?: boolean; limit?: number; restart?: boolean; detach?: boolean; pause?: boolean; json?: boolean }) => (await import('./cli/backfill.js')).backfill(o));
 program.command('status').description('queue depth, failures and recent deliveries per destination')
   .option(configOpt, configHelp).option('--json', 'machine-readable output')
   .action(async (o: { config?: string; json?: boolean }) => (await import('./cli/status.js')).status(o));
