@@ -2,7 +2,7 @@
  * `kommo-sync backfill` as a user runs it: the real CLI in its own process asks the running service
  * to sync the leads Kommo already has; the service reads them page by page (live events first),
  * queues what a stage entry would send, and the CLI shows the progress. Against the Kommo,
- * Customer.io and Encharge simulators over real HTTP, with Kommo's 7 requests/s enforced.
+ * Customer.io and Iterable simulators over real HTTP, with Kommo's 7 requests/s enforced.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -62,13 +62,14 @@ const state = async (store: Store): Promise<BackfillState | null> => (await acti
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'kommo-sync-backfill-'));
   storeUrl = `sqlite:${join(dir, 'ks.db')}`;
-  world = await startWorld({ destinations: ['customerio', 'encharge'], store: storeUrl, account_overrides: {} });
+  // Iterable's world config has lists for two stages and a workflow for won deals.
+  world = await startWorld({ destinations: ['customerio', 'iterable'], store: storeUrl });
   const cfg = parse(world.yaml) as Record<string, unknown>;
   config = join(dir, 'kommo-sync.yaml');
   writeFileSync(config, stringify(cfg));
   // Existing leads: created before Kommo sends kommo-sync any webhook.
   const k = world.kommo;
-  const stages = ['New lead', 'Qualified', 'Demo scheduled', 'Proposal sent'].map((n) => k.status(n).id);
+  const stages = [...['New lead', 'Qualified', 'Demo scheduled', 'Negotiation'].map((n) => k.status(n).id), 142];
   for (let i = 0; i < LEADS; i++) {
     const c = k.createContact({ name: `Person ${i}`, email: `p${i}@backfill.example` });
     k.createLead({ name: `Deal ${i}`, price: i, contactIds: [c.id], statusId: stages[i % stages.length]! });
@@ -86,12 +87,12 @@ after(async () => {
 });
 
 it('--dry-run prints what each lead would send and queues nothing; a misspelt --stage is refused with a suggestion', { timeout: 60_000 }, async () => {
-  const dry = await cli('backfill', '--dry-run', '--limit', '2');
+  const dry = await cli('backfill', '--dry-run', '--limit', '3');
   assert.equal(dry.code, 0, dry.out);
   assert.match(dry.out, /dry run of the backfill of all leads \(nothing is queued\)/);
-  assert.match(dry.out, /lead \d+ "Deal 0" <p0@backfill\.example>, Sales \/ New lead\n {4}customerio: upsertPerson; encharge: upsertPerson\n/);
-  assert.match(dry.out, /lead \d+ "Deal 1" <p1@backfill\.example>, Sales \/ Qualified\n {4}customerio: upsertPerson; encharge: upsertPerson, addToList\n/);
-  assert.match(dry.out, /2 leads shown \(more match: --limit N shows more\); would send:\n {4}customerio: 1 upsertPerson|customerio: 2 upsertPerson/);
+  assert.match(dry.out, /lead \d+ "Deal 0" <p0@backfill\.example>, Sales \/ New lead\n {4}customerio: upsertPerson; iterable: upsertPerson\n/);
+  assert.match(dry.out, /lead \d+ "Deal 2" <p2@backfill\.example>, Sales \/ Demo scheduled\n {4}customerio: upsertPerson; iterable: upsertPerson, addToList\n/);
+  assert.match(dry.out, /3 leads shown \(more match: --limit N shows more\); would send:\n {4}customerio: 3 upsertPerson\n {4}iterable: 3 upsertPerson, 1 addToList\n/);
   assert.equal((await service!.store.stats(Date.now())).jobs.pending, 0, 'nothing queued');
   assert.equal(await lastBackfill(service!.store, world.account), null);
 
@@ -134,18 +135,20 @@ it(`backfills ${LEADS.toLocaleString('en-US')} leads once each within Kommo's ra
 
   // Everything delivered: each existing person upserted exactly once in each tool.
   await waitFor(async () => (await store.stats(Date.now())).jobs.pending + (await store.stats(Date.now())).jobs.leased === 0, 'the queue drained', 120_000);
-  for (const type of ['customerio', 'encharge']) {
+  for (const type of ['customerio', 'iterable']) {
     const upserts = countBy(items(type), 'upsertPerson');
     const backfilled = [...upserts].filter(([p]) => p.endsWith('@backfill.example') && p !== 'live@backfill.example');
     assert.equal(backfilled.length, LEADS, `${type}: every existing person`);
     const twice = backfilled.filter(([, n]) => n !== 1);
     assert.deepEqual(twice.slice(0, 5), [], `${type}: nobody twice`);
   }
-  // A stage entry's list, but no marketing event and no Kommo note for an existing lead.
-  const lists = countBy(items('encharge'), 'addToList');
-  assert.equal([...lists].filter(([p]) => p !== 'live@backfill.example').length, LEADS * 3 / 4, 'leads in a listed stage joined its list');
+  // A stage entry's list, but no marketing event, no workflow (won deals have one) and no Kommo note.
+  const lists = countBy(items('iterable'), 'addToList');
+  assert.equal([...lists].filter(([p]) => p !== 'live@backfill.example').length, LEADS * 2 / 5, 'leads in a listed stage joined its list');
   assert.ok([...lists.values()].every((n) => n === 1));
-  assert.deepEqual(items('encharge').filter((i) => i.kind === 'trackEvent' && i.person !== 'live@backfill.example'), [], 'no event for existing leads');
+  for (const type of ['customerio', 'iterable']) {
+    assert.deepEqual(items(type).filter((i) => (i.kind === 'trackEvent' || i.kind === 'triggerWorkflow') && i.person !== 'live@backfill.example').slice(0, 3), [], `${type}: no event or workflow for existing leads`);
+  }
   assert.equal(k.notes.size, 0, 'no note in Kommo');
 
   // Kommo: never more than 7 requests in any second, never a 429, and about 2 requests per page.
@@ -197,7 +200,7 @@ it('a service killed with -9 mid-backfill resumes at the next page after a resta
     const done = (await state(store))!;
     assert.equal(done.leads, n);
     // Each lead has exactly one job per destination in this run.
-    for (const destination of ['acme/customerio', 'acme/encharge']) {
+    for (const destination of ['acme/customerio', 'acme/iterable']) {
       const jobs = (await store.listJobs({ destination, since: started, limit: 10_000 })).filter((j) => j.type === 'sync.ops@1');
       const keys = new Map<string, number>();
       for (const j of jobs) keys.set(j.orderingKey, (keys.get(j.orderingKey) ?? 0) + 1);
