@@ -47,9 +47,10 @@ program.command('demo').description('run everything against built-in simulators 
   .option('-d, --duration <seconds>', 'stop after this many seconds (default: run until Ctrl-C)', positive)
   .option('--json', 'print only a JSON summary at the end (for scripts)')
   .action(async (o: { port?: number; duration?: number; json?: boolean }) => (await import('./cli/demo.js')).demo(o));
-program.command('doctor').description('validate the config and check every credential, stage, field and list')
+program.command('doctor').description('validate the config and check every credential, stage, pipeline, field and list, and the webhook registrations')
   .option(configOpt, configHelp)
-  .action(async (o: { config?: string }) => (await import('./cli/doctor.js')).doctor(o));
+  .option('--fix', 'register the webhooks that are missing (Kommo, and tools whose API allows it); needs server.publicUrl')
+  .action(async (o: { config?: string; fix?: boolean }) => (await import('./cli/doctor.js')).doctor(o));
 program.command('backfill').description('sync the leads that exist in Kommo (streamed, resumable, live events go first); runs in the running serve or worker')
   .option(configOpt, configHelp)
   .option('--account <name>', 'only this account (default: every configured account)')
