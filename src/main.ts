@@ -64,16 +64,19 @@ program.command('backfill').description('sync the leads that exist in Kommo (str
   .option('--pause', 'pause the running backfill with these options (the same command without --pause resumes it)')
   .option('--json', 'JSON lines instead of a progress bar')
   .action(async (o: { config?: string; account?: string; since?: string; pipeline?: string; stage?: string; dryRun?: boolean; limit?: number; restart?: boolean; detach?: boolean; pause?: boolean; json?: boolean }) => (await import('./cli/backfill.js')).backfill(o));
-program.command('status').description('queue depth, failures and recent deliveries per destination')
+program.command('status').description('queue depth, oldest pending job, deliveries per minute, failures, paused accounts, backfill and missed-webhook checks')
   .option(configOpt, configHelp).option('--json', 'machine-readable output')
-  .action(async (o: { config?: string; json?: boolean }) => (await import('./cli/status.js')).status(o));
-program.command('replay').description('re-queue dead-lettered (or chosen) jobs')
+  .option('--watch', 'refresh every 2 s until Ctrl-C')
+  .action(async (o: { config?: string; json?: boolean; watch?: boolean }) => (await import('./cli/status.js')).status(o));
+program.command('replay').description('re-queue dead-lettered jobs (chosen by destination, date or lead); prints how many and which')
   .option(configOpt, configHelp)
   .option('--dead', 'dead-lettered jobs (the default)')
   .option('--inbox', 'inbox events the router gave up on (see `status`), instead of jobs')
   .option('--destination <name>', 'only this destination (name, or account/name)')
   .option('--since <date>', 'only jobs created since this date (ISO 8601)')
-  .action(async (o: { config?: string; dead?: boolean; inbox?: boolean; destination?: string; since?: string }) => (await import('./cli/replay.js')).replay(o));
+  .option('--lead <id>', 'only jobs of this Kommo lead')
+  .option('--dry-run', 'list what would be re-queued; change nothing')
+  .action(async (o: { config?: string; dead?: boolean; inbox?: boolean; destination?: string; since?: string; lead?: string; dryRun?: boolean }) => (await import('./cli/replay.js')).replay(o));
 program.command('erase').description('GDPR erasure of one person in every destination that supports it, with a note on their Kommo leads')
   .argument('<email>', 'the person\'s email address')
   .option(configOpt, configHelp)
