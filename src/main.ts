@@ -81,8 +81,9 @@ program.command('erase').description('GDPR erasure of one person in every destin
   .argument('<email>', 'the person\'s email address')
   .option(configOpt, configHelp)
   .option('--account <name>', 'only this account (default: every configured account)')
+  .option('--wait', 'wait until a running serve or worker has delivered the erasure, and report each destination\'s outcome')
   .option('--json', 'machine-readable output')
-  .action(async (email: string, o: { config?: string; account?: string; json?: boolean }) => (await import('./cli/erase.js')).erase({ ...o, email }));
+  .action(async (email: string, o: { config?: string; account?: string; json?: boolean; wait?: boolean }) => (await import('./cli/erase.js')).erase({ ...o, email }));
 
 try {
   await loadDestinationPlugins(process.env.KOMMO_SYNC_DESTINATIONS);

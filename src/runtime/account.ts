@@ -284,6 +284,15 @@ export class AccountRuntime implements AccountRouting {
     });
   }
 
+  /**
+   * GDPR erasure of what kommo-sync itself keeps about `email` in this account: the email -> lead
+   * index, hot-lead counters and cooldown marks, and the opt-out echo marks kept per destination.
+   */
+  async forgetPerson(email: string): Promise<void> {
+    await this.store.forgetEmail(this.name, email);
+    for (const a of this.active) await this.store.kvDelete(optOutEchoKey(this.name, a.cfg.name, email));
+  }
+
   /** A contact change is synced as its most recent lead's person (the model is lead-centred). */
   private async leadOfContact(event: CrmEvent) {
     const linked = event.entity.linked_leads_id;
