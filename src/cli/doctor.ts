@@ -150,6 +150,13 @@ async function subscribeKommo(r: Report, rt: AccountRuntime, url: string, masked
     r.fail(`could not register the Kommo webhook: ${err instanceof Error ? err.message : String(err)}; paste the URL below in Settings > Integrations > Web hooks`);
     return;
   }
+  // Kommo's answer to re-posting a disabled webhook is unconfirmed (kommo.md 1.1): look again.
+  const after = await rt.client.getWebhooks().catch(() => null);
+  const v = after ? checkKommoWebhook(after, { account: rt.name, secret: rt.cfg.kommo.webhookSecret, publicUrl: url.slice(0, url.indexOf('/webhooks/')) }) : null;
+  if (v && v.state !== 'ok') {
+    r.fail(`Kommo accepted the webhook ${masked} but lists it as ${v.state}: open it in Settings > Integrations > Web hooks and save it`);
+    return;
+  }
   r.line('FIXED', `${what}: ${masked} (${hook.settings.join(', ')})`);
 }
 

@@ -194,15 +194,13 @@ export async function requestPause(store: Pick<Store, 'kvSet'>, account: string,
 }
 
 /**
- * Marks a run paused from outside the service: for when no service took the pause (none is
- * running). A service that is running would write over it at its next page; it is only used after
- * waiting for the service to answer.
+ * Marks a run paused from outside the service, for when no service answered the pause (none is
+ * running, or it is busy with live events). The pause request stays: a service that commits a page
+ * meanwhile (writing `running` back) still pauses at its next step, and writes `paused` then.
  */
-export async function markPaused(store: Pick<Store, 'kvGet' | 'kvSet' | 'kvDelete'>, account: string, key: string): Promise<void> {
+export async function markPaused(store: Pick<Store, 'kvGet' | 'kvSet'>, account: string, key: string): Promise<void> {
   const s = await readBackfill(store, account, key);
   if (s && s.status === 'running') await store.kvSet(stateKey(account, key), JSON.stringify({ ...s, status: 'paused', waiting: null, updatedAt: Date.now() }));
-  if ((await store.kvGet(activeKey(account))) === key) await store.kvDelete(activeKey(account));
-  await store.kvDelete(pauseKey(account));
 }
 
 /** What the backfill needs of an account's runtime (AccountRuntime in service.ts; fakes in tests). */
@@ -294,6 +292,7 @@ export class Backfiller {
     }
     if (s.status !== 'running') {
       await store.kvDelete(activeKey(account));
+      await store.kvDelete(pauseKey(account));
       return 0;
     }
     const paused = acct.paused();
