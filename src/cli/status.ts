@@ -4,9 +4,7 @@
  * missed webhooks are doing. Reads only the store (no vendor secret needed).
  */
 import type { StoreConfig } from '../config/load.js';
-import { describeFilter, lastBackfill, type BackfillState } from '../runtime/backfill.js';
-import { KOMMO_SOURCE } from '../runtime/reconcile.js';
-import { parseStats, sweepStatsKey, type SweepStats } from '../runtime/sweeper.js';
+import { readOperations, type OperationsStatus } from '../runtime/operations.js';
 import type { QueueStats, Store } from '../store/store.js';
 import { withStore } from './context.js';
 
@@ -14,7 +12,7 @@ import { withStore } from './context.js';
 const DELIVERY_SAMPLE = 10_000;
 const WATCH_MS = 2000;
 
-interface Summary extends QueueStats {
+interface Summary extends QueueStats, OperationsStatus {
   oldestPendingAgeSeconds: number;
   /** Failed and retried operations in the last hour, per destination. */
   failuresLastHour: Record<string, number>;
@@ -23,8 +21,6 @@ interface Summary extends QueueStats {
   /** True when the last hour had more deliveries than were read (the counts are lower bounds). */
   sampled: boolean;
   pausedAccounts: Array<{ account: string; status: number; reason: string; since: number }>;
-  backfill: Record<string, { filter: string; status: string; leads: number; total: number | null; synced: number; skipped: number; jobs: number; waiting: string | null; updatedAt: number; error: string | null }>;
-  reconcile: Record<string, SweepStats | null>;
 }
 
 export async function status(o: { config?: string; json?: boolean; watch?: boolean }): Promise<void> {
@@ -81,13 +77,7 @@ async function collect(store: Store, cfg: StoreConfig): Promise<Summary> {
       pausedAccounts.push({ account: a, status: 0, reason: 'unreadable pause record', since: 0 });
     }
   }
-  const backfill: Summary['backfill'] = {};
-  const reconcile: Summary['reconcile'] = {};
-  for (const a of accounts) {
-    const b: BackfillState | null = await lastBackfill(store, a);
-    if (b) backfill[a] = { filter: describeFilter(b.filter), status: b.status, leads: b.leads, total: b.total, synced: b.synced, skipped: b.skipped, jobs: b.jobs, waiting: b.waiting, updatedAt: b.updatedAt, error: b.error };
-    reconcile[a] = parseStats(await store.kvGet(sweepStatsKey(a, KOMMO_SOURCE)));
-  }
+  const { backfill, reconcile } = await readOperations(store, accounts);
   return {
     ...stats,
     oldestPendingAgeSeconds: stats.oldestPendingAt === null ? 0 : Math.round((now - stats.oldestPendingAt) / 1000),
