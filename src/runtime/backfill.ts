@@ -351,14 +351,14 @@ export class Backfiller {
     for (const e of enriched) {
       // messageIds derive from this key: a page queued again after a crash sends the same ids.
       const dedupKey = `${scope}:lead:${e.lead.id}:backfill:${s.run}`;
-      let any = false;
+      let sent = false;
       for (const d of acct.destinations) {
         const plan = await d.plan(e, dedupKey);
         if (!plan.ops.length) continue;
-        any = true;
+        sent = true;
         jobs.push(syncJob(acct.name, d.name, `lead:${e.lead.id}`, e.contact?.email || `lead ${e.lead.id}`, plan.ops));
       }
-      if (any) synced += 1;
+      if (sent) synced += 1;
     }
     const skipped = enriched.length - synced;
     // A short page is the last one.

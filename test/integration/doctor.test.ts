@@ -101,9 +101,15 @@ it('a misspelt path in a mapping is a config error, before "configuration is val
   assert.doesNotMatch(r.out, /configuration is valid/);
 });
 
+/** The parts of the test config the variants change. */
+interface TestConfig {
+  server: { publicUrl?: string };
+  accounts: { acme: { stages?: Record<string, string>; destinations: { customerio: { pipelines?: string[] } } } };
+}
+
 /** The test config with `edit` applied, as a new file. */
-function variant(name: string, edit: (cfg: Record<string, any>) => void): string {
-  const cfg = parse(readFileSync(config, 'utf8')) as Record<string, any>;
+function variant(name: string, edit: (cfg: TestConfig) => void): string {
+  const cfg = parse(readFileSync(config, 'utf8')) as TestConfig;
   edit(cfg);
   const file = join(dir, `${name}.yaml`);
   writeFileSync(file, stringify(cfg));

@@ -72,13 +72,20 @@ after(async () => {
 it('status shows depth, rates per minute, failures, the paused account, the backfill and missed webhooks found', { timeout: 30_000 }, async () => {
   const json = await cli('status', '--json');
   assert.equal(json.code, 0, json.err);
-  const s = JSON.parse(json.out) as Record<string, any>;
+  const s = JSON.parse(json.out) as {
+    deadByDestination: Record<string, number>;
+    perMinute: Record<string, { ok: number; retry: number; failed: number }>;
+    failuresLastHour: Record<string, number>;
+    pausedAccounts: Array<{ account: string; status: number }>;
+    backfill: Record<string, { status: string }>;
+    reconcile: Record<string, { totalFound: number }>;
+  };
   assert.deepEqual(s.deadByDestination, { 'acme/cio': 2, 'acme/kommo': 1 });
   assert.deepEqual(s.perMinute['acme/cio'], { ok: 2, retry: 1, failed: 0 });
   assert.equal(s.failuresLastHour['acme/cio'], 1);
-  assert.deepEqual(s.pausedAccounts.map((p: { account: string; status: number }) => [p.account, p.status]), [['acme', 401]]);
-  assert.equal(s.backfill.acme.status, 'running');
-  assert.equal(s.reconcile.acme.totalFound, 3);
+  assert.deepEqual(s.pausedAccounts.map((p) => [p.account, p.status]), [['acme', 401]]);
+  assert.equal(s.backfill.acme?.status, 'running');
+  assert.equal(s.reconcile.acme?.totalFound, 3);
 
   const text = await cli('status');
   assert.equal(text.code, 0, text.err);
