@@ -10,7 +10,7 @@ import type { AccountConfig, DestinationConfig } from '../config/schema.js';
 import { getDestination } from '../destinations/index.js';
 import type { Destination, DestinationContext } from '../destinations/types.js';
 import { KommoCatalog, type FieldEntity } from '../kommo/catalog.js';
-import { createKommoClient, type KommoClient } from '../kommo/client.js';
+import { createKommoClient, type KommoClient, type LeadListFilter } from '../kommo/client.js';
 import { deliverKommoOps } from '../kommo/deliver.js';
 import { getAccountLimiter } from '../kommo/rate-limit.js';
 import { StoreEchoMarks } from '../kommo/echo.js';
@@ -263,6 +263,11 @@ export class AccountRuntime implements AccountRouting {
       results.push(loaded && !(event.kind === 'lead.deleted') ? await enrichLead(event, receivedAt, loaded, { account: { name: this.name, subdomain: this.cfg.kommo.subdomain, currency: this.currency }, catalog: this.catalog, users }) : null);
     }
     return results;
+  }
+
+  /** Backfill: one page of existing leads; refused credentials pause the account like any Kommo work. */
+  backfillPage(filter: LeadListFilter, page: number, withContacts: boolean): Promise<KommoLead[]> {
+    return this.guarded(() => this.client.leadsPage(filter, page, { withContacts }));
   }
 
   /**

@@ -130,7 +130,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
         name: a.name,
         subdomain: a.cfg.kommo.subdomain,
         paused: () => pauses.reason(a.name),
-        listPage: (filter, page, withContacts) => a.client.leadsPage(filter, page, { withContacts }),
+        listPage: (filter, page, withContacts) => a.backfillPage(filter, page, withContacts),
         enrich: (leads) => a.backfillLeads(leads),
         destinations: a.destinations,
         remember: (leads) => a.remember(leads),
