@@ -15,10 +15,11 @@ import pino from 'pino';
 import { parse, stringify } from 'yaml';
 import { startWorld, type World } from '../../src/demo/world.js';
 import type { SimulatedItem } from '../../src/destinations/types.js';
-import { activeBackfill, lastBackfill, type BackfillState } from '../../src/runtime/backfill.js';
+import { activeBackfill, lastBackfill, requestBackfill, type BackfillState } from '../../src/runtime/backfill.js';
 import { startService, type Service } from '../../src/runtime/service.js';
 import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
+import { freshSchema, pgTest } from '../pg.js';
 import { BIN, freePort } from './cli.js';
 import { waitFor } from './wait.js';
 
@@ -211,5 +212,39 @@ it('a service killed with -9 mid-backfill resumes at the next page after a resta
     await new Promise((r) => server.once('close', r));
   } finally {
     await store.close();
+  }
+});
+
+await pgTest('PostgreSQL, two service processes\' worth (two services on one schema): each page is read once, each lead queued once, within one shared budget', async () => {
+  const db = await freshSchema('ks_backfill');
+  const pgWorld = await startWorld({ destinations: ['customerio'], store: db.url, account: 'pgacme' });
+  const services: Service[] = [];
+  try {
+    const k = pgWorld.kommo;
+    const n = 3_000;
+    for (let i = 0; i < n; i++) {
+      const c = k.createContact({ name: `P ${i}`, email: `p${i}@pg.example` });
+      k.createLead({ name: `D ${i}`, contactIds: [c.id] });
+    }
+    for (let i = 0; i < 2; i++) services.push(await startService({ loaded: pgWorld.loaded, log: pino({ level: 'silent' }), intake: i === 0, work: true, port: 0, host: '127.0.0.1', workerId: `w${i}` }));
+    k.resetLog();
+    const store = services[0]!.store;
+    await requestBackfill(store, pgWorld.account, {});
+    await waitFor(async () => (await lastBackfill(store, pgWorld.account))?.status === 'done', 'the backfill done', 120_000);
+    await waitFor(async () => {
+      const s = await store.stats(Date.now());
+      return s.jobs.pending + s.jobs.leased === 0;
+    }, 'delivered', 60_000);
+    const pages = k.requests.filter((r) => r.path === '/api/v4/leads' && /with=contacts/.test(decodeURIComponent(r.query))).map((r) => new URLSearchParams(r.query).get('page'));
+    assert.deepEqual(pages, [...new Set(pages)], 'no page read twice');
+    assert.equal(pages.length, Math.ceil(n / 250) + (n % 250 === 0 ? 1 : 0));
+    const jobs = await store.listJobs({ destination: `${pgWorld.account}/customerio`, limit: 10_000 });
+    assert.equal(new Set(jobs.map((j) => j.orderingKey)).size, n);
+    assert.equal(jobs.length, n, 'one job per lead');
+    assert.ok(k.maxRequestsInWindow(1000) <= 7, `at most 7 requests in a second, saw ${k.maxRequestsInWindow(1000)}`);
+  } finally {
+    for (const s of services) await s.close();
+    await pgWorld.close();
+    await db.dispose();
   }
 });
