@@ -48,7 +48,9 @@ export async function demo(o: DemoOptions): Promise<void> {
   world.subscribe(service.url!);
 
   out('kommo-sync demo: everything below runs on this machine, against simulators of Kommo and each marketing tool.');
-  out(`  service + dashboard  ${service.url}/`);
+  // With KOMMO_SYNC_ADMIN_TOKEN set the dashboard needs a login: a one-time link, never the token.
+  const link = service.loginLink();
+  out(`  service + dashboard  ${link ? `${link}  (one-time login link)` : `${service.url}/`}`);
   out(`  Kommo simulator      ${world.kommoUrl}`);
   for (const [name, v] of world.vendors) out(`  ${name.padEnd(20)} ${v.baseUrl}`);
   out(`  ${o.duration ? `running for ${o.duration} s` : 'press Ctrl-C to stop'}; lines: Kommo/vendor actions, then "->" what kommo-sync delivered\n`);

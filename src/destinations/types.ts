@@ -208,6 +208,11 @@ export interface DestinationSimulator {
   /** Credentials the simulator accepts, as a config block for this destination (secrets included). */
   settingsFor(baseUrl: string): Record<string, unknown>;
   /**
+   * What the vendor holds now about one person (email lower-cased, or id): their fields, in the
+   * vendor's own names; undefined when it does not know them (or deleted them).
+   */
+  fieldsOf(key: string): Readonly<Record<string, unknown>> | undefined;
+  /**
    * Common config keys the demo and integration worlds add to the block, so the vendor has
    * something to do with the simulated pipeline (e.g. `lists` naming the simulator's list ids
    * per stage: "Qualified", "Demo scheduled", "Proposal sent", "Negotiation").

@@ -166,6 +166,18 @@ export class KommoClient {
     return out;
   }
 
+  /**
+   * Leads whose name (or any field) contains `text`: Kommo's fuzzy `query` search, one page of at
+   * most `limit` (the dashboard's "find a lead by name"; one request of the account's budget).
+   */
+  async searchLeads(text: string, opts: { limit?: number; signal?: AbortSignal } = {}): Promise<KommoLead[]> {
+    const wanted = text.trim();
+    if (!wanted) return [];
+    const limit = Math.max(1, Math.min(MAX_PAGE, opts.limit ?? 20));
+    for await (const page of this.http.pages('/api/v4/leads', [['query', wanted], ['limit', limit]], 'leads', leadSchema, opts.signal)) return page.slice(0, limit);
+    return [];
+  }
+
   async getPipelines(opts: { signal?: AbortSignal } = {}): Promise<KommoPipeline[]> {
     const out: KommoPipeline[] = [];
     for await (const page of this.http.pages('/api/v4/leads/pipelines', [], 'pipelines', pipelineSchema, opts.signal)) out.push(...page);

@@ -59,6 +59,19 @@ describe('SlidingWindowLimiter', () => {
     assert.equal(limiter.waiting, 0);
   });
 
+  it('usage() counts the slots of the current window and the queue, read-only', async () => {
+    let t = 0;
+    const limiter = new SlidingWindowLimiter(2, 1000, () => t);
+    assert.deepEqual(limiter.usage(), { inUse: 0, limit: 2, waiting: 0 });
+    const r1 = await limiter.acquire();
+    (await limiter.acquire())();
+    assert.deepEqual(limiter.usage(), { inUse: 2, limit: 2, waiting: 0 });
+    t = 1001;
+    assert.deepEqual(limiter.usage(), { inUse: 1, limit: 2, waiting: 0 }, 'the released slot left the window; the held one still counts');
+    r1();
+    assert.deepEqual(limiter.usage(), { inUse: 1, limit: 2, waiting: 0 }, 'released now: counts for one more window');
+  });
+
   it('getAccountLimiter returns one limiter per account', () => {
     resetAccountLimiters();
     const a = getAccountLimiter('acct-a', 7);

@@ -18,21 +18,29 @@ export type Release = () => void;
 export interface RateLimiter {
   /** Resolves when the caller may send one request; rejects with `signal.reason` if aborted first. */
   acquire(signal?: AbortSignal): Promise<Release>;
+  /** This process's view of the budget right now (the dashboard shows it). */
+  usage(): LimiterUsage;
+}
+
+export interface LimiterUsage {
+  inUse: number;
+  limit: number;
+  /** Callers queued for a slot. */
+  waiting: number;
 }
 
 /**
- * Our promise is "Kommo never sees more than N requests in any 1000 ms". The in-process limiter
- * measures from the response, which can only come after Kommo saw the request, so it needs only a
- * small margin for timer granularity. The store-backed one can only measure from the grant: the
- * promise then holds while a request reaches Kommo within (margin) ms of its grant, so the margin
- * covers event-loop stalls, waits for the store's bucket lock, the network and clock skew between
- * machines (keep them NTP-synced). 300 ms brings the shared budget to about 5.4 requests/s
- * for 7, the 5-6 rps Kommo's own guidance recommends (vendor-apis/kommo.md 2.3); measured with 3
- * worker processes in test/integration/scale-out.test.ts (100 ms let 8 through in one second).
+ * Our promise is "Kommo never sees more than N requests in any 1000 ms". Both limiters measure the
+ * window from the response, which can only come after Kommo saw the request, so they need only a
+ * small margin: for timer granularity (in process), and across processes for clock skew between
+ * machines (keep them NTP-synced). The store-backed one records a send in flight at a placeholder
+ * time in the future (it counts until it is released), then at its answer.
  */
 export const WINDOW_MS = 1000;
 export const LOCAL_MARGIN_MS = 50;
-export const STORE_MARGIN_MS = 300;
+export const STORE_MARGIN_MS = 100;
+/** A send in flight counts until released, at most this long (a process that died mid-request). */
+const STORE_HOLD_MS = 20_000;
 /** A permit never released (a caller bug) stops counting after this long. */
 const MAX_HOLD_MS = 120_000;
 
@@ -102,6 +110,12 @@ export class SlidingWindowLimiter implements RateLimiter {
     return this.queue.length;
   }
 
+  /** Read-only: slots used in the current window (in flight or finished < window ago), and the queue. */
+  usage(): LimiterUsage {
+    const now = this.now();
+    return { inUse: this.slots.filter((s) => s.freeAt > now).length, limit: this.limit, waiting: this.queue.length };
+  }
+
   private tryGrant(): Release | null {
     const now = this.now();
     for (let i = this.slots.length - 1; i >= 0; i--) if (this.slots[i]!.freeAt <= now) this.slots.splice(i, 1);
@@ -152,7 +166,7 @@ export class StoreRateLimiter implements RateLimiter {
   private readonly local: SlidingWindowLimiter;
 
   constructor(
-    private readonly store: Pick<Store, 'reserveRate'>,
+    private readonly store: Pick<Store, 'reserveRate' | 'releaseRate'>,
     readonly bucket: string,
     readonly limit: number,
     readonly windowMs: number = WINDOW_MS + STORE_MARGIN_MS,
@@ -160,15 +174,29 @@ export class StoreRateLimiter implements RateLimiter {
     this.local = new SlidingWindowLimiter(limit);
   }
 
+  /** This process's share: the store holds the other processes' sends. */
+  usage(): LimiterUsage {
+    return this.local.usage();
+  }
+
   async acquire(signal?: AbortSignal): Promise<Release> {
     const release = await this.local.acquire(signal);
     try {
       for (;;) {
         signal?.throwIfAborted();
-        const waitMs = await this.store.reserveRate(this.bucket, this.limit, this.windowMs, Date.now());
-        if (waitMs <= 0) return release;
-        // A little jitter so processes told the same wait do not all retry in lockstep.
-        await sleep(waitMs + Math.floor(Math.random() * 10), signal);
+        // A unique placeholder in the future: the send counts while in flight, and is found again
+        // at release to be moved to its answer's time.
+        const heldAt = Date.now() + STORE_HOLD_MS + Math.floor(Math.random() * 1000);
+        const waitMs = await this.store.reserveRate(this.bucket, this.limit, this.windowMs, Date.now(), heldAt);
+        if (waitMs <= 0) {
+          return () => {
+            release();
+            this.store.releaseRate(this.bucket, heldAt, Date.now()).catch(() => undefined);
+          };
+        }
+        // A slot held by a send in flight frees at its answer, not at its placeholder: look again
+        // soon. A little jitter so processes told the same wait do not retry in lockstep.
+        await sleep(Math.min(waitMs, 50) + Math.floor(Math.random() * 10), signal);
       }
     } catch (err) {
       release();
@@ -205,7 +233,7 @@ const accountLimiters = new Map<string, RateLimiter>();
 export function getAccountLimiter(
   account: string,
   perSecond: number,
-  store?: Pick<Store, 'reserveRate'>,
+  store?: Pick<Store, 'reserveRate' | 'releaseRate'>,
   shared = false,
 ): RateLimiter {
   let limiter = accountLimiters.get(account);
@@ -216,6 +244,11 @@ export function getAccountLimiter(
     accountLimiters.set(account, limiter);
   }
   return limiter;
+}
+
+/** Read-only: the usage of the limiter registered under `key` in this process, if any. */
+export function limiterUsage(key: string): LimiterUsage | null {
+  return accountLimiters.get(key)?.usage() ?? null;
 }
 
 /** Tests only: forget every account limiter. */

@@ -124,4 +124,20 @@ describe('Router', () => {
     assert.equal(stats.inboxPending, 0);
     assert.equal(stats.inboxFailed, 1);
   });
+
+  it('records what it learned: the lead of an echo, why a gone lead or an unknown email produced nothing', async () => {
+    const now = Date.now();
+    calls.echoes.add(7);
+    const open = { type: 'engagement', kind: 'email.opened', email: 'who@x.io', occurredAt: now, vendorEventId: 'v1', source: 'cio' };
+    await store.insertInbox([stageChange(7, now), stageChange(8, now), { account: 'acme', source: 'cio', kind: 'email.opened', dedupKey: 'v1', payload: open, receivedAt: now }]);
+    await router({ pageSize: 0 }).routeOnce();
+    const rows = await store.listInbox({});
+    const by = (kind: string, lead: number | null) => rows.find((r) => r.kind === kind && r.leadId === lead);
+    assert.equal(by('lead.stage_changed', 7)?.note, null, 'an echo is no failure');
+    assert.match(by('lead.stage_changed', 8)?.note ?? '', /lead 8 no longer exists in Kommo/);
+    const unmatched = rows.find((r) => r.kind === 'email.opened')!;
+    assert.equal(unmatched.email, 'who@x.io');
+    assert.match(unmatched.note ?? '', /no Kommo lead has this email/);
+    assert.deepEqual((await store.listInbox({ unrouted: true })).map((r) => r.id).sort(), [by('lead.stage_changed', 8)!.id, unmatched.id].sort());
+  });
 });

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.js';
-import type { InboxEvent, NewJob, Store } from '../store/store.js';
+import type { InboxEvent, InboxFacts, NewJob, Store } from '../store/store.js';
 import type { SyncOp } from '../destinations/types.js';
 import type { KommoOp } from '../model/index.js';
 import type { EnrichedLead } from '../model/index.js';
@@ -78,6 +78,12 @@ export interface RouterOptions {
    * what it queues is ordered with routed events. Returns how much it did; 0 lets the router idle.
    */
   idle?: () => Promise<number>;
+  /**
+   * Several processes route from one store (PostgreSQL): the linger is kept in the store, so the
+   * routers taking turns still route bursts in big batches instead of each claiming a small one
+   * right after another's.
+   */
+  sharedLinger?: boolean;
 }
 
 /**
@@ -89,6 +95,9 @@ export class AccountPausedError extends Error {
     super(message);
   }
 }
+
+/** When some router last routed a partial batch (sharedLinger). */
+const ROUTED_AT_KEY = 'router:partial-batch-at';
 
 /** Inbox events claimed per store call; a batch is claimed in several of these. */
 const CLAIM_CHUNK = 100;
@@ -155,6 +164,18 @@ export class Router {
     const { store, log } = this.o;
     const rows = await this.claim();
     if (rows.length === 0) return { claimed: 0, idle: this.o.idle ? await this.idleWork(this.o.idle) : 0 };
+    if (this.o.sharedLinger && rows.length < this.o.batch && this.o.lingerMs > 0) {
+      const now = Date.now();
+      const last = Number(await store.kvGet(ROUTED_AT_KEY));
+      const oldest = Math.max(...rows.map((r) => now - r.receivedAt));
+      // Another process routed a moment ago and these events are all fresh: let them gather.
+      if (Number.isFinite(last) && now - last < this.o.lingerMs && oldest < this.o.lingerMs) {
+        // Live events wait to gather: no idle work (backfill) meanwhile.
+        await store.releaseInbox(rows.map((r) => r.id));
+        return { claimed: 0, idle: 0 };
+      }
+      await store.kvSet(ROUTED_AT_KEY, String(now));
+    }
     const byAccount = new Map<string, InboxEvent[]>();
     for (const r of rows) {
       if (typeof r.payload !== 'object' || r.payload === null) {
@@ -169,19 +190,27 @@ export class Router {
 
     const routed: number[] = [];
     const jobs: NewJob[] = [];
-    for (const [accountName, events] of byAccount) {
+    // What routing learned per event (lead, email, why nothing came of it): the dashboard's search.
+    const facts: InboxFacts[] = [];
+    // Accounts are routed side by side: each waits only on its own Kommo budget, so one account's
+    // burst does not hold another's events back. Within an account, events keep their order.
+    await Promise.all([...byAccount].map(async ([accountName, events]) => {
       const account = this.o.accounts.get(accountName);
       if (!account) {
         for (const e of events) await store.failInbox(e.id, `account "${accountName}" is no longer in the configuration`);
-        continue;
+        return;
       }
       const crm = events.filter((e) => (e.payload as InboundEvent).type === 'crm');
       const engagement = events.filter((e) => (e.payload as InboundEvent).type === 'engagement');
-      await this.routeCrm(account, crm, routed, jobs);
-      await this.routeEngagement(account, engagement, routed, jobs);
-    }
+      const own = { routed: [] as number[], jobs: [] as NewJob[], facts: [] as InboxFacts[] };
+      await this.routeCrm(account, crm, own.routed, own.jobs, own.facts);
+      await this.routeEngagement(account, engagement, own.routed, own.jobs, own.facts);
+      routed.push(...own.routed);
+      jobs.push(...own.jobs);
+      facts.push(...own.facts);
+    }));
     if (routed.length) {
-      await store.routeInbox(routed, jobs);
+      await store.routeInbox(routed, jobs, facts);
       if (jobs.length) this.o.onJobs?.();
       log.debug({ events: routed.length, jobs: jobs.length }, 'routed');
     }
@@ -206,15 +235,20 @@ export class Router {
    */
   private async claim(): Promise<InboxEvent[]> {
     const rows: InboxEvent[] = [];
+    // Fair across accounts when there are several: each chunk takes at most half a chunk per
+    // account, so one account's backlog cannot fill the claim while another's events wait behind
+    // it; a short chunk then does not mean the inbox is empty, only an empty one does.
+    const fair = this.o.accounts.size > 1;
     while (rows.length < this.o.batch) {
       const want = Math.min(CLAIM_CHUNK, this.o.batch - rows.length);
-      const chunk = await this.o.store.claimInbox(want, this.o.leaseMs, Date.now(), this.o.pausedAccounts?.() ?? []);
+      const chunk = await this.o.store.claimInbox(want, this.o.leaseMs, Date.now(), this.o.pausedAccounts?.() ?? [], fair ? Math.max(1, Math.ceil(want / 2)) : undefined);
       for (const r of chunk) rows.push(r);
-      if (chunk.length < want) break;
+      if (fair ? chunk.length === 0 : chunk.length < want) break;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     return this.alignToPages(rows);
   }
+
 
   /** Whole pages only, when the rest is young enough to wait one more round (see `pageSize`). */
   private async alignToPages(rows: InboxEvent[]): Promise<InboxEvent[]> {
@@ -228,13 +262,18 @@ export class Router {
     return rows.slice(0, keep);
   }
 
-  private async routeCrm(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
+  private async routeCrm(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[], facts: InboxFacts[]): Promise<void> {
     const live: InboxEvent[] = [];
     const echoes = rows.length ? await account.echoes(rows.map((r) => r.payload as CrmEvent)) : [];
+    const leadOf = (row: InboxEvent) => {
+      const ev = row.payload as CrmEvent;
+      return ev.entityType === 'lead' ? ev.entityId : null;
+    };
     rows.forEach((row, i) => {
       if (echoes[i]) {
         this.o.metrics?.echoesDropped.inc({ account: account.name });
         routed.push(row.id);
+        facts.push({ id: row.id, leadId: leadOf(row) });
       } else live.push(row);
     });
     if (!live.length) return;
@@ -253,12 +292,17 @@ export class Router {
       if (!e) {
         routed.push(row.id);
         gone.push((row.payload as CrmEvent).entityId);
+        const ev = row.payload as CrmEvent;
+        facts.push({ id: row.id, leadId: leadOf(row), note: ev.kind === 'lead.deleted' ? null : `${ev.entityType} ${ev.entityId} no longer exists in Kommo (or has no lead)` });
         continue;
       }
       try {
-        jobs.push(...(await this.crmJobs(account, row, e)));
+        const skipped: string[] = [];
+        const made = await this.crmJobs(account, row, e, skipped);
+        jobs.push(...made);
         routed.push(row.id);
         seen.push(e);
+        facts.push({ id: row.id, leadId: e.lead.id, email: e.contact?.email || null, note: made.length === 0 && skipped.length ? skipped.join('; ') : null });
       } catch (err) {
         await this.permanentFailure(row, err);
       }
@@ -268,13 +312,16 @@ export class Router {
     await account.remember(seen);
   }
 
-  private async crmJobs(account: AccountRouting, row: InboxEvent, e: EnrichedLead): Promise<NewJob[]> {
+  private async crmJobs(account: AccountRouting, row: InboxEvent, e: EnrichedLead, skipped: string[] = []): Promise<NewJob[]> {
     const jobs: NewJob[] = [];
     const orderingKey = `lead:${e.lead.id}`;
     const sentTo: string[] = [];
     for (const d of account.destinations) {
       const plan = await d.plan(e, row.dedupKey);
-      if (plan.skipped) this.o.log.debug({ destination: d.name, lead: e.lead.id, reason: plan.skipped }, 'not synced');
+      if (plan.skipped) {
+        this.o.log.debug({ destination: d.name, lead: e.lead.id, reason: plan.skipped }, 'not synced');
+        skipped.push(`${d.name}: ${plan.skipped}`);
+      }
       if (!plan.ops.length) continue;
       sentTo.push(d.name);
       jobs.push(syncJob(account.name, d.name, orderingKey, e.contact?.email || `lead ${e.lead.id}`, plan.ops, row.id));
@@ -284,7 +331,7 @@ export class Router {
     return jobs;
   }
 
-  private async routeEngagement(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[]): Promise<void> {
+  private async routeEngagement(account: AccountRouting, rows: InboxEvent[], routed: number[], jobs: NewJob[], facts: InboxFacts[]): Promise<void> {
     const failed: Array<[InboxEvent, unknown]> = [];
     if (!rows.length) return;
     let all: Array<EngagementRouting | { error: unknown }>;
@@ -302,9 +349,11 @@ export class Router {
         return;
       }
       routed.push(row.id);
-      if (planned.leadId === null && ev.kind !== 'vendor.other') {
+      const unmatched = planned.leadId === null && ev.kind !== 'vendor.other';
+      if (unmatched) {
         this.o.log.info({ account: account.name, source: ev.source, kind: ev.kind }, 'no Kommo lead matches this email; engagement not recorded in Kommo');
       }
+      facts.push({ id: row.id, leadId: planned.leadId, email: ev.email, note: unmatched ? 'no Kommo lead has this email; not recorded in Kommo' : null });
       // The person's other jobs share the key, so a suppress runs after anything queued before it.
       const orderingKey = planned.leadId === null ? `email:${ev.email}` : `lead:${planned.leadId}`;
       // One job per Kommo write: notes and tasks are not idempotent, so a retry of one write (say the

@@ -23,6 +23,8 @@ import { destinationKey } from '../queue/jobs.js';
 import { getAccountBreaker } from '../kommo/rate-limit.js';
 import { boundHeapGrowth } from './heap.js';
 import { MAX_PAGE } from '../kommo/client.js';
+import type { AdminAuth } from '../http/admin-auth.js';
+import { dashboardOptions } from './dashboard.js';
 
 export interface ServiceOptions {
   loaded: LoadedConfig;
@@ -48,6 +50,8 @@ export interface Service {
   app: FastifyInstance | null;
   /** Base URL when serving HTTP. */
   url: string | null;
+  /** A one-time dashboard login link (when the dashboard needs the admin token), else null. */
+  loginLink(): string | null;
   router: Router | null;
   worker: Worker | null;
   sweeper: Sweeper | null;
@@ -150,6 +154,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       pausedAccounts: () => pauses.names(),
       // Existing leads (`kommo-sync backfill`) are read only when no live event waits.
       idle: () => backfiller.step(),
+      sharedLinger: store.kind === 'postgres',
     });
     const rt = router;
     sweeper = new Sweeper({
@@ -163,6 +168,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
 
   let app: FastifyInstance | null = null;
   let url: string | null = null;
+  let loginLink = (): string | null => null;
   if (o.intake) {
     const host = o.host ?? config.server.host;
     const adminToken = process.env.KOMMO_SYNC_ADMIN_TOKEN ?? config.server.adminToken;
@@ -171,6 +177,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       o.log.info('dashboard and /api/* are disabled: set KOMMO_SYNC_ADMIN_TOKEN (or server.adminToken) to enable them');
     }
     const r = router;
+    let dashboardAuth: AdminAuth | null = null;
     app = await buildApp({
       log: o.log,
       store,
@@ -180,11 +187,12 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       intake: { store, metrics, accounts: intakeAccounts(o.loaded), ...(r ? { onStored: () => r.wake() } : {}) },
       degraded: () => pauses.list().map((p) => ({ account: p.account, reason: pauses.reason(p.account)!, since: p.since })),
       ...(adminToken || (loopback && o.openDashboard)
-        ? { admin: adminRoutes({ store, ...(adminToken ? { token: adminToken } : {}), destinations: [...accounts.values()].flatMap((a) => [...a.active.map((d) => ({ key: `${a.name}/${d.cfg.name}`, type: d.cfg.type })), { key: `${a.name}/kommo`, type: 'kommo' }]) }) }
+        ? { admin: adminRoutes({ store, ...(adminToken ? { token: adminToken } : {}), ...dashboardOptions({ loaded: o.loaded, store, accounts, pauses, worker }), onAuth: (auth) => (dashboardAuth = auth) }) }
         : {}),
     });
     const address = await app.listen({ port: o.port ?? config.server.port, host });
     url = address.replace('[::1]', 'localhost');
+    loginLink = () => (dashboardAuth && !dashboardAuth.open ? `${url}/login/link/${dashboardAuth.issueCode()}` : null);
   }
   router?.start();
   worker?.start();
@@ -208,6 +216,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
     accounts,
     app,
     url,
+    loginLink: () => loginLink(),
     router,
     worker,
     sweeper,

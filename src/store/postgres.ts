@@ -11,13 +11,19 @@ import pg from 'pg';
 import { StoreUnavailableError, errorCode, errorMessage, isStoreUnavailable } from './errors.js';
 import { postgresMigrations } from './migrations/postgres.js';
 import { GroupCommit } from './group-commit.js';
-import { clampLimit, NamedMutex, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
+import { clampLimit, INBOX_SUMMARY_COLUMNS, MAX_IDS, NamedMutex, requeueTarget, toDelivery, toInboxEvent, toInboxSummary, toJob, toJson, type DeliveryDbRow, type InboxRow, type InboxSummaryRow, type JobRow, type QueuedInsert } from './rows.js';
 import { normalizeEmail } from '../model/index.js';
 import type {
   ClaimOptions,
+  DeliveryBucket,
   DeliveryRecord,
   DeliveryRow,
+  InboxBucket,
+  InboxDetail,
   InboxEvent,
+  InboxFacts,
+  InboxFilter,
+  InboxSummary,
   InsertResult,
   Job,
   JobFilter,
@@ -107,7 +113,7 @@ function mapPgError(err: unknown): unknown {
 // ---------- rows (type aliases: pg wants an index-signature-compatible row type) ----------
 
 const JOB_COLUMNS =
-  'id, account, destination, type, ordering_key, payload, run_after, inbox_id, state, attempts, created_at, lease_until, leased_by, last_error';
+  'id, account, destination, type, ordering_key, payload, run_after, inbox_id, state, attempts, created_at, lease_until, leased_by, last_error, discard_reason';
 
 /** Collects `$n` placeholders and their values for queries whose shape depends on filters. */
 class SqlParams {
@@ -335,8 +341,26 @@ class PostgresStore implements Store {
     return results;
   }
 
-  async claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = []): Promise<InboxEvent[]> {
+  async claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = [], perAccount?: number): Promise<InboxEvent[]> {
     if (limit <= 0) return [];
+    if (perAccount !== undefined) {
+      // Fair claims rank per account (a window function, which FOR UPDATE cannot take): routers
+      // claim under their store-wide lock, and the UPDATE re-checks each row's lease.
+      const { rows } = await this.query<InboxRow>(
+        `WITH cand AS (SELECT id, account FROM ks_inbox
+                       WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $2)
+                         AND NOT (account = ANY($4::text[]))
+                       ORDER BY id LIMIT $6),
+              picked AS (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY account ORDER BY id) AS rn FROM cand) r
+                         WHERE rn <= $5 ORDER BY id LIMIT $1),
+              claimed AS (UPDATE ks_inbox i SET lease_until = $3, attempts = i.attempts + 1
+                          FROM picked WHERE i.id = picked.id AND i.state = 'pending' AND (i.lease_until IS NULL OR i.lease_until < $2)
+                          RETURNING i.id, i.account, i.source, i.kind, i.dedup_key, i.received_at, i.state, i.attempts)
+         SELECT claimed.*, p.payload FROM claimed JOIN ks_inbox_payloads p ON p.inbox_id = claimed.id`,
+        [limit, now, now + leaseMs, excludeAccounts, perAccount, 50_000],
+      );
+      return rows.sort((a, b) => a.id - b.id).map(toInboxEvent);
+    }
     // SKIP LOCKED: a row another router is claiming right now is left to it; the lease keeps it
     // off everyone else's claims after that commit.
     const { rows } = await this.query<InboxRow>(
@@ -402,14 +426,17 @@ class PostgresStore implements Store {
     );
   }
 
-  async routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void> {
+  async routeInbox(inboxIds: number[], jobs: NewJob[], facts: InboxFacts[] = []): Promise<void> {
     await this.tx(async (c) => {
       // `failed` rows may be routed too (a replay); `routed` ones are not routed twice. If another
       // router routed an event after our lease expired, the jobs we built from it are dropped.
+      // Facts ride along in the same statement (a LEFT JOIN: events without facts keep NULLs).
+      const known = new Map(facts.map((f) => [f.id, f]));
       const { rows } = await c.query<{ id: number }>(
-        `UPDATE ks_inbox SET state = 'routed', lease_until = NULL
-         WHERE id = ANY($1::bigint[]) AND state <> 'routed' RETURNING id`,
-        [inboxIds],
+        `UPDATE ks_inbox i SET state = 'routed', lease_until = NULL, lead_id = f.lead_id, email = f.email, note = f.note
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS f(id, lead_id, email, note)
+         WHERE i.id = f.id AND i.state <> 'routed' RETURNING i.id`,
+        [inboxIds, inboxIds.map((id) => known.get(id)?.leadId ?? null), inboxIds.map((id) => known.get(id)?.email ?? null), inboxIds.map((id) => known.get(id)?.note ?? null)],
       );
       const routedNow = new Set(rows.map((r) => r.id));
       const lost = new Set(inboxIds.filter((id) => !routedNow.has(id)));
@@ -437,6 +464,59 @@ class PostgresStore implements Store {
   async requeueInbox(): Promise<number> {
     const r = await this.query(`UPDATE ks_inbox SET state = 'pending', attempts = 0, lease_until = NULL WHERE state = 'failed'`);
     return r.rowCount ?? 0;
+  }
+
+  async requeueInboxIds(ids: number[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const r = await this.query(
+      `UPDATE ks_inbox SET state = 'pending', attempts = 0, lease_until = NULL, note = NULL
+       WHERE id = ANY($1::bigint[]) AND (state = 'failed' OR (state = 'routed' AND note IS NOT NULL))`,
+      [ids.slice(0, MAX_IDS)],
+    );
+    return r.rowCount ?? 0;
+  }
+
+  async listInbox(filter: InboxFilter): Promise<InboxSummary[]> {
+    const p = new SqlParams();
+    const conds: string[] = [];
+    const eq = (col: string, v: string | number | undefined) => {
+      if (v !== undefined) conds.push(`i.${col} = ${p.add(v)}`);
+    };
+    eq('account', filter.account);
+    eq('source', filter.source);
+    eq('kind', filter.kind);
+    eq('state', filter.state);
+    eq('email', filter.email);
+    eq('lead_id', filter.leadId);
+    if (filter.unrouted) {
+      // Two small partial indexes (failed rows, noted rows) instead of a scan of the log.
+      conds.push(`i.id IN (SELECT id FROM ks_inbox WHERE state = 'failed' UNION ALL SELECT id FROM ks_inbox WHERE note IS NOT NULL)`);
+    }
+    if (filter.jobState !== undefined) {
+      const dest = filter.destination !== undefined ? ` AND destination = ${p.add(filter.destination)}` : '';
+      conds.push(`i.id IN (SELECT inbox_id FROM ks_jobs WHERE state = ${p.add(filter.jobState)}${dest} AND inbox_id IS NOT NULL)`);
+    } else if (filter.destination !== undefined) {
+      conds.push(`EXISTS (SELECT 1 FROM ks_jobs j WHERE j.inbox_id = i.id AND j.destination = ${p.add(filter.destination)})`);
+    }
+    if (filter.before !== undefined) conds.push(`i.id < ${p.add(filter.before)}`);
+    const where = conds.length ? `WHERE ${conds.join(' AND ')}` : '';
+    const cols = INBOX_SUMMARY_COLUMNS.split(', ').map((c) => `i.${c}`).join(', ');
+    const { rows } = await this.query<InboxSummaryRow>(
+      `SELECT ${cols} FROM ks_inbox i ${where} ORDER BY i.id DESC LIMIT ${p.add(clampLimit(filter.limit))}`,
+      p.values,
+    );
+    return rows.map(toInboxSummary);
+  }
+
+  async getInbox(id: number): Promise<InboxDetail | null> {
+    const cols = INBOX_SUMMARY_COLUMNS.split(', ').map((c) => `i.${c}`).join(', ');
+    const { rows } = await this.query<InboxSummaryRow & { dedup_key: string; payload: string }>(
+      `SELECT ${cols}, i.dedup_key, COALESCE(p.payload, 'null') AS payload
+       FROM ks_inbox i LEFT JOIN ks_inbox_payloads p ON p.inbox_id = i.id WHERE i.id = $1`,
+      [id],
+    );
+    const row = rows[0];
+    return row ? { ...toInboxSummary(row), dedupKey: row.dedup_key, payload: JSON.parse(row.payload) as unknown } : null;
   }
 
   // ---------- jobs ----------
@@ -670,6 +750,32 @@ class PostgresStore implements Store {
     return rows.map((r) => r.dest);
   }
 
+  async jobsByInbox(inboxIds: number[]): Promise<Job[]> {
+    if (inboxIds.length === 0) return [];
+    const { rows } = await this.query<JobRow>(
+      `SELECT ${JOB_COLUMNS} FROM ks_jobs WHERE inbox_id = ANY($1::bigint[]) ORDER BY id`,
+      [inboxIds.slice(0, MAX_IDS)],
+    );
+    return rows.map(toJob);
+  }
+
+  async discardJobs(ids: number[], reason: string): Promise<number> {
+    if (ids.length === 0) return 0;
+    // Dead jobs are no key's head and in no active set: no key lock, no head maintenance.
+    const r = await this.query(
+      `UPDATE ks_jobs SET state = 'done', discard_reason = $1, finished_at = $2 WHERE state = 'dead' AND id = ANY($3::bigint[])`,
+      [reason, Date.now(), ids],
+    );
+    return r.rowCount ?? 0;
+  }
+
+  async oldestPendingByDestination(): Promise<Record<string, number>> {
+    const { rows } = await this.query<{ destination: string; at: number }>(
+      `SELECT destination, MIN(created_at) AS at FROM ks_jobs WHERE state IN ('pending', 'leased') GROUP BY destination`,
+    );
+    return Object.fromEntries(rows.map((r) => [r.destination, r.at]));
+  }
+
   // ---------- delivery log ----------
 
   async logDeliveries(records: DeliveryRecord[]): Promise<void> {
@@ -705,6 +811,50 @@ class PostgresStore implements Store {
       p.values,
     );
     return rows.map(toDelivery);
+  }
+
+  async deliveriesByJobs(jobIds: number[]): Promise<DeliveryRow[]> {
+    if (jobIds.length === 0) return [];
+    const { rows } = await this.query<DeliveryDbRow>('SELECT * FROM ks_deliveries WHERE job_id = ANY($1::bigint[]) ORDER BY id', [jobIds.slice(0, MAX_IDS)]);
+    return rows.map(toDelivery);
+  }
+
+  async deliveryBuckets(since: number, bucketMs: number): Promise<DeliveryBucket[]> {
+    const { rows } = await this.query<{ destination: string; b: number; status: DeliveryRecord['status']; n: number }>(
+      `SELECT destination, (at / $2::bigint) * $2::bigint AS b, status, COUNT(*) AS n
+       FROM ks_deliveries WHERE at >= $1 GROUP BY destination, b, status`,
+      [since, Math.max(1, Math.floor(bucketMs))],
+    );
+    return rows.map((r) => ({ destination: r.destination, at: r.b, status: r.status, n: r.n }));
+  }
+
+  async recentLatencies(destination: string, since: number, limit: number): Promise<number[]> {
+    // The first id of the window bounds the (destination, id) range scan.
+    const { rows } = await this.query<{ latency_ms: number }>(
+      `SELECT latency_ms FROM ks_deliveries
+       WHERE destination = $1 AND id >= (SELECT id FROM ks_deliveries WHERE at >= $2 ORDER BY at LIMIT 1) AND at >= $2
+       ORDER BY id DESC LIMIT $3`,
+      [destination, since, clampLimit(limit)],
+    );
+    return rows.map((r) => r.latency_ms);
+  }
+
+  async inboxBuckets(since: number, bucketMs: number): Promise<InboxBucket[]> {
+    // Routed rows through their received_at index; the few pending and failed ones through theirs.
+    const { rows } = await this.query<{ account: string; source: string; b: number; n: number }>(
+      `SELECT account, source, b, SUM(n)::bigint AS n FROM (
+         SELECT account, source, (received_at / $2::bigint) * $2::bigint AS b, COUNT(*) AS n FROM ks_inbox
+         WHERE state = 'routed' AND received_at >= $1 GROUP BY 1, 2, 3
+         UNION ALL
+         SELECT account, source, (received_at / $2::bigint) * $2::bigint, COUNT(*) FROM ks_inbox
+         WHERE state = 'pending' AND received_at >= $1 GROUP BY 1, 2, 3
+         UNION ALL
+         SELECT account, source, (received_at / $2::bigint) * $2::bigint, COUNT(*) FROM ks_inbox
+         WHERE state = 'failed' AND received_at >= $1 GROUP BY 1, 2, 3) t
+       GROUP BY account, source, b`,
+      [since, Math.max(1, Math.floor(bucketMs))],
+    );
+    return rows.map((r) => ({ account: r.account, source: r.source, at: r.b, n: r.n }));
   }
 
   // ---------- counters, marks ----------
@@ -795,7 +945,14 @@ class PostgresStore implements Store {
     });
   }
 
-  async reserveRate(bucket: string, limit: number, windowMs: number, now: number): Promise<number> {
+  async releaseRate(bucket: string, heldAt: number, at: number): Promise<void> {
+    await this.query(
+      'UPDATE ks_rate SET at = $3 WHERE ctid = (SELECT ctid FROM ks_rate WHERE bucket = $1 AND at = $2 LIMIT 1)',
+      [bucket, heldAt, at],
+    );
+  }
+
+  async reserveRate(bucket: string, limit: number, windowMs: number, now: number, recordAt = now): Promise<number> {
     return this.tx(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS.rate, `${this.lockScope}:${bucket}`]);
       // One statement under the bucket lock: trim, count, record when there is room, and otherwise
@@ -810,7 +967,7 @@ class PostgresStore implements Store {
                                     FROM ks_rate WHERE bucket = $1 AND at > $2) w
                   WHERE w.rn = cnt.n - $3 + 1) END AS nth
          FROM cnt`,
-        [bucket, now - windowMs, limit, now],
+        [bucket, now - windowMs, limit, recordAt],
       );
       const row = rows[0];
       if (!row || row.n < limit) return 0;

@@ -2,7 +2,7 @@
  * What both stores share: row shapes and their conversion to the Store types, list limits, the
  * in-process named mutex, the requeue rule. Driver-free, so neither store loads the other's driver.
  */
-import type { DeliveryRecord, DeliveryRow, InboxEvent, InsertResult, Job, JobFilter, JobState } from './store.js';
+import type { DeliveryRecord, DeliveryRow, InboxEvent, InboxSummary, InsertResult, Job, JobFilter, JobState } from './store.js';
 
 const DEFAULT_LIST_LIMIT = 100;
 const MAX_LIST_LIMIT = 10_000;
@@ -33,6 +33,21 @@ export interface JobRow {
   created_at: number;
   lease_until: number | null;
   leased_by: string | null;
+  last_error: string | null;
+  discard_reason?: string | null;
+}
+
+export interface InboxSummaryRow {
+  id: number;
+  account: string;
+  source: string;
+  kind: string;
+  received_at: number;
+  state: InboxEvent['state'];
+  attempts: number;
+  lead_id: number | null;
+  email: string | null;
+  note: string | null;
   last_error: string | null;
 }
 
@@ -80,7 +95,35 @@ export function toJob(r: JobRow): Job {
     leaseUntil: r.lease_until,
     leasedBy: r.leased_by,
     lastError: r.last_error,
+    ...(r.discard_reason ? { discardReason: r.discard_reason } : {}),
   };
+}
+
+export function toInboxSummary(r: InboxSummaryRow): InboxSummary {
+  return {
+    id: r.id,
+    account: r.account,
+    source: r.source,
+    kind: r.kind,
+    receivedAt: r.received_at,
+    state: r.state,
+    attempts: r.attempts,
+    leadId: r.lead_id,
+    email: r.email,
+    note: r.note,
+    lastError: r.last_error,
+  };
+}
+
+/** Inbox columns of an InboxSummaryRow (without the payload). */
+export const INBOX_SUMMARY_COLUMNS = 'id, account, source, kind, received_at, state, attempts, lead_id, email, note, last_error';
+
+/** Up to this many ids per `IN` list of the by-id lookups (the dashboard asks for one page). */
+export const MAX_IDS = 1_000;
+
+/** Rows of a bucketed count with a known bucket size: the bucket's start. */
+export function bucketStart(at: number, bucketMs: number): number {
+  return Math.floor(at / bucketMs) * bucketMs;
 }
 
 export function toDelivery(r: DeliveryDbRow): DeliveryRow {

@@ -17,13 +17,19 @@ import { sqliteMigrations } from './migrations/sqlite.js';
 import { GROUP_COMMIT_MAX_EVENTS, GroupCommit } from './group-commit.js';
 import { WalSync, type WalFiles } from './wal-sync.js';
 import { Checkpointer } from './checkpointer.js';
-import { clampLimit, NamedMutex, requeueTarget, toDelivery, toInboxEvent, toJob, toJson, type DeliveryDbRow, type InboxRow, type JobRow, type QueuedInsert } from './rows.js';
+import { bucketStart, clampLimit, INBOX_SUMMARY_COLUMNS, MAX_IDS, NamedMutex, requeueTarget, toDelivery, toInboxEvent, toInboxSummary, toJob, toJson, type DeliveryDbRow, type InboxRow, type InboxSummaryRow, type JobRow, type QueuedInsert } from './rows.js';
 import { normalizeEmail } from '../model/index.js';
 import type {
   ClaimOptions,
+  DeliveryBucket,
   DeliveryRecord,
   DeliveryRow,
+  InboxBucket,
+  InboxDetail,
   InboxEvent,
+  InboxFacts,
+  InboxFilter,
+  InboxSummary,
   InsertResult,
   Job,
   JobFilter,
@@ -321,9 +327,11 @@ class SqliteStore implements Store {
     return result;
   }
 
-  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = []): Promise<InboxEvent[]> {
+  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts: readonly string[] = [], perAccount?: number): Promise<InboxEvent[]> {
     return this.soft((q) =>
-      (excludeAccounts.length
+      (perAccount !== undefined
+        ? q.claimInboxFair.all({ limit, now, leaseUntil: now + leaseMs, exclude: JSON.stringify(excludeAccounts), perAccount, scan: FAIR_SCAN })
+        : excludeAccounts.length
         ? q.claimInboxExcept.all({ limit, now, leaseUntil: now + leaseMs, exclude: JSON.stringify(excludeAccounts) })
         : q.claimInbox.all({ limit, now, leaseUntil: now + leaseMs }))
         .sort((a, b) => a.id - b.id)
@@ -338,8 +346,8 @@ class SqliteStore implements Store {
     });
   }
 
-  routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void> {
-    return this.durable((q) => q.routeInbox.immediate(inboxIds, jobs, Date.now()));
+  routeInbox(inboxIds: number[], jobs: NewJob[], facts: InboxFacts[] = []): Promise<void> {
+    return this.durable((q) => q.routeInbox.immediate(inboxIds, jobs, Date.now(), facts));
   }
 
   failInbox(id: number, reason: string): Promise<void> {
@@ -355,6 +363,63 @@ class SqliteStore implements Store {
   existingInboxKeys(account: string, keys: readonly string[]): Promise<Set<string>> {
     if (keys.length === 0) return Promise.resolve(new Set());
     return this.sync((q) => new Set(q.existingInboxKeys.all(account, JSON.stringify([...new Set(keys)])).map((r) => r.dedup_key)));
+  }
+
+  requeueInboxIds(ids: number[]): Promise<number> {
+    if (ids.length === 0) return Promise.resolve(0);
+    return this.sync((q) => q.requeueInboxIds.run(JSON.stringify(ids.slice(0, MAX_IDS))).changes);
+  }
+
+  listInbox(filter: InboxFilter): Promise<InboxSummary[]> {
+    return this.sync((q) => {
+      const conds: string[] = [];
+      const params: (string | number)[] = [];
+      // `+col`: no index for these. Without ANALYZE statistics (SQLite never gathers them by
+      // itself) the planner would take the dedup index for `account = ?` and sort the whole
+      // account; walking the primary key backwards stops after one page instead.
+      const eq = (col: string, v: string | number | undefined, indexed = false) => {
+        if (v === undefined) return;
+        conds.push(`${indexed ? '' : '+'}i.${col} = ?`);
+        params.push(v);
+      };
+      eq('account', filter.account);
+      eq('source', filter.source);
+      eq('kind', filter.kind);
+      // pending and failed rows have their own (id) indexes: small, and in id order
+      eq('state', filter.state, filter.state === 'pending' || filter.state === 'failed');
+      eq('email', filter.email, true);
+      eq('lead_id', filter.leadId, true);
+      if (filter.unrouted) {
+        // The two partial indexes each hold only such rows: their union is small.
+        conds.push(`i.id IN (SELECT id FROM ks_inbox WHERE state = 'failed' UNION ALL SELECT id FROM ks_inbox WHERE note IS NOT NULL)`);
+      }
+      if (filter.jobState !== undefined) {
+        // Few jobs per state but `done`: the (state, destination) index lists them directly.
+        conds.push(`i.id IN (SELECT inbox_id FROM ks_jobs WHERE state = ?${filter.destination !== undefined ? ' AND destination = ?' : ''} AND inbox_id IS NOT NULL)`);
+        params.push(filter.jobState);
+        if (filter.destination !== undefined) params.push(filter.destination);
+      } else if (filter.destination !== undefined) {
+        // Walks the newest events and probes their jobs (jobs by inbox id), stopping at a page.
+        conds.push('EXISTS (SELECT 1 FROM ks_jobs j WHERE j.inbox_id = i.id AND j.destination = ?)');
+        params.push(filter.destination);
+      }
+      if (filter.before !== undefined) {
+        conds.push('i.id < ?');
+        params.push(filter.before);
+      }
+      const where = conds.length ? `WHERE ${conds.join(' AND ')}` : '';
+      const cols = INBOX_SUMMARY_COLUMNS.split(', ').map((c) => `i.${c}`).join(', ');
+      const sql = `SELECT ${cols} FROM ks_inbox i ${where} ORDER BY i.id DESC LIMIT ?`;
+      return q.cached<InboxSummaryRow>(sql).all(...params, clampLimit(filter.limit)).map(toInboxSummary);
+    });
+  }
+
+  getInbox(id: number): Promise<InboxDetail | null> {
+    return this.sync((q) => {
+      const row = q.getInbox.get(id);
+      if (!row) return null;
+      return { ...toInboxSummary(row), dedupKey: row.dedup_key, payload: JSON.parse(row.payload) as unknown };
+    });
   }
 
   // ---------- jobs ----------
@@ -448,6 +513,20 @@ class SqliteStore implements Store {
     return this.sync((q) => q.dueDestinations.all(now, now).map((r) => r.dest));
   }
 
+  jobsByInbox(inboxIds: number[]): Promise<Job[]> {
+    if (inboxIds.length === 0) return Promise.resolve([]);
+    return this.sync((q) => q.jobsByInbox.all(JSON.stringify(inboxIds.slice(0, MAX_IDS))).map(toJob));
+  }
+
+  discardJobs(ids: number[], reason: string): Promise<number> {
+    if (ids.length === 0) return Promise.resolve(0);
+    return this.sync((q) => q.discardJobs.run(reason, Date.now(), JSON.stringify(ids)).changes);
+  }
+
+  oldestPendingByDestination(): Promise<Record<string, number>> {
+    return this.sync((q) => Object.fromEntries(q.oldestByDestination.all().map((r) => [r.destination, r.at])));
+  }
+
   // ---------- delivery log ----------
 
   logDeliveries(records: DeliveryRecord[]): Promise<void> {
@@ -474,6 +553,40 @@ class SqliteStore implements Store {
       const where = conds.length ? `WHERE ${conds.join(' AND ')}` : '';
       const sql = `SELECT * FROM ks_deliveries ${where} ORDER BY id DESC LIMIT ?`;
       return q.cached<DeliveryDbRow>(sql).all(...params, clampLimit(filter.limit)).map(toDelivery);
+    });
+  }
+
+  deliveriesByJobs(jobIds: number[]): Promise<DeliveryRow[]> {
+    if (jobIds.length === 0) return Promise.resolve([]);
+    return this.sync((q) => q.deliveriesByJobs.all(JSON.stringify(jobIds.slice(0, MAX_IDS))).map(toDelivery));
+  }
+
+  deliveryBuckets(since: number, bucketMs: number): Promise<DeliveryBucket[]> {
+    return this.sync((q) =>
+      q.deliveryBuckets.all({ since, bucket: Math.max(1, Math.floor(bucketMs)) }).map((r) => ({ destination: r.destination, at: r.b, status: r.status, n: r.n })),
+    );
+  }
+
+  recentLatencies(destination: string, since: number, limit: number): Promise<number[]> {
+    return this.sync((q) => {
+      // The first id of the window bounds the (destination, id) range scan.
+      const first = q.firstDeliveryAt.get(since)?.id;
+      if (first === undefined) return [];
+      return q.recentLatencies.all(destination, first, since, clampLimit(limit)).map((r) => r.latency_ms);
+    });
+  }
+
+  inboxBuckets(since: number, bucketMs: number): Promise<InboxBucket[]> {
+    const bucket = Math.max(1, Math.floor(bucketMs));
+    return this.sync((q) => {
+      const counts = new Map<string, InboxBucket>();
+      for (const r of q.inboxBuckets.all({ since, bucket })) {
+        const key = `${r.account}\u0000${r.source}\u0000${r.b}`;
+        const prev = counts.get(key);
+        if (prev) prev.n += r.n;
+        else counts.set(key, { account: r.account, source: r.source, at: bucketStart(r.b, bucket), n: r.n });
+      }
+      return [...counts.values()];
     });
   }
 
@@ -522,8 +635,14 @@ class SqliteStore implements Store {
     return this.mutex.run(name, fn);
   }
 
-  reserveRate(bucket: string, limit: number, windowMs: number, now: number): Promise<number> {
-    return this.sync((q) => q.reserveRate.immediate(bucket, limit, windowMs, now));
+  reserveRate(bucket: string, limit: number, windowMs: number, now: number, recordAt = now): Promise<number> {
+    return this.sync((q) => q.reserveRate.immediate(bucket, limit, windowMs, now, recordAt));
+  }
+
+  releaseRate(bucket: string, heldAt: number, at: number): Promise<void> {
+    return this.sync((q) => {
+      q.releaseRate.run(at, bucket, heldAt);
+    });
   }
 
   // ---------- email index ----------
@@ -604,12 +723,16 @@ function jobConditions(filter: JobFilter): { conds: string[]; params: (string | 
 
 type Params = Record<string, string | number | null>;
 
+/** Fair inbox claims look at this many of the oldest pending events (bounds the claim's cost). */
+const FAIR_SCAN = 50_000;
+
 class Prepared {
   private readonly cache = new Map<string, Database.Statement<unknown[], unknown>>();
 
   readonly ping;
   readonly claimInbox;
   readonly claimInboxExcept;
+  readonly claimInboxFair;
   readonly failInbox;
   readonly claimJobs;
   readonly getJob;
@@ -624,6 +747,16 @@ class Prepared {
   readonly existingInboxKeys;
   readonly leadsByEmail;
   readonly pruneSteps: PruneStep[];
+  readonly requeueInboxIds;
+  readonly getInbox;
+  readonly jobsByInbox;
+  readonly discardJobs;
+  readonly oldestByDestination;
+  readonly deliveriesByJobs;
+  readonly deliveryBuckets;
+  readonly firstDeliveryAt;
+  readonly recentLatencies;
+  readonly inboxBuckets;
 
   readonly insertInboxBatch;
   readonly inboxPayload;
@@ -641,6 +774,7 @@ class Prepared {
   readonly logDeliveries;
   readonly hitCounter;
   readonly reserveRate;
+  readonly releaseRate;
   readonly forgetEmail;
   readonly stats;
 
@@ -690,6 +824,18 @@ class Prepared {
        RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
     );
 
+    this.claimInboxFair = db.prepare<Params & { exclude: string; perAccount: number; scan: number }, Omit<InboxRow, 'payload'>>(
+      `UPDATE ks_inbox SET lease_until = @leaseUntil, attempts = attempts + 1
+       WHERE id IN (
+         SELECT id FROM (
+           SELECT id, ROW_NUMBER() OVER (PARTITION BY account ORDER BY id) AS rn FROM (
+             SELECT id, account FROM ks_inbox INDEXED BY ks_inbox_pending
+             WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < @now)
+               AND account NOT IN (SELECT value FROM json_each(@exclude))
+             ORDER BY id LIMIT @scan))
+         WHERE rn <= @perAccount ORDER BY id LIMIT @limit)
+       RETURNING id, account, source, kind, dedup_key, received_at, state, attempts`,
+    );
     this.renewLeases = db.prepare<[number, string, string]>(
       `UPDATE ks_jobs SET lease_until = ? WHERE state = 'leased' AND leased_by = ? AND id IN (SELECT value FROM json_each(?))`,
     );
@@ -714,6 +860,9 @@ class Prepared {
     // `failed` rows may be routed too (a replay); `routed` rows are not routed twice.
     const markRouted = db.prepare<[number]>(
       `UPDATE ks_inbox SET state = 'routed', lease_until = NULL WHERE id = ? AND state <> 'routed'`,
+    );
+    const markRoutedWith = db.prepare<[number | null, string | null, string | null, number]>(
+      `UPDATE ks_inbox SET state = 'routed', lease_until = NULL, lead_id = ?, email = ?, note = ? WHERE id = ? AND state <> 'routed'`,
     );
     // A new job is its key's head when the key has no pending/leased job yet.
     const insertJob = db.prepare<Params>(
@@ -750,10 +899,15 @@ class Prepared {
     this.existingInboxKeys = db.prepare<[string, string], { dedup_key: string }>(
       'SELECT dedup_key FROM ks_inbox WHERE account = ? AND dedup_key IN (SELECT value FROM json_each(?))',
     );
-    this.routeInbox = db.transaction((inboxIds: number[], jobs: NewJob[], now: number): void => {
+    this.routeInbox = db.transaction((inboxIds: number[], jobs: NewJob[], now: number, facts: InboxFacts[]): void => {
+      const known = new Map(facts.map((f) => [f.id, f]));
+      const mark = (id: number): number => {
+        const f = known.get(id);
+        return f ? markRoutedWith.run(f.leadId ?? null, f.email ?? null, f.note ?? null, id).changes : markRouted.run(id).changes;
+      };
       // Another router may have routed an event after our lease expired: its jobs exist already,
       // so the jobs we built from that event are dropped instead of duplicated.
-      const lost = new Set(inboxIds.filter((id) => markRouted.run(id).changes === 0));
+      const lost = new Set(inboxIds.filter((id) => mark(id) === 0));
       insertJobs(
         jobs.filter((j) => j.inboxId === undefined || !lost.has(j.inboxId)),
         now,
@@ -761,6 +915,47 @@ class Prepared {
     });
 
     this.requeueInbox = db.prepare<[]>(`UPDATE ks_inbox SET state = 'pending', attempts = 0, lease_until = NULL WHERE state = 'failed'`);
+    this.requeueInboxIds = db.prepare<[string]>(
+      `UPDATE ks_inbox SET state = 'pending', attempts = 0, lease_until = NULL, note = NULL
+       WHERE id IN (SELECT value FROM json_each(?)) AND (state = 'failed' OR (state = 'routed' AND note IS NOT NULL))`,
+    );
+    this.getInbox = db.prepare<[number], InboxSummaryRow & { dedup_key: string; payload: string }>(
+      `SELECT ${INBOX_SUMMARY_COLUMNS.split(', ').map((c) => `i.${c}`).join(', ')}, i.dedup_key, COALESCE(p.payload, 'null') AS payload
+       FROM ks_inbox i LEFT JOIN ks_inbox_payloads p ON p.inbox_id = i.id WHERE i.id = ?`,
+    );
+    this.jobsByInbox = db.prepare<[string], JobRow>(
+      'SELECT * FROM ks_jobs WHERE inbox_id IN (SELECT value FROM json_each(?)) ORDER BY id',
+    );
+    // Dead jobs are no key's head and in no active set: nothing else to maintain.
+    this.discardJobs = db.prepare<[string, number, string]>(
+      `UPDATE ks_jobs SET state = 'done', discard_reason = ?, finished_at = ?
+       WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))`,
+    );
+    this.oldestByDestination = db.prepare<[], { destination: string; at: number }>(
+      `SELECT destination, MIN(created_at) AS at FROM ks_jobs WHERE state IN ('pending', 'leased') GROUP BY destination`,
+    );
+    this.deliveriesByJobs = db.prepare<[string], DeliveryDbRow>(
+      'SELECT * FROM ks_deliveries WHERE job_id IN (SELECT value FROM json_each(?)) ORDER BY id',
+    );
+    this.deliveryBuckets = db.prepare<{ since: number; bucket: number }, { destination: string; b: number; status: DeliveryRecord['status']; n: number }>(
+      `SELECT destination, (at / CAST(@bucket AS INTEGER)) * CAST(@bucket AS INTEGER) AS b, status, COUNT(*) AS n
+       FROM ks_deliveries WHERE at >= @since GROUP BY destination, b, status`,
+    );
+    this.firstDeliveryAt = db.prepare<[number], { id: number }>('SELECT id FROM ks_deliveries WHERE at >= ? ORDER BY at LIMIT 1');
+    this.recentLatencies = db.prepare<[string, number, number, number], { latency_ms: number }>(
+      'SELECT latency_ms FROM ks_deliveries WHERE destination = ? AND id >= ? AND at >= ? ORDER BY id DESC LIMIT ?',
+    );
+    // Routed rows through their received_at index; the few pending and failed ones through theirs.
+    this.inboxBuckets = db.prepare<{ since: number; bucket: number }, { account: string; source: string; b: number; n: number }>(
+      `SELECT account, source, (received_at / CAST(@bucket AS INTEGER)) * CAST(@bucket AS INTEGER) AS b, COUNT(*) AS n FROM ks_inbox
+       WHERE state = 'routed' AND received_at >= @since GROUP BY account, source, b
+       UNION ALL
+       SELECT account, source, (received_at / CAST(@bucket AS INTEGER)) * CAST(@bucket AS INTEGER) AS b, COUNT(*) AS n FROM ks_inbox
+       WHERE state = 'pending' AND received_at >= @since GROUP BY account, source, b
+       UNION ALL
+       SELECT account, source, (received_at / CAST(@bucket AS INTEGER)) * CAST(@bucket AS INTEGER) AS b, COUNT(*) AS n FROM ks_inbox
+       WHERE state = 'failed' AND received_at >= @since GROUP BY account, source, b`,
+    );
     this.failInbox = db.prepare<[string, number]>(
       `UPDATE ks_inbox SET state = 'failed', last_error = ?, lease_until = NULL WHERE id = ?`,
     );
@@ -892,12 +1087,15 @@ class Prepared {
       'SELECT at FROM ks_rate WHERE bucket = ? AND at > ? ORDER BY at LIMIT 1 OFFSET ?',
     );
     const rateInsert = db.prepare<[string, number]>('INSERT INTO ks_rate (bucket, at) VALUES (?, ?)');
-    this.reserveRate = db.transaction((bucket: string, limit: number, windowMs: number, now: number): number => {
+    this.releaseRate = db.prepare<[number, string, number]>(
+      'UPDATE ks_rate SET at = ? WHERE rowid = (SELECT rowid FROM ks_rate WHERE bucket = ? AND at = ? LIMIT 1)',
+    );
+    this.reserveRate = db.transaction((bucket: string, limit: number, windowMs: number, now: number, recordAt: number): number => {
       const from = now - windowMs;
       rateTrim.run(bucket, from);
       const count = rateCount.get(bucket, from)?.n ?? 0;
       if (count < limit) {
-        rateInsert.run(bucket, now);
+        rateInsert.run(bucket, recordAt);
         return 0;
       }
       // A slot frees when the (count - limit + 1)-th oldest send leaves the window.

@@ -26,6 +26,76 @@ export interface InboxEvent extends NewInboxEvent {
   attempts: number;
 }
 
+/** What the router learned about an event while routing it (the dashboard searches by these). */
+export interface InboxFacts {
+  id: number;
+  /** The Kommo lead the event is about (matched by email for engagement events). */
+  leadId?: number | null;
+  email?: string | null;
+  /** Why the event produced nothing (no lead has this email, the lead is gone, ...). */
+  note?: string | null;
+}
+
+/** An inbox event without its payload, for lists. */
+export interface InboxSummary {
+  id: number;
+  account: string;
+  source: string;
+  kind: string;
+  receivedAt: number;
+  state: InboxEvent['state'];
+  attempts: number;
+  leadId: number | null;
+  email: string | null;
+  note: string | null;
+  lastError: string | null;
+}
+
+export interface InboxDetail extends InboxSummary {
+  dedupKey: string;
+  payload: unknown;
+}
+
+/**
+ * Filters of listInbox, newest first. Email, lead, failed/noted rows and job states are served by
+ * indexes; account, source and kind filter the log as it is walked by id (no index on intake's
+ * hot path), which bench/events-api.ts measures on 100,000 rows.
+ */
+export interface InboxFilter {
+  account?: string;
+  source?: string;
+  kind?: string;
+  state?: InboxEvent['state'];
+  /** Events that could not be routed: failed ones, and routed ones that produced nothing with a reason. */
+  unrouted?: boolean;
+  email?: string;
+  leadId?: number;
+  /** Events that produced a job for this destination key (`acme/cio`). */
+  destination?: string;
+  /** Events that produced a job in this state (`dead`: something of it is in the dead letters). */
+  jobState?: JobState;
+  /** Only ids below this one: the cursor of the previous page. */
+  before?: number;
+  limit?: number;
+}
+
+/** Delivery log rows counted per destination, time bucket and status. */
+export interface DeliveryBucket {
+  destination: string;
+  /** Start of the bucket (unix ms, a multiple of the bucket size). */
+  at: number;
+  status: DeliveryRecord['status'];
+  n: number;
+}
+
+/** Inbox rows counted per account, source and time bucket. */
+export interface InboxBucket {
+  account: string;
+  source: string;
+  at: number;
+  n: number;
+}
+
 export interface InsertResult {
   inserted: number;
   duplicates: number;
@@ -59,6 +129,8 @@ export interface Job extends Required<Omit<NewJob, 'inboxId'>> {
   leaseUntil: number | null;
   leasedBy: string | null;
   lastError: string | null;
+  /** Set on a dead letter an operator discarded (the job is then `done`, never delivered). */
+  discardReason?: string;
 }
 
 export interface ClaimOptions {
@@ -141,12 +213,17 @@ export interface Store {
   /**
    * Pending inbox events in id order, leased for `leaseMs` so another router skips them. Events of
    * `excludeAccounts` (paused: Kommo refused their credentials) are left for later, uncounted.
+   * `perAccount`: at most this many per account (fair claiming: one account's backlog does not push
+   * another's events out of the claim), looking at the oldest 50,000 pending events.
    */
-  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts?: readonly string[]): Promise<InboxEvent[]>;
+  claimInbox(limit: number, leaseMs: number, now: number, excludeAccounts?: readonly string[], perAccount?: number): Promise<InboxEvent[]>;
   /** Gives claimed, still pending events back unrouted: the next claim takes them again (attempts not counted). */
   releaseInbox(ids: number[]): Promise<void>;
-  /** In one transaction: insert the jobs and mark the inbox events routed. */
-  routeInbox(inboxIds: number[], jobs: NewJob[]): Promise<void>;
+  /**
+   * In one transaction: insert the jobs and mark the inbox events routed, recording what the
+   * router learned about each (`facts`: lead, email, why nothing came of it) when given.
+   */
+  routeInbox(inboxIds: number[], jobs: NewJob[], facts?: InboxFacts[]): Promise<void>;
   /** Router could not route it (bad payload, or too many attempts): keep it, with the reason. */
   failInbox(id: number, reason: string): Promise<void>;
   /** Failed inbox events back to pending (after fixing the config or once Kommo is back). */
@@ -156,6 +233,14 @@ export interface Store {
    * webhook already brought a change before storing it from another source.
    */
   existingInboxKeys(account: string, keys: readonly string[]): Promise<Set<string>>;
+  /**
+   * These events routed again: failed ones, and routed ones that produced nothing (`note`), e.g.
+   * an open from an email no lead had yet. Others are left alone. Returns how many.
+   */
+  requeueInboxIds(ids: number[]): Promise<number>;
+  /** Newest first, without payloads (see InboxFilter). */
+  listInbox(filter: InboxFilter): Promise<InboxSummary[]>;
+  getInbox(id: number): Promise<InboxDetail | null>;
 
   // jobs
   /**
@@ -191,10 +276,27 @@ export interface Store {
   requeueJobs(filter: JobFilter & { ids?: number[] }): Promise<number>;
   /** Destinations that have due jobs right now (the worker loop polls these). */
   dueDestinations(now: number): Promise<string[]>;
+  /** The jobs made from these inbox events, in id order. */
+  jobsByInbox(inboxIds: number[]): Promise<Job[]>;
+  /**
+   * Dead letters an operator gives up on: they become `done` with `discardReason` (kept until
+   * retention prunes them, never delivered, not counted as dead). Only dead jobs. Returns how many.
+   */
+  discardJobs(ids: number[], reason: string): Promise<number>;
+  /** createdAt of the oldest pending or leased job per destination. */
+  oldestPendingByDestination(): Promise<Record<string, number>>;
 
   // delivery log
   logDeliveries(records: DeliveryRecord[]): Promise<void>;
   listDeliveries(filter: { destination?: string; subject?: string; limit?: number; since?: number }): Promise<DeliveryRow[]>;
+  /** Every delivery attempt of these jobs, in id order. */
+  deliveriesByJobs(jobIds: number[]): Promise<DeliveryRow[]>;
+  /** Deliveries at or after `since`, counted per destination, `bucketMs` bucket and status. */
+  deliveryBuckets(since: number, bucketMs: number): Promise<DeliveryBucket[]>;
+  /** Latencies of the newest deliveries (at most `limit`) of `destination` since `since`. */
+  recentLatencies(destination: string, since: number, limit: number): Promise<number[]>;
+  /** Inbox events received at or after `since`, counted per account, source and bucket. */
+  inboxBuckets(since: number, bucketMs: number): Promise<InboxBucket[]>;
 
   // counters and cooldown marks (rules: hot lead)
   /** Records one occurrence at `at` and returns how many occurrences of `key` fall in [at - windowMs, at]. */
@@ -217,10 +319,16 @@ export interface Store {
 
   // shared rate limit (one budget across every process on this store)
   /**
-   * Sliding-window limiter: when fewer than `limit` sends of `bucket` fall in (now - windowMs, now],
-   * records one at `now` and returns 0; otherwise records nothing and returns how many ms to wait.
+   * Sliding-window limiter: when fewer than `limit` sends of `bucket` fall in (now - windowMs, now]
+   * (or later: sends in flight are recorded in the future), records one at `recordAt` (default
+   * `now`) and returns 0; otherwise records nothing and returns how many ms to wait.
    */
-  reserveRate(bucket: string, limit: number, windowMs: number, now: number): Promise<number>;
+  reserveRate(bucket: string, limit: number, windowMs: number, now: number, recordAt?: number): Promise<number>;
+  /**
+   * A send recorded at `heldAt` (a placeholder in the future: the request is in flight) finished:
+   * it is recorded at `at` instead, so the window runs from the answer, not from the grant.
+   */
+  releaseRate(bucket: string, heldAt: number, at: number): Promise<void>;
 
   // email -> lead index
   indexEmail(account: string, email: string, leadId: number, updatedAt: number): Promise<void>;

@@ -15,7 +15,7 @@ import { openStore } from '../../src/store/open.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { StoreUnavailableError } from '../../src/store/errors.js';
-import type { Job, NewInboxEvent, NewJob, Store } from '../../src/store/store.js';
+import type { InboxFacts, InboxFilter, InboxSummary, Job, NewInboxEvent, NewJob, Store } from '../../src/store/store.js';
 import type { WalFiles } from '../../src/store/wal-sync.js';
 import pg from 'pg';
 import { sqliteMigrations } from '../../src/store/migrations/sqlite.js';
@@ -362,6 +362,17 @@ function conformance(backend: Backend): void {
     await s.completeJobs('w2', [{ id: id!, outcome: 'dead', error: 'late' }]);
     assert.equal((await s.getJob(id!))!.state, 'done');
     assert.deepEqual(await claimIds(s, 'dest', now + 1_003, 'w3'), [later]);
+  });
+
+  it('claimInbox with perAccount is fair: one account\'s backlog does not push another\'s events out', async (s) => {
+    await s.insertInbox(Array.from({ length: 30 }, (_, i) => ev(`a${i}`, { account: 'big' })));
+    await s.insertInbox([ev('b1', { account: 'small' }), ev('b2', { account: 'small' })]);
+    const now = Date.now();
+    const first = await s.claimInbox(10, 60_000, now, [], 5);
+    assert.deepEqual(first.map((e) => e.account), ['big', 'big', 'big', 'big', 'big', 'small', 'small'], 'five of the big account, and the small one\'s too');
+    const next = await s.claimInbox(10, 60_000, now, [], 5);
+    assert.deepEqual(next.map((e) => e.account), ['big', 'big', 'big', 'big', 'big'], 'the next chunk goes on with the big one');
+    assert.deepEqual((await s.claimInbox(100, 60_000, now, ['big'], 5)).length, 0, 'excluded accounts stay out');
   });
 
   it('renewLeases extends only the leases its worker still holds', async (s) => {
@@ -740,6 +751,17 @@ function conformance(backend: Backend): void {
     assert.deepEqual(await s.kvGetMany([]), new Map());
   });
 
+  it('reserveRate counts a send in flight until releaseRate moves it to its answer\'s time', async (s) => {
+    const t = 1_700_000_000_000;
+    const held = t + 20_000;
+    assert.equal(await s.reserveRate('f', 1, 1_000, t, held), 0);
+    // Long after the window, the send in flight still counts: it has not been answered.
+    assert.ok((await s.reserveRate('f', 1, 1_000, t + 5_000)) > 0, 'the in-flight send holds its slot');
+    await s.releaseRate('f', held, t + 5_100);
+    assert.ok((await s.reserveRate('f', 1, 1_000, t + 5_200)) > 0, 'its window runs from the answer');
+    assert.equal(await s.reserveRate('f', 1, 1_000, t + 6_101), 0);
+  });
+
   it('reserveRate is a sliding window that never admits more than limit', async (s) => {
     const t = 1_000_000;
     assert.equal(await s.reserveRate('b', 3, 1_000, t), 0);
@@ -896,6 +918,147 @@ function conformance(backend: Backend): void {
     // a pruned event's key is free again (only routed rows past retention are pruned)
     assert.deepEqual(await s.insertInbox([ev('old'), ev('new')]), { inserted: 1, duplicates: 1 });
     assert.equal(await s.prune(Date.now() + 1), 0);
+  });
+
+  // ----- dashboard: events, lead timeline, failures -----
+
+  /** Routes every pending event; facts and jobs per dedup key. */
+  async function routeAll(s: Store, facts: Record<string, Omit<InboxFacts, 'id'>>, jobsFor: Record<string, NewJob[]> = {}): Promise<Map<string, number>> {
+    const rows = await s.claimInbox(1000, 60_000, Date.now());
+    const ids = new Map(rows.map((r) => [r.dedupKey, r.id]));
+    const jobs = rows.flatMap((r) => (jobsFor[r.dedupKey] ?? []).map((j) => ({ ...j, inboxId: r.id })));
+    await s.routeInbox(rows.map((r) => r.id), jobs, rows.filter((r) => facts[r.dedupKey]).map((r) => ({ id: r.id, ...facts[r.dedupKey] })));
+    return ids;
+  }
+
+  it('listInbox: newest first, every filter, cursor pages; getInbox has the payload and the facts', async (s) => {
+    await s.insertInbox([
+      ev('k1', { kind: 'lead.created', receivedAt: 1_000 }),
+      ev('k2', { kind: 'lead.stage_changed', receivedAt: 2_000 }),
+      ev('e1', { source: 'cio', kind: 'email.opened', receivedAt: 3_000 }),
+      ev('e2', { source: 'cio', kind: 'email.opened', receivedAt: 4_000 }),
+      ev('o1', { account: 'other', kind: 'lead.created', receivedAt: 5_000 }),
+      ev('p1', { kind: 'lead.created', receivedAt: 6_000 }),
+    ]);
+    // p1 stays pending: the claim below takes everything, so insert it afterwards instead
+    const ids = await routeAll(s, {
+      k1: { leadId: 7, email: 'ann@x.io' },
+      k2: { leadId: 7, email: 'ann@x.io' },
+      e1: { leadId: 7, email: 'ann@x.io' },
+      e2: { email: 'nobody@x.io', note: 'no Kommo lead has this email' },
+      o1: { leadId: 8 },
+    }, {
+      k1: [job('lead:7', { destination: 'acc/cio' }), job('lead:7', { destination: 'acc/kommo' })],
+      k2: [job('lead:7', { destination: 'acc/cio' })],
+      e1: [job('lead:7', { destination: 'acc/kommo' })],
+    });
+    await s.insertInbox([ev('late', { kind: 'lead.won', receivedAt: 7_000 })]);
+    const keys = async (f: InboxFilter) => {
+      const rows = await s.listInbox(f);
+      const byId = new Map([...ids].map(([k, id]) => [id, k]));
+      return rows.map((r) => byId.get(r.id) ?? 'late');
+    };
+    assert.deepEqual(await keys({}), ['late', 'p1', 'o1', 'e2', 'e1', 'k2', 'k1']);
+    assert.deepEqual(await keys({ account: 'acc', source: 'cio' }), ['e2', 'e1']);
+    assert.deepEqual(await keys({ kind: 'lead.created' }), ['p1', 'o1', 'k1']);
+    assert.deepEqual(await keys({ state: 'pending' }), ['late']);
+    assert.deepEqual(await keys({ email: 'ann@x.io' }), ['e1', 'k2', 'k1']);
+    assert.deepEqual(await keys({ leadId: 7 }), ['e1', 'k2', 'k1']);
+    assert.deepEqual(await keys({ destination: 'acc/cio' }), ['k2', 'k1']);
+    assert.deepEqual(await keys({ destination: 'acc/kommo', kind: 'email.opened' }), ['e1']);
+    assert.deepEqual(await keys({ unrouted: true }), ['e2']);
+    assert.deepEqual(await keys({ limit: 2 }), ['late', 'p1']);
+    const page1 = await s.listInbox({ limit: 3 });
+    assert.deepEqual(await keys({ limit: 3, before: page1[2]!.id }), ['e2', 'e1', 'k2']);
+
+    const e2 = (await s.listInbox({ email: 'nobody@x.io' }))[0]!;
+    assert.deepEqual({ ...e2, id: 0 }, {
+      id: 0, account: 'acc', source: 'cio', kind: 'email.opened', receivedAt: 4_000, state: 'routed', attempts: 1,
+      leadId: null, email: 'nobody@x.io', note: 'no Kommo lead has this email', lastError: null,
+    } satisfies InboxSummary);
+    const detail = await s.getInbox(ids.get('k1')!);
+    assert.equal(detail?.dedupKey, 'k1');
+    assert.deepEqual(detail?.payload, { key: 'k1', nested: { n: 1, s: 'é"\'\\' } });
+    assert.equal(detail?.leadId, 7);
+    assert.equal(await s.getInbox(999_999), null);
+
+    const jobs = await s.jobsByInbox([ids.get('k1')!, ids.get('e1')!]);
+    assert.deepEqual(jobs.map((j) => [j.inboxId, j.destination]), [[ids.get('k1'), 'acc/cio'], [ids.get('k1'), 'acc/kommo'], [ids.get('e1'), 'acc/kommo']]);
+    assert.deepEqual(await s.jobsByInbox([]), []);
+  });
+
+  it('listInbox by job state finds the events whose jobs are dead letters; failed events are unrouted too', async (s) => {
+    await s.insertInbox([ev('a'), ev('b'), ev('c')]);
+    const ids = await routeAll(s, {}, { a: [job('lead:1')], b: [job('lead:2')] });
+    const [ja, jb] = await claimIds(s, 'dest', Date.now());
+    await s.completeJobs('w1', [{ id: ja!, outcome: 'dead', error: 'invalid: HTTP 400' }, { id: jb!, outcome: 'done' }]);
+    assert.deepEqual((await s.listInbox({ jobState: 'dead' })).map((r) => r.id), [ids.get('a')]);
+    assert.deepEqual((await s.listInbox({ jobState: 'dead', destination: 'other' })).map((r) => r.id), []);
+    await s.insertInbox([ev('f')]);
+    const [f] = await s.claimInbox(10, 60_000, Date.now());
+    await s.failInbox(f!.id, 'mapping: no such field');
+    const unrouted = await s.listInbox({ unrouted: true });
+    assert.deepEqual(unrouted.map((r) => [r.id, r.state, r.lastError]), [[f!.id, 'failed', 'mapping: no such field']]);
+  });
+
+  it('requeueInboxIds routes failed and noted events again, nothing else', async (s) => {
+    await s.insertInbox([ev('noted'), ev('plain'), ev('failed')]);
+    const rows = await s.claimInbox(10, 60_000, Date.now());
+    const id = (k: string) => rows.find((r) => r.dedupKey === k)!.id;
+    await s.failInbox(id('failed'), 'broken');
+    await s.routeInbox([id('noted'), id('plain')], [], [{ id: id('noted'), email: 'x@y.io', note: 'no Kommo lead has this email' }]);
+    assert.equal(await s.requeueInboxIds([id('noted'), id('plain'), id('failed'), 999_999]), 2);
+    assert.equal(await s.requeueInboxIds([]), 0);
+    const again = await s.claimInbox(10, 60_000, Date.now());
+    assert.deepEqual(again.map((r) => r.dedupKey), ['noted', 'failed']);
+    assert.equal(again[0]!.attempts, 1, 'attempts start over');
+    assert.equal((await s.getInbox(id('noted')))?.note, null, 'the old reason is gone');
+  });
+
+  it('discardJobs finishes dead letters only, with the reason; replay --dead no longer sees them', async (s) => {
+    const [a, b, c] = await s.enqueueJobs([job('a'), job('b'), job('c')]);
+    await claimIds(s, 'dest', Date.now());
+    await s.completeJobs('w1', [{ id: a!, outcome: 'dead', error: 'invalid' }, { id: b!, outcome: 'dead', error: 'invalid' }, { id: c!, outcome: 'retry', runAfter: 0, error: 'x' }]);
+    assert.equal(await s.discardJobs([a!, c!], 'bad address, told sales'), 1);
+    assert.equal(await s.discardJobs([], 'x'), 0);
+    const da = await s.getJob(a!);
+    assert.equal(da?.state, 'done');
+    assert.equal(da?.discardReason, 'bad address, told sales');
+    assert.equal((await s.getJob(c!))?.state, 'pending', 'not dead: untouched');
+    assert.equal((await s.getJob(b!))?.discardReason, undefined);
+    assert.deepEqual((await s.stats(Date.now())).deadByDestination, { dest: 1 });
+    assert.equal(await s.requeueJobs({ state: 'dead' }), 1, 'only the one still dead');
+  });
+
+  it('deliveriesByJobs, deliveryBuckets, recentLatencies, inboxBuckets, oldestPendingByDestination', async (s) => {
+    const base = { account: 'acc', op: 'upsertPerson', status: 'ok' as const, httpStatus: 200, error: null };
+    await s.logDeliveries([
+      { ...base, jobId: 1, destination: 'acc/cio', subject: 'a', latencyMs: 10, at: 60_000 },
+      { ...base, jobId: 1, destination: 'acc/cio', subject: 'a', latencyMs: 20, at: 61_000, status: 'retry' },
+      { ...base, jobId: 2, destination: 'acc/cio', subject: 'a', latencyMs: 30, at: 125_000 },
+      { ...base, jobId: 3, destination: 'acc/kommo', subject: 'a', latencyMs: 40, at: 126_000 },
+      { ...base, jobId: null, destination: 'acc/cio', subject: 'a', latencyMs: 50, at: 10_000 },
+    ]);
+    assert.deepEqual((await s.deliveriesByJobs([1, 3])).map((d) => [d.jobId, d.latencyMs]), [[1, 10], [1, 20], [3, 40]]);
+    assert.deepEqual(await s.deliveriesByJobs([]), []);
+    const buckets = (await s.deliveryBuckets(60_000, 60_000)).map((b) => `${b.destination} ${b.at} ${b.status} ${b.n}`).sort();
+    assert.deepEqual(buckets, ['acc/cio 120000 ok 1', 'acc/cio 60000 ok 1', 'acc/cio 60000 retry 1', 'acc/kommo 120000 ok 1']);
+    assert.deepEqual(await s.recentLatencies('acc/cio', 61_000, 10), [30, 20]);
+    assert.deepEqual(await s.recentLatencies('acc/cio', 0, 1), [50], 'the newest row, whatever its time');
+    assert.deepEqual(await s.recentLatencies('acc/cio', 999_000, 10), []);
+
+    await s.insertInbox([ev('a', { receivedAt: 60_500 }), ev('b', { receivedAt: 61_500, source: 'cio' }), ev('c', { receivedAt: 130_000 }), ev('d', { receivedAt: 1_000 })]);
+    const [a] = await s.claimInbox(1, 60_000, Date.now());
+    await s.routeInbox([a!.id], []);
+    const inbox = (await s.inboxBuckets(60_000, 60_000)).map((b) => `${b.account} ${b.source} ${b.at} ${b.n}`).sort();
+    assert.deepEqual(inbox, ['acc cio 60000 1', 'acc kommo 120000 1', 'acc kommo 60000 1']);
+
+    assert.deepEqual(await s.oldestPendingByDestination(), {});
+    const before = Date.now();
+    await s.enqueueJobs([job('x', { destination: 'd1' }), job('y', { destination: 'd2' })]);
+    const oldest = await s.oldestPendingByDestination();
+    assert.deepEqual(Object.keys(oldest).sort(), ['d1', 'd2']);
+    assert.ok(oldest.d1! >= before && oldest.d1! <= Date.now());
   });
 
   // ----- withLock -----

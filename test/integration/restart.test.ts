@@ -46,7 +46,7 @@ async function killAndRestart(world: World, storeUrl: string, lease: string): Pr
   try {
     const cfg = parse(world.yaml) as Record<string, unknown>;
     cfg.store = storeUrl;
-    cfg.worker = { lease, poll: '50ms', batchSize: 5 };
+    cfg.worker = { lease, poll: '50ms', batchSize: 10 };
     const config = join(dir, 'kommo-sync.yaml');
     writeFileSync(config, stringify(cfg));
     const port = await freePort();
@@ -69,6 +69,8 @@ async function killAndRestart(world: World, storeUrl: string, lease: string): Pr
       const noted = () => new Set([...k.notes.values()].filter((n) => String(n.params.text).includes(target.name)).map((n) => n.entity_id));
       // Kill while Kommo writes are under way (some notes written, not all).
       await waitFor(() => noted().size > 0, 'the first notes', 30_000);
+      // Kill while the worker holds claims (between its batches it holds none for a moment).
+      await waitFor(async () => (await store.stats(Date.now())).jobs.leased > 0, 'claims held', 30_000);
       await kill9(child);
       const left = await store.stats(Date.now());
       assert.ok(left.jobs.leased > 0 && noted().size < leads.length, `claims held at the kill (${JSON.stringify(left.jobs)})`);
@@ -99,7 +101,7 @@ it('SQLite: after kill -9 the restarted serve takes its claims back at once, and
   const dir = mkdtempSync(join(tmpdir(), 'kommo-sync-restart-db-'));
   // Slow Kommo writes, so the kill lands with claims held; the lease (30 s, the default) is what
   // the old code waited out.
-  const world = await startWorld({ destinations: [], kommoLatencyMs: 300 });
+  const world = await startWorld({ destinations: [], kommoLatencyMs: 1000 });
   try {
     const r = await killAndRestart(world, `sqlite:${join(dir, 'ks.db')}`, '30s');
     // The jobs claimed at the kill are done well before their 30 s leases would have expired.
@@ -114,7 +116,7 @@ it('SQLite: after kill -9 the restarted serve takes its claims back at once, and
 
 await pgTest('PostgreSQL: a killed process\'s claims come back after one short lease', async () => {
   const db = await freshSchema('ks_restart');
-  const world = await startWorld({ destinations: [], kommoLatencyMs: 300 });
+  const world = await startWorld({ destinations: [], kommoLatencyMs: 1000 });
   try {
     const r = await killAndRestart(world, db.url, '4s');
     assert.ok(r.firstWriteAfterRestartMs < 4_000 + 12_000, `first write ${r.firstWriteAfterRestartMs} ms after the restart (lease 4 s)`);

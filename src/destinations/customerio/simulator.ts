@@ -257,6 +257,7 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
 
   return {
     plugin,
+    fieldsOf: (key) => people.get(key),
     requests: harness.requests,
     items: harness.items,
     faults: harness.faults,

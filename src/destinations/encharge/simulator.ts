@@ -362,6 +362,10 @@ export const enchargeSimulator = ((opts: { perSecond?: number } = {}): EnchargeS
 
   const sim: EnchargeSimulator = {
     plugin,
+    fieldsOf: (key) => {
+      for (const p of people.values()) if (!p.archived && (p.email?.toLowerCase() === key || p.userId === key)) return p.fields;
+      return undefined;
+    },
     requests: harness.requests,
     items: harness.items,
     faults: harness.faults,

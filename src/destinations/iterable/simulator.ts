@@ -519,6 +519,7 @@ export const iterableSimulator = ((opts: IterableSimulatorOptions = {}): Iterabl
 
   return {
     plugin,
+    fieldsOf: (key) => users.get(key)?.dataFields,
     requests: harness.requests,
     items: harness.items,
     faults: harness.faults,

@@ -474,6 +474,15 @@ export const moosendSimulator = ((opts: MoosendSimOptions = {}): MoosendSimulato
 
   const sim: MoosendSimulator = {
     plugin,
+    // Moosend keeps a subscriber per list: the fields of their most recently updated subscription.
+    fieldsOf: (key) => {
+      let latest: SimMember | undefined;
+      for (const list of lists.values()) {
+        const m = list.members.get(key);
+        if (m && m.subscribeType !== 4 && (!latest || m.updatedOn >= latest.updatedOn)) latest = m;
+      }
+      return latest ? Object.fromEntries(latest.fields) : undefined;
+    },
     requests: harness.requests,
     items: harness.items,
     faults: harness.faults,

@@ -283,6 +283,7 @@ function createTrackingSimulator(flavor: Flavor, opts: Options & { dedup?: boole
 
   const api = {
     plugin,
+    fieldsOf: (key: string) => profiles.get(key),
     requests: harness.requests,
     items: harness.items,
     faults: harness.faults,

@@ -140,4 +140,23 @@ export const postgresMigrations: readonly Migration[] = [
       ALTER TABLE ks_inbox DROP COLUMN payload;
     `,
   },
+  {
+    id: 4,
+    name: 'dashboard: events by lead and email, jobs by event, deliveries by job, discarded dead letters',
+    // Columns filled when the router marks an event routed (none at intake, whose inserts maintain
+    // no new index). Nullable columns without a default: ADD COLUMN only changes the catalog.
+    sql: `
+      ALTER TABLE ks_inbox ADD COLUMN lead_id BIGINT;
+      ALTER TABLE ks_inbox ADD COLUMN email TEXT;
+      -- why a routed event produced nothing (no lead has the email, the lead is gone, ...)
+      ALTER TABLE ks_inbox ADD COLUMN note TEXT;
+      CREATE INDEX ks_inbox_lead ON ks_inbox (lead_id, id) WHERE lead_id IS NOT NULL;
+      CREATE INDEX ks_inbox_email ON ks_inbox (email, id) WHERE email IS NOT NULL;
+      CREATE INDEX ks_inbox_noted ON ks_inbox (id) WHERE note IS NOT NULL;
+      -- a discarded dead letter is finished (state done, pruned with the rest) with its reason
+      ALTER TABLE ks_jobs ADD COLUMN discard_reason TEXT;
+      CREATE INDEX ks_jobs_inbox ON ks_jobs (inbox_id) WHERE inbox_id IS NOT NULL;
+      CREATE INDEX ks_deliveries_job ON ks_deliveries (job_id) WHERE job_id IS NOT NULL;
+    `,
+  },
 ];

@@ -66,6 +66,7 @@ export const fakeSimulator = ((opts: { perSecond?: number } = {}): FakeSimulator
 
   return {
     plugin,
+    fieldsOf: (key) => people.get(key),
     requests: harness.requests,
     items: harness.items,
     faults: harness.faults,
