@@ -47,25 +47,43 @@ program.command('demo').description('run everything against built-in simulators 
   .option('-d, --duration <seconds>', 'stop after this many seconds (default: run until Ctrl-C)', positive)
   .option('--json', 'print only a JSON summary at the end (for scripts)')
   .action(async (o: { port?: number; duration?: number; json?: boolean }) => (await import('./cli/demo.js')).demo(o));
-program.command('doctor').description('validate the config and check every credential, stage, field and list')
+program.command('doctor').description('validate the config and check every credential, stage, pipeline, field and list, and the webhook registrations')
   .option(configOpt, configHelp)
-  .action(async (o: { config?: string }) => (await import('./cli/doctor.js')).doctor(o));
-program.command('status').description('queue depth, failures and recent deliveries per destination')
+  .option('--fix', 'register the webhooks that are missing (Kommo, and tools whose API allows it); needs server.publicUrl')
+  .action(async (o: { config?: string; fix?: boolean }) => (await import('./cli/doctor.js')).doctor(o));
+program.command('backfill').description('sync the leads that exist in Kommo (streamed, resumable, live events go first); runs in the running serve or worker')
+  .option(configOpt, configHelp)
+  .option('--account <name>', 'only this account (default: every configured account)')
+  .option('--since <date>', 'only leads updated since this date (ISO 8601)')
+  .option('--pipeline <name>', 'only leads in this pipeline')
+  .option('--stage <name>', 'only leads in this stage ("Stage" or "Pipeline / Stage")')
+  .option('--dry-run', 'read the first leads here and print what would be sent; queue nothing')
+  .option('--limit <n>', 'with --dry-run: how many leads to show (default 250)', positive)
+  .option('--restart', 'start over: every lead is sent again, even if a backfill with these options finished')
+  .option('--detach', 'queue the backfill and exit (the service does it; `status` shows its progress)')
+  .option('--pause', 'pause the running backfill with these options (the same command without --pause resumes it)')
+  .option('--json', 'JSON lines instead of a progress bar')
+  .action(async (o: { config?: string; account?: string; since?: string; pipeline?: string; stage?: string; dryRun?: boolean; limit?: number; restart?: boolean; detach?: boolean; pause?: boolean; json?: boolean }) => (await import('./cli/backfill.js')).backfill(o));
+program.command('status').description('queue depth, oldest pending job, deliveries per minute, failures, paused accounts, backfill and missed-webhook checks')
   .option(configOpt, configHelp).option('--json', 'machine-readable output')
-  .action(async (o: { config?: string; json?: boolean }) => (await import('./cli/status.js')).status(o));
-program.command('replay').description('re-queue dead-lettered (or chosen) jobs')
+  .option('--watch', 'refresh every 2 s until Ctrl-C')
+  .action(async (o: { config?: string; json?: boolean; watch?: boolean }) => (await import('./cli/status.js')).status(o));
+program.command('replay').description('re-queue dead-lettered jobs (chosen by destination, date or lead); prints how many and which')
   .option(configOpt, configHelp)
   .option('--dead', 'dead-lettered jobs (the default)')
   .option('--inbox', 'inbox events the router gave up on (see `status`), instead of jobs')
   .option('--destination <name>', 'only this destination (name, or account/name)')
   .option('--since <date>', 'only jobs created since this date (ISO 8601)')
-  .action(async (o: { config?: string; dead?: boolean; inbox?: boolean; destination?: string; since?: string }) => (await import('./cli/replay.js')).replay(o));
+  .option('--lead <id>', 'only jobs of this Kommo lead')
+  .option('--dry-run', 'list what would be re-queued; change nothing')
+  .action(async (o: { config?: string; dead?: boolean; inbox?: boolean; destination?: string; since?: string; lead?: string; dryRun?: boolean }) => (await import('./cli/replay.js')).replay(o));
 program.command('erase').description('GDPR erasure of one person in every destination that supports it, with a note on their Kommo leads')
   .argument('<email>', 'the person\'s email address')
   .option(configOpt, configHelp)
   .option('--account <name>', 'only this account (default: every configured account)')
+  .option('--wait', 'wait until a running serve or worker has delivered the erasure, and report each destination\'s outcome')
   .option('--json', 'machine-readable output')
-  .action(async (email: string, o: { config?: string; account?: string; json?: boolean }) => (await import('./cli/erase.js')).erase({ ...o, email }));
+  .action(async (email: string, o: { config?: string; account?: string; json?: boolean; wait?: boolean }) => (await import('./cli/erase.js')).erase({ ...o, email }));
 
 try {
   await loadDestinationPlugins(process.env.KOMMO_SYNC_DESTINATIONS);

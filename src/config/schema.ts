@@ -39,6 +39,11 @@ export const kommoSchema = hint(z.object({
   /** Read user names for `responsible` (needs an admin token; falls back to ids on 403). */
   readUsers: z.boolean().default(true),
   timeout: duration.default(15_000),
+  /**
+   * How often Kommo's events API is read for lead additions and stage changes whose webhook never
+   * arrived (Kommo does not always retry a failed delivery); 0 turns it off.
+   */
+  reconcile: duration.prefault('10m'),
 }).strict().refine((k) => Boolean(k.accessToken) !== Boolean(k.oauth), {
   message: 'set exactly one of accessToken (long-lived token) or oauth {clientId, clientSecret, refreshToken, redirectUri}',
 }), 'the Kommo connection: subdomain, accessToken (or oauth) and webhookSecret');
@@ -137,7 +142,9 @@ export const engagementSchema = z.object({
 
 export const crmNotesSchema = z.object({
   /** CRM events after which a note is written on the lead (a visible sync log inside Kommo). */
-  on: hint(z.array(crmEventKind).min(1), 'a list of CRM event kinds that get a note, e.g. [lead.stage_changed, lead.won]'),
+  // A backfill is not something that happened to the lead: it never writes a note (one per lead of
+  // the account would bury the leads' history).
+  on: hint(z.array(crmEventKind.exclude(['lead.backfill'], { error: 'lead.backfill never writes a note (a backfill would add one to every lead)' })).min(1), 'a list of CRM event kinds that get a note, e.g. [lead.stage_changed, lead.won]'),
   /** Template; `{{ expr }}` are mapping expressions over the enriched lead plus `destinations`. */
   text: z.string().default('kommo-sync: {{event.kind}} ({{stage.name}}) queued for {{destinations}}'),
 }).strict();

@@ -119,6 +119,25 @@ export class KommoCatalog {
   }
 
   /**
+   * The pipeline of a stage id, from the cache; null for won (142) and lost (143), which every
+   * pipeline has, and for an id it does not know.
+   */
+  pipelineOfStatus(statusId: number): number | null {
+    if (statusId === WON_STATUS_ID || statusId === LOST_STATUS_ID) return null;
+    for (const s of this.stages.values()) if (s.id === statusId) return s.pipelineId;
+    return null;
+  }
+
+  /** A pipeline by name (case- and space-insensitive); CatalogLookupError with the nearest name. */
+  resolvePipelineByName(name: string): KommoPipeline {
+    this.assertLoaded();
+    const found = this.pipelineList.filter((p) => normalizeName(p.name) === normalizeName(name));
+    if (found.length === 1) return found[0]!;
+    if (found.length > 1) throw new CatalogLookupError(`pipeline "${name}" is ambiguous (ids ${found.map((p) => p.id).join(', ')})`);
+    throw notFound('pipeline', name, this.pipelineList.map((p) => p.name));
+  }
+
+  /**
    * A stage by "Stage name", "Pipeline / Stage" (needed when several pipelines have the name) or
    * a configured key. Throws CatalogLookupError with the options or the nearest name.
    */

@@ -196,6 +196,52 @@ describe('KommoClient against the simulator', () => {
     }
   });
 
+  it('leadsPage reads one page by id with the filters; [] past the last page', async () => {
+    const own = new KommoSimulator({ subdomain: 'acme' });
+    const url = await own.listen(0);
+    try {
+      const qualified = own.status('Qualified');
+      const contact = own.createContact({ name: 'C', email: 'c@example.com' });
+      for (let i = 0; i < 300; i++) own.createLead({ name: `L${i}`, contactIds: [contact.id], statusId: i % 2 ? qualified.id : undefined });
+      const c = client(url);
+      const first = await c.leadsPage({}, 1);
+      assert.equal(first.length, 250);
+      assert.ok(first.every((l, i) => i === 0 || l.id > first[i - 1]!.id), 'ordered by id');
+      assert.equal(first[0]!._embedded.contacts[0]?.id, contact.id, 'with the contact links');
+      assert.equal((await c.leadsPage({}, 2)).length, 50);
+      assert.deepEqual(await c.leadsPage({}, 3), []);
+      assert.equal((await c.leadsPage({ stage: { pipelineId: qualified.pipeline_id, statusId: qualified.id } }, 1)).length, 150);
+      assert.deepEqual(await c.leadsPage({ createdTo: 1 }, 1), []);
+      const q = new URLSearchParams(own.requests.at(-1)!.query);
+      assert.equal(q.get('order[id]'), 'asc');
+      assert.equal(q.get('filter[created_at][to]'), '1');
+    } finally {
+      await own.close();
+    }
+  });
+
+  it('events pages through the event log 100 at a time; 204 is an empty log; addWebhook subscribes', async () => {
+    const own = new KommoSimulator({ subdomain: 'acme' });
+    const url = await own.listen(0);
+    try {
+      const c = client(url);
+      const from = Math.floor(Date.now() / 1000) - 1;
+      const none: number[] = [];
+      for await (const page of c.events({ types: ['lead_added'], from })) none.push(page.length);
+      assert.deepEqual(none, []);
+      for (let i = 0; i < 230; i++) own.createLead({ name: `L${i}` });
+      const sizes: number[] = [];
+      for await (const page of c.events({ types: ['lead_added', 'lead_status_changed'], from, entity: 'lead' })) sizes.push(page.length);
+      assert.deepEqual(sizes, [100, 100, 30]);
+      assert.ok(own.requests.filter((r) => r.path === '/api/v4/events').every((r) => new URLSearchParams(r.query).get('limit') === '100'));
+      const hook = await c.addWebhook('https://sync.example.com/webhooks/acme/kommo/s3cret', ['add_lead', 'status_lead']);
+      assert.deepEqual(hook.settings, ['add_lead', 'status_lead']);
+      assert.equal(own.webhooks.length, 1);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('reads pipelines, custom fields and the account', async () => {
     const c = client(baseUrl);
     const pipelines = await c.getPipelines();

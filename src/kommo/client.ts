@@ -14,7 +14,9 @@ import {
   companySchema,
   contactSchema,
   customFieldSchema,
+  eventSchema,
   leadSchema,
+  pageSchema,
   pipelineSchema,
   userSchema,
   webhookSchema,
@@ -23,6 +25,7 @@ import {
   type KommoCompany,
   type KommoContact,
   type KommoCustomField,
+  type KommoEvent,
   type KommoLead,
   type KommoPipeline,
   type KommoUser,
@@ -86,6 +89,19 @@ export type KommoClientOptions = KommoTransportOptions;
 
 /** Kommo's page size for reads (`limit` ≤ 250). */
 export const MAX_PAGE = 250;
+/** Events per page: the RU docs say at most 100, the EN page 250 (kommo.md); 100 is safe with both. */
+export const EVENTS_PAGE = 100;
+
+/** Which leads a listing reads (`leadsPage`): all filters optional, ANDed. */
+export interface LeadListFilter {
+  /** Only leads created at or before this (unix seconds): a backfill's fixed set. */
+  createdTo?: number;
+  /** Only leads updated at or after this (unix seconds): `backfill --since`. */
+  updatedFrom?: number;
+  pipelineId?: number;
+  /** One stage of one pipeline (Kommo filters one stage per request). */
+  stage?: { pipelineId: number; statusId: number };
+}
 /** Entities per write request: Kommo accepts 250 and recommends at most 50 (vendor-apis/kommo.md 2.4). */
 export const WRITE_CHUNK = 50;
 
@@ -202,6 +218,16 @@ export class KommoClient {
     return out;
   }
 
+  /**
+   * Subscribes `destination` to the account's webhook `settings` (admin only). Posting a destination
+   * that exists updates it (UNCONFIRMED for Kommo, kommo.md 1.1; the simulator does so).
+   */
+  async addWebhook(destination: string, settings: readonly string[], opts: { signal?: AbortSignal } = {}): Promise<KommoWebhook> {
+    const res = await this.http.request({ method: 'POST', path: '/api/v4/webhooks', body: { destination, settings: [...settings] }, schema: webhookSchema, signal: opts.signal });
+    if (!res) throw new KommoApiError({ status: 204, detail: 'Kommo answered the webhook subscription with no content', path: '/api/v4/webhooks' });
+    return res;
+  }
+
   /** The account's settings. `probe`: sent even while the breaker is open (is Kommo answering again?). */
   async getAccount(opts: { signal?: AbortSignal; probe?: boolean } = {}): Promise<KommoAccountInfo> {
     const res = await this.http.request({ method: 'GET', path: '/api/v4/account', schema: accountInfoSchema, signal: opts.signal, probe: opts.probe ?? false });
@@ -222,6 +248,38 @@ export class KommoClient {
     ];
     if (pipelineId !== undefined) query.push(['filter[pipeline_id][]', pipelineId]);
     yield* this.http.pages('/api/v4/leads', query, 'leads', leadSchema, opts.signal);
+  }
+
+  /**
+   * Page `page` (from 1) of the leads matching `filter`, by id ascending, 250 per page with their
+   * contact links and loss reason; [] past the last page (Kommo answers 204). Ordered by id, an
+   * update to a lead does not move it between pages (ordered by `updated_at` it would, and the
+   * lead after it would be skipped).
+   */
+  async leadsPage(filter: LeadListFilter, page: number, opts: { signal?: AbortSignal; withContacts?: boolean } = {}): Promise<KommoLead[]> {
+    const query: Query = [['order[id]', 'asc'], ['limit', MAX_PAGE], ['page', page]];
+    if (opts.withContacts !== false) query.push(['with', 'contacts,loss_reason']);
+    if (filter.createdTo !== undefined) query.push(['filter[created_at][to]', Math.floor(filter.createdTo)]);
+    if (filter.updatedFrom !== undefined) query.push(['filter[updated_at][from]', Math.floor(filter.updatedFrom)]);
+    if (filter.stage) {
+      query.push(['filter[statuses][0][pipeline_id]', filter.stage.pipelineId], ['filter[statuses][0][status_id]', filter.stage.statusId]);
+    } else if (filter.pipelineId !== undefined) {
+      query.push(['filter[pipeline_id][]', filter.pipelineId]);
+    }
+    const res = await this.http.request({ method: 'GET', path: '/api/v4/leads', query, schema: pageSchema('leads', leadSchema), signal: opts.signal });
+    return (res?._embedded.leads ?? []) as KommoLead[];
+  }
+
+  /**
+   * The account's event log: events of `types` created in [from, to] (unix seconds), page by page
+   * (100 each: kommo.md says to stay at or below 100). The order Kommo returns is unconfirmed:
+   * callers must not rely on it.
+   */
+  async *events(q: { types: readonly string[]; from: number; to?: number; entity?: string }, opts: { signal?: AbortSignal } = {}): AsyncGenerator<KommoEvent[]> {
+    const query: Query = [['filter[type]', q.types.join(',')], ['filter[created_at][from]', Math.floor(q.from)], ['limit', EVENTS_PAGE]];
+    if (q.to !== undefined) query.push(['filter[created_at][to]', Math.floor(q.to)]);
+    if (q.entity) query.push(['filter[entity]', q.entity]);
+    yield* this.http.pages('/api/v4/events', query, 'events', eventSchema, opts.signal);
   }
 
   // ----- writes (arrays; chunked to 250 per request; one result per input item) -----

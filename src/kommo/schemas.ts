@@ -128,6 +128,33 @@ export const webhookSchema = z.looseObject({
 });
 export type KommoWebhook = z.infer<typeof webhookSchema>;
 
+/**
+ * One entry of the account's event log (GET /api/v4/events). `value_after`/`value_before` differ
+ * per type and are partly unconfirmed (kommo.md): read them with `leadStatusIn`.
+ */
+export const eventSchema = z.looseObject({
+  id: z.union([z.string(), z.number()]).transform(String),
+  type: z.string(),
+  entity_id: int,
+  entity_type: z.string().nullish(),
+  created_by: int.nullish().transform((v) => v ?? 0),
+  created_at: int,
+  value_after: z.unknown(),
+  value_before: z.unknown(),
+});
+export type KommoEvent = z.infer<typeof eventSchema>;
+
+const leadStatusValue = z.looseObject({ lead_status: z.looseObject({ id: int, pipeline_id: int.nullish() }) });
+
+/** The `{lead_status: {id, pipeline_id}}` in an event value (a list of one, or the object itself). */
+export function leadStatusIn(value: unknown): { statusId: number; pipelineId: number | null } | null {
+  for (const item of Array.isArray(value) ? value : [value]) {
+    const r = leadStatusValue.safeParse(item);
+    if (r.success) return { statusId: r.data.lead_status.id, pipelineId: r.data.lead_status.pipeline_id ?? null };
+  }
+  return null;
+}
+
 export const accountInfoSchema = z.looseObject({
   id: int,
   name: z.string(),

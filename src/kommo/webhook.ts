@@ -204,18 +204,49 @@ interface Context {
 
 /** Dedup key prefix: the account by subdomain (what intake checks), else by id. */
 function keyScope(ctx: Context, entityAccountId: number | undefined): string {
-  const who = ctx.account.subdomain?.toLowerCase() ?? ctx.account.id ?? entityAccountId ?? 'unknown';
-  return `kommo:${who}`;
+  return kommoKeyScope(ctx.account.subdomain ?? ctx.account.id ?? entityAccountId ?? 'unknown');
 }
 
-function stageKind(statusId: number | undefined): CrmEventKind {
+/** `kommo:<subdomain>`: the prefix of every dedup key of one Kommo account's events. */
+export function kommoKeyScope(subdomainOrId: string | number): string {
+  return `kommo:${typeof subdomainOrId === 'string' ? subdomainOrId.toLowerCase() : subdomainOrId}`;
+}
+
+/** Kinds a Kommo webhook (or Kommo's events API, see kommo/events.ts) reports about a lead. */
+export type LeadChangeKind = Exclude<CrmEventKind, 'contact.updated' | 'lead.backfill'>;
+
+/**
+ * The dedup key of one change to a lead. The ONE place these keys are built: the webhook parser
+ * and the reconciliation of missed webhooks (kommo/events.ts) both call it, so the same change
+ * gets the same key whichever path sees it first, and the inbox stores it once.
+ * `stamp` is Kommo's `updated_at` of the change (unix seconds) when known.
+ */
+export function leadDedupKey(scope: string, leadId: number, kind: LeadChangeKind, p: { pipelineId?: number | undefined; statusId?: number | undefined; responsibleUserId?: number | undefined; stamp: string }): string {
+  const base = `${scope}:lead:${leadId}`;
+  switch (kind) {
+    case 'lead.created':
+      return `${base}:created`;
+    case 'lead.deleted':
+      return `${base}:deleted`;
+    case 'lead.updated':
+      return `${base}:updated:${p.stamp}`;
+    case 'lead.responsible_changed':
+      return `${base}:responsible:${p.responsibleUserId ?? 'none'}:${p.stamp}`;
+    case 'lead.stage_changed':
+    case 'lead.won':
+    case 'lead.lost':
+      return `${base}:stage:${p.pipelineId ?? 'none'}:${p.statusId ?? 'none'}:${p.stamp}`;
+  }
+}
+
+export function stageKind(statusId: number | undefined): 'lead.stage_changed' | 'lead.won' | 'lead.lost' {
   if (statusId === WON_STATUS_ID) return 'lead.won';
   if (statusId === LOST_STATUS_ID) return 'lead.lost';
   return 'lead.stage_changed';
 }
 
 /** leads[update] also carries stage and responsible changes; map them like the dedicated hooks. */
-function leadKind(action: LeadAction, f: LeadFields): CrmEventKind {
+function leadKind(action: LeadAction, f: LeadFields): LeadChangeKind {
   switch (action) {
     case 'add':
       return 'lead.created';
@@ -241,20 +272,13 @@ function leadKind(action: LeadAction, f: LeadFields): CrmEventKind {
 function leadEvent(action: LeadAction, f: LeadFields, entity: Record<string, unknown>, ctx: Context): NormalizedInbound {
   const kind = leadKind(action, f);
   const updatedAt = f.updated_at ?? f.last_modified;
-  const base = `${keyScope(ctx, f.account_id)}:lead:${f.id}`;
-  const stamp = updatedAt === undefined ? sha256(canonicalJson(entity)) : String(updatedAt);
-  let dedupKey: string;
-  if (kind === 'lead.created') dedupKey = `${base}:created`;
-  else if (kind === 'lead.deleted') dedupKey = `${base}:deleted`;
-  else if (kind === 'lead.updated') dedupKey = `${base}:updated:${stamp}`;
-  else if (kind === 'lead.responsible_changed') dedupKey = `${base}:responsible:${f.responsible_user_id ?? 'none'}:${stamp}`;
-  else {
-    // Without a timestamp, hash only the stage fields: the status and update hooks of one move
-    // carry different entity fields but must still share a key.
-    const stageStamp =
-      updatedAt === undefined ? sha256(canonicalJson([f.id, f.pipeline_id, f.status_id, f.old_status_id])) : stamp;
-    dedupKey = `${base}:stage:${f.pipeline_id ?? 'none'}:${f.status_id ?? 'none'}:${stageStamp}`;
-  }
+  const isStage = kind === 'lead.stage_changed' || kind === 'lead.won' || kind === 'lead.lost';
+  // Without a timestamp: a hash of the entity, or for a stage move of only the stage fields (the
+  // status and update hooks of one move carry different entity fields but must still share a key).
+  const stamp = updatedAt !== undefined
+    ? String(updatedAt)
+    : sha256(canonicalJson(isStage ? [f.id, f.pipeline_id, f.status_id, f.old_status_id] : entity));
+  const dedupKey = leadDedupKey(keyScope(ctx, f.account_id), f.id, kind, { pipelineId: f.pipeline_id, statusId: f.status_id, responsibleUserId: f.responsible_user_id, stamp });
   const event: CrmEvent = compact({
     type: 'crm',
     kind,

@@ -16,6 +16,12 @@ export const CRM_EVENT_KINDS = [
   'lead.responsible_changed',
   'lead.deleted',
   'contact.updated',
+  /**
+   * An existing lead synced by `kommo-sync backfill`: the person and the list of the lead's current
+   * stage, like a stage entry, but no marketing event or workflow unless configured for this kind,
+   * and never a Kommo note (crmNotes). Not a change in Kommo: no webhook has this kind.
+   */
+  'lead.backfill',
 ] as const;
 export const crmEventKind = z.enum(CRM_EVENT_KINDS);
 export type CrmEventKind = z.infer<typeof crmEventKind>;

@@ -62,6 +62,12 @@ export class Metrics {
     labelNames: ['account', 'source', 'outcome'] as const,
     registers: [this.registry],
   });
+  readonly backfillLeads = new Counter({
+    name: 'kommo_sync_backfill_leads_total',
+    help: 'Existing leads read by `kommo-sync backfill`, by outcome: synced (jobs queued) or skipped (no contact, no email, pipeline not synced).',
+    labelNames: ['account', 'outcome'] as const,
+    registers: [this.registry],
+  });
   readonly breakerOpen = new Gauge({
     name: 'kommo_sync_destination_down',
     help: '1 while this process sees a destination as down (its circuit breaker is open: one probe at a time).',

@@ -51,6 +51,38 @@ describe('Router', () => {
     await store?.close();
   });
 
+  it('does its idle work (the backfill) only when no inbox event waits, and goes on without pausing while it progresses', async () => {
+    const order: string[] = [];
+    let idleLeft = 3;
+    const r = new Router({
+      store,
+      log: pino({ level: 'silent' }),
+      accounts: new Map([['acme', account(calls)]]),
+      batch: 500,
+      leaseMs: 60_000,
+      pollMs: 60_000,
+      lingerMs: 0,
+      idle: async () => {
+        order.push('idle');
+        return idleLeft-- > 0 ? 1 : 0;
+      },
+    });
+    await store.insertInbox([stageChange(1, Date.now())]);
+    assert.equal(await r.routeOnce(), 1);
+    assert.deepEqual(order, [], 'a waiting live event goes first');
+    assert.equal(await r.routeOnce(), 1);
+    assert.deepEqual(order, ['idle']);
+    await store.insertInbox([stageChange(2, Date.now())]);
+    assert.equal(await r.routeOnce(), 1);
+    assert.deepEqual(order, ['idle'], 'the live event again before more idle work');
+    // The loop: idle work that progressed runs again at once (a poll of 60 s would stall it).
+    r.start();
+    const until = Date.now() + 5_000;
+    while (order.length < 4 && Date.now() < until) await new Promise((res) => setTimeout(res, 10));
+    await r.stop();
+    assert.equal(order.length, 4);
+  });
+
   it('routes whole pages and gives a young remainder back for the next round', async () => {
     const now = Date.now();
     await store.insertInbox(Array.from({ length: 270 }, (_, i) => stageChange(i + 1, now)));

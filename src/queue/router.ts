@@ -74,6 +74,11 @@ export interface RouterOptions {
   /** Accounts whose events are left in the inbox for now (paused: Kommo refused their credentials). */
   pausedAccounts?: () => readonly string[];
   /**
+   * Work for when no inbox event waits (the backfill's next page), run under the router's lock so
+   * what it queues is ordered with routed events. Returns how much it did; 0 lets the router idle.
+   */
+  idle?: () => Promise<number>;
+  /**
    * Several processes route from one store (PostgreSQL): the linger is kept in the store, so the
    * routers taking turns still route bursts in big batches instead of each claiming a small one
    * right after another's.
@@ -130,40 +135,44 @@ export class Router {
 
   private async loop(): Promise<void> {
     while (this.running) {
-      let n = 0;
+      let n = { claimed: 0, idle: 0 };
       try {
-        n = await this.routeOnce();
+        n = await this.o.store.withLock('kommo-sync:router', () => this.routeBatch());
       } catch (err) {
         this.o.log.error({ err }, 'router could not read the inbox; retrying');
       }
       if (!this.running) break;
-      if (n === 0) await this.pacer.pause(this.o.pollMs, true);
-      else if (n < this.o.batch && this.o.lingerMs > 0) await this.pacer.pause(this.o.lingerMs, false);
+      // Idle work that progressed goes on at once; the inbox is still looked at first each round.
+      if (n.claimed === 0 && n.idle === 0) await this.pacer.pause(this.o.pollMs, true);
+      else if (n.claimed > 0 && n.claimed < this.o.batch && this.o.lingerMs > 0) await this.pacer.pause(this.o.lingerMs, false);
     }
   }
 
   /**
-   * Routes one claimed batch. Returns how many inbox events were claimed.
+   * Routes one claimed batch (or, with nothing in the inbox, does one unit of idle work). Returns how
+   * many inbox events were claimed, plus the idle work done.
    * Routers of several processes take turns (a store-wide lock): job ids then follow inbox order,
    * which is what keeps one lead's events in order. Routing is cheap and batched; Kommo's rate limit,
    * not this lock, is what bounds throughput.
    */
-  routeOnce(): Promise<number> {
-    return this.o.store.withLock('kommo-sync:router', () => this.routeBatch());
+  async routeOnce(): Promise<number> {
+    const n = await this.o.store.withLock('kommo-sync:router', () => this.routeBatch());
+    return n.claimed + n.idle;
   }
 
-  private async routeBatch(): Promise<number> {
+  private async routeBatch(): Promise<{ claimed: number; idle: number }> {
     const { store, log } = this.o;
     const rows = await this.claim();
-    if (rows.length === 0) return 0;
+    if (rows.length === 0) return { claimed: 0, idle: this.o.idle ? await this.idleWork(this.o.idle) : 0 };
     if (this.o.sharedLinger && rows.length < this.o.batch && this.o.lingerMs > 0) {
       const now = Date.now();
       const last = Number(await store.kvGet(ROUTED_AT_KEY));
       const oldest = Math.max(...rows.map((r) => now - r.receivedAt));
       // Another process routed a moment ago and these events are all fresh: let them gather.
       if (Number.isFinite(last) && now - last < this.o.lingerMs && oldest < this.o.lingerMs) {
+        // Live events wait to gather: no idle work (backfill) meanwhile.
         await store.releaseInbox(rows.map((r) => r.id));
-        return 0;
+        return { claimed: 0, idle: 0 };
       }
       await store.kvSet(ROUTED_AT_KEY, String(now));
     }
@@ -205,7 +214,19 @@ export class Router {
       if (jobs.length) this.o.onJobs?.();
       log.debug({ events: routed.length, jobs: jobs.length }, 'routed');
     }
-    return rows.length;
+    return { claimed: rows.length, idle: 0 };
+  }
+
+  /** Idle work must not stop routing: its failure is logged and the router idles as usual. */
+  private async idleWork(idle: () => Promise<number>): Promise<number> {
+    try {
+      const n = await idle();
+      if (n > 0) this.o.onJobs?.();
+      return n;
+    } catch (err) {
+      this.o.log.error({ err: err instanceof Error ? err.message : String(err) }, 'router idle work (backfill) failed; retrying');
+      return 0;
+    }
   }
 
   /**

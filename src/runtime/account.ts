@@ -10,11 +10,11 @@ import type { AccountConfig, DestinationConfig } from '../config/schema.js';
 import { getDestination } from '../destinations/index.js';
 import type { Destination, DestinationContext } from '../destinations/types.js';
 import { KommoCatalog, type FieldEntity } from '../kommo/catalog.js';
-import { createKommoClient, type KommoClient } from '../kommo/client.js';
+import { createKommoClient, type KommoClient, type LeadListFilter } from '../kommo/client.js';
 import { deliverKommoOps } from '../kommo/deliver.js';
 import { getAccountLimiter } from '../kommo/rate-limit.js';
 import { StoreEchoMarks } from '../kommo/echo.js';
-import { KommoLoader, mainContactId } from '../kommo/loader.js';
+import { KommoLoader, loadParties, mainContactId } from '../kommo/loader.js';
 import type { KommoOp } from '../model/index.js';
 import type { Metrics } from '../observability/metrics.js';
 import { destinationKey, KOMMO_OPS_V1, SYNC_OPS_V1 } from '../queue/jobs.js';
@@ -23,6 +23,7 @@ import { credentialFingerprint, type AccountPauses } from './pauses.js';
 import { KommoApiError } from '../kommo/transport.js';
 import type { KommoLead } from '../kommo/schemas.js';
 import type { SweepSource } from './sweeper.js';
+import { kommoReconcileSource } from './reconcile.js';
 import type { DeliveryTarget } from '../queue/worker.js';
 import type { Store } from '../store/store.js';
 import { enrichLead } from '../sync/enrich.js';
@@ -47,6 +48,8 @@ export class AccountRuntime implements AccountRouting {
   readonly destinations: Array<{ name: string; plan: AccountRouting['destinations'][number]['plan'] }>;
   readonly active: ActiveDestination[];
   private readonly loader: KommoLoader;
+  /** Whether enrichment reads companies too (a mapping or a destination uses them). */
+  private readonly withCompanies: boolean;
   private readonly echo: StoreEchoMarks;
   private readonly notes: CompiledCrmNotes | null;
   private rules: EngagementRules | null = null;
@@ -116,6 +119,7 @@ export class AccountRuntime implements AccountRouting {
     const readsCompany = (source: string) => source.includes('company');
     const wantsCompanies = Boolean(this.notes && readsCompany(this.notes.text.source)) || this.active.some((a) => a.dest.supports.groupAccount
       || [...a.mapping.attributes, ...Object.values(a.mapping.properties).flat()].some(({ expr }) => readsCompany(expr.source)));
+    this.withCompanies = wantsCompanies;
     this.loader = new KommoLoader(this.client, { withCompanies: wantsCompanies });
     this.destinations = this.active.map((a) => ({
       name: a.cfg.name,
@@ -150,6 +154,16 @@ export class AccountRuntime implements AccountRouting {
           issues.push(`${this.loaded.where(['accounts', this.name, 'destinations', a.cfg.name, 'lists', stageName])}: ${(err as Error).message}`);
         }
       }
+    }
+    // `pipelines:` of a destination names Kommo pipelines: a typo would silently sync nothing there.
+    for (const a of this.active) {
+      (a.cfg.common.pipelines ?? []).forEach((p, i) => {
+        try {
+          this.catalog.resolvePipelineByName(p);
+        } catch (err) {
+          issues.push(`${this.loaded.where(['accounts', this.name, 'destinations', a.cfg.name, 'pipelines', i])}: ${(err as Error).message}`);
+        }
+      });
     }
     const checkFields = (expr: CompiledExpr | CompiledTemplate) => {
       for (const ref of fieldNamesReferenced(expr)) {
@@ -249,6 +263,39 @@ export class AccountRuntime implements AccountRouting {
       results.push(loaded && !(event.kind === 'lead.deleted') ? await enrichLead(event, receivedAt, loaded, { account: { name: this.name, subdomain: this.cfg.kommo.subdomain, currency: this.currency }, catalog: this.catalog, users }) : null);
     }
     return results;
+  }
+
+  /** Backfill: one page of existing leads; refused credentials pause the account like any Kommo work. */
+  backfillPage(filter: LeadListFilter, page: number, withContacts: boolean): Promise<KommoLead[]> {
+    return this.guarded(() => this.client.leadsPage(filter, page, { withContacts }));
+  }
+
+  /**
+   * Backfill: leads a listing read (with their contact links) as enriched `lead.backfill` events.
+   * Their contacts (and companies) cost one request per 250 leads; the leads are not read again.
+   */
+  backfillLeads(leads: readonly KommoLead[]): Promise<EnrichedLead[]> {
+    return this.guarded(async () => {
+      await this.init();
+      const users = await this.userMap();
+      const loaded = await loadParties(this.client, leads, { withCompanies: this.withCompanies });
+      const now = Date.now();
+      const out: EnrichedLead[] = [];
+      for (const l of loaded) {
+        const event: CrmEvent = { type: 'crm', kind: 'lead.backfill', entityId: l.lead.id, entityType: 'lead', updatedAt: l.lead.updated_at, entity: {} };
+        out.push(await enrichLead(event, now, l, { account: { name: this.name, subdomain: this.cfg.kommo.subdomain, currency: this.currency }, catalog: this.catalog, users }));
+      }
+      return out;
+    });
+  }
+
+  /**
+   * GDPR erasure of what kommo-sync itself keeps about `email` in this account: the email -> lead
+   * index, hot-lead counters and cooldown marks, and the opt-out echo marks kept per destination.
+   */
+  async forgetPerson(email: string): Promise<void> {
+    await this.store.forgetEmail(this.name, email);
+    for (const a of this.active) await this.store.kvDelete(optOutEchoKey(this.name, a.cfg.name, email));
   }
 
   /** A contact change is synced as its most recent lead's person (the model is lead-centred). */
@@ -354,9 +401,30 @@ export class AccountRuntime implements AccountRouting {
     }));
   }
 
-  /** Sweeps of this account's destinations that have one (engagement no webhook reports). */
+  /**
+   * Sweeps: Kommo's event log for missed webhooks (`kommo.reconcile`), and this account's
+   * destinations that have one (engagement no webhook reports).
+   */
   sweepSources(): SweepSource[] {
-    return this.active.flatMap((a) => {
+    const kommo: SweepSource[] = [];
+    if (this.cfg.kommo.reconcile > 0) {
+      const source = kommoReconcileSource({
+        account: this.name,
+        subdomain: this.cfg.kommo.subdomain,
+        intervalMs: this.cfg.kommo.reconcile,
+        client: this.client,
+        store: this.store,
+        pipelineOfStatus: (id) => this.catalog.pipelineOfStatus(id),
+      });
+      // The catalog tells stage ids' pipelines; it may not be loaded yet when Kommo was away at start.
+      kommo.push({ ...source, run: async (cursor) => this.guarded(async () => {
+        // A paused account waits for its credentials like everything else; the cursor stays.
+        if (this.pauses?.reason(this.name)) return { events: [], cursor };
+        await this.init();
+        return source.run(cursor);
+      }) });
+    }
+    return [...kommo, ...this.active.flatMap((a) => {
       const sweep = a.dest.sweep;
       if (!sweep) return [];
       const perSecond = a.dest.limits.perSecond;
@@ -375,7 +443,7 @@ export class AccountRuntime implements AccountRouting {
           }
         },
       }];
-    });
+    })];
   }
 
   /** Delivery targets for the worker: every enabled destination, plus Kommo itself. */

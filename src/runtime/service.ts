@@ -17,6 +17,7 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { AccountRuntime } from './account.js';
 import { Sweeper } from './sweeper.js';
+import { Backfiller, type BackfillAccount } from './backfill.js';
 import { AccountPauses } from './pauses.js';
 import { destinationKey } from '../queue/jobs.js';
 import { getAccountBreaker } from '../kommo/rate-limit.js';
@@ -125,6 +126,20 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       ...(o.workerId ? { workerId: o.workerId } : {}),
     });
     const wk = worker;
+    const backfiller = new Backfiller({
+      store,
+      log: o.log.child({ role: 'backfill' }),
+      metrics,
+      accounts: new Map([...accounts.values()].map((a): [string, BackfillAccount] => [a.name, {
+        name: a.name,
+        subdomain: a.cfg.kommo.subdomain,
+        paused: () => pauses.reason(a.name),
+        listPage: (filter, page, withContacts) => a.backfillPage(filter, page, withContacts),
+        enrich: (leads) => a.backfillLeads(leads),
+        destinations: a.destinations,
+        remember: (leads) => a.remember(leads),
+      }])),
+    });
     router = new Router({
       store,
       log: o.log.child({ role: 'router' }),
@@ -137,6 +152,8 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       pollMs: w.poll,
       onJobs: () => wk.wake(),
       pausedAccounts: () => pauses.names(),
+      // Existing leads (`kommo-sync backfill`) are read only when no live event waits.
+      idle: () => backfiller.step(),
       sharedLinger: store.kind === 'postgres',
     });
     const rt = router;

@@ -20,6 +20,31 @@ export interface SweepSource {
   run(cursor: string | null): Promise<{ events: NormalizedInbound[]; cursor: string | null }>;
 }
 
+/** The last run of one sweep, kept in the store (`sweep-stats:<account>/<source>`). */
+export interface SweepStats {
+  /** When it last ran (ms). */
+  at: number;
+  /** Events that run read, and how many of them were new (no webhook had brought them). */
+  read: number;
+  found: number;
+  /** New events found since the store was created. */
+  totalFound: number;
+}
+
+export function sweepStatsKey(account: string, source: string): string {
+  return `sweep-stats:${account}/${source}`;
+}
+
+export function parseStats(raw: string | null): SweepStats | null {
+  if (!raw) return null;
+  try {
+    const v = JSON.parse(raw) as Partial<SweepStats>;
+    return typeof v.at === 'number' && typeof v.totalFound === 'number' ? { at: v.at, read: v.read ?? 0, found: v.found ?? 0, totalFound: v.totalFound } : null;
+  } catch {
+    return null;
+  }
+}
+
 export interface SweeperOptions {
   store: Pick<Store, 'withLock' | 'kvGet' | 'kvSet' | 'insertInbox'>;
   log: Logger;
@@ -84,6 +109,10 @@ export class Sweeper {
       // and the dedup keys drop the repeats.
       if (next !== null) await store.kvSet(`sweep-cursor:${key}`, next);
       await store.kvSet(`sweep-at:${key}`, String(at));
+      // What `status` (and the dashboard) show: when it last ran and what it has found in all.
+      const before = parseStats(await store.kvGet(sweepStatsKey(s.account, s.name)));
+      const stats: SweepStats = { at, read: events.length, found: inserted, totalFound: (before?.totalFound ?? 0) + inserted };
+      await store.kvSet(sweepStatsKey(s.account, s.name), JSON.stringify(stats));
       this.o.metrics?.sweepRuns.inc({ account: s.account, source: s.name, outcome: 'ok' });
       if (inserted) {
         this.o.metrics?.sweepEvents.inc({ account: s.account, source: s.name }, inserted);

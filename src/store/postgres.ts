@@ -29,6 +29,7 @@ import type {
   JobFilter,
   JobOutcome,
   JobState,
+  KvWrite,
   NewInboxEvent,
   NewJob,
   QueueStats,
@@ -128,6 +129,7 @@ function jobConditions(filter: JobFilter, p: SqlParams): string[] {
   if (filter.state !== undefined) conds.push(`state = ${p.add(filter.state)}`);
   if (filter.destination !== undefined) conds.push(`destination = ${p.add(filter.destination)}`);
   if (filter.account !== undefined) conds.push(`account = ${p.add(filter.account)}`);
+  if (filter.orderingKey !== undefined) conds.push(`ordering_key = ${p.add(filter.orderingKey)}`);
   if (filter.since !== undefined) conds.push(`created_at >= ${p.add(filter.since)}`);
   return conds;
 }
@@ -450,6 +452,15 @@ class PostgresStore implements Store {
     await this.query(`UPDATE ks_inbox SET state = 'failed', last_error = $2, lease_until = NULL WHERE id = $1`, [id, reason]);
   }
 
+  async existingInboxKeys(account: string, keys: readonly string[]): Promise<Set<string>> {
+    if (keys.length === 0) return new Set();
+    const { rows } = await this.query<{ dedup_key: string }>(
+      'SELECT dedup_key FROM ks_inbox WHERE account = $1 AND dedup_key = ANY($2::text[])',
+      [account, [...new Set(keys)]],
+    );
+    return new Set(rows.map((r) => r.dedup_key));
+  }
+
   async requeueInbox(): Promise<number> {
     const r = await this.query(`UPDATE ks_inbox SET state = 'pending', attempts = 0, lease_until = NULL WHERE state = 'failed'`);
     return r.rowCount ?? 0;
@@ -510,9 +521,20 @@ class PostgresStore implements Store {
 
   // ---------- jobs ----------
 
-  async enqueueJobs(jobs: NewJob[]): Promise<number[]> {
-    if (jobs.length === 0) return [];
-    return this.tx((c) => this.insertJobs(c, jobs, Date.now()));
+  async enqueueJobs(jobs: NewJob[], opts: { kv?: KvWrite } = {}): Promise<number[]> {
+    const kv = opts.kv;
+    if (jobs.length === 0 && !kv) return [];
+    return this.tx(async (c) => {
+      const ids = await this.insertJobs(c, jobs, Date.now());
+      if (kv) {
+        await c.query(
+          `INSERT INTO ks_kv (key, value, expires_at) VALUES ($1, $2, NULL)
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = NULL`,
+          [kv.key, kv.value],
+        );
+      }
+      return ids;
+    });
   }
 
   /**

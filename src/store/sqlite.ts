@@ -35,6 +35,7 @@ import type {
   JobFilter,
   JobOutcome,
   JobState,
+  KvWrite,
   NewInboxEvent,
   NewJob,
   QueueStats,
@@ -359,6 +360,11 @@ class SqliteStore implements Store {
     return this.sync((q) => q.requeueInbox.run().changes);
   }
 
+  existingInboxKeys(account: string, keys: readonly string[]): Promise<Set<string>> {
+    if (keys.length === 0) return Promise.resolve(new Set());
+    return this.sync((q) => new Set(q.existingInboxKeys.all(account, JSON.stringify([...new Set(keys)])).map((r) => r.dedup_key)));
+  }
+
   requeueInboxIds(ids: number[]): Promise<number> {
     if (ids.length === 0) return Promise.resolve(0);
     return this.sync((q) => q.requeueInboxIds.run(JSON.stringify(ids.slice(0, MAX_IDS))).changes);
@@ -418,9 +424,9 @@ class SqliteStore implements Store {
 
   // ---------- jobs ----------
 
-  enqueueJobs(jobs: NewJob[]): Promise<number[]> {
-    if (jobs.length === 0) return Promise.resolve([]);
-    return this.sync((q) => q.enqueueJobs.immediate(jobs, Date.now()));
+  enqueueJobs(jobs: NewJob[], opts: { kv?: KvWrite } = {}): Promise<number[]> {
+    if (jobs.length === 0 && !opts.kv) return Promise.resolve([]);
+    return this.sync((q) => q.enqueueJobs.immediate(jobs, Date.now(), opts.kv ?? null));
   }
 
   claimJobs(opts: ClaimOptions): Promise<Job[]> {
@@ -702,6 +708,10 @@ function jobConditions(filter: JobFilter): { conds: string[]; params: (string | 
     conds.push('account = ?');
     params.push(filter.account);
   }
+  if (filter.orderingKey !== undefined) {
+    conds.push('ordering_key = ?');
+    params.push(filter.orderingKey);
+  }
   if (filter.since !== undefined) {
     conds.push('created_at >= ?');
     params.push(filter.since);
@@ -734,6 +744,7 @@ class Prepared {
   readonly indexEmail;
   readonly indexEmails;
   readonly requeueInbox;
+  readonly existingInboxKeys;
   readonly leadsByEmail;
   readonly pruneSteps: PruneStep[];
   readonly requeueInboxIds;
@@ -875,7 +886,19 @@ class Prepared {
           }).lastInsertRowid,
         ),
       );
-    this.enqueueJobs = db.transaction(insertJobs);
+    const kvUpsert = db.prepare<[string, string]>(
+      `INSERT INTO ks_kv (key, value, expires_at) VALUES (?, ?, NULL)
+       ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL`,
+    );
+    this.enqueueJobs = db.transaction((jobs: NewJob[], now: number, kv: KvWrite | null): number[] => {
+      const ids = insertJobs(jobs, now);
+      if (kv) kvUpsert.run(kv.key, kv.value);
+      return ids;
+    });
+    // Through the (account, dedup_key) unique index: one lookup per key.
+    this.existingInboxKeys = db.prepare<[string, string], { dedup_key: string }>(
+      'SELECT dedup_key FROM ks_inbox WHERE account = ? AND dedup_key IN (SELECT value FROM json_each(?))',
+    );
     this.routeInbox = db.transaction((inboxIds: number[], jobs: NewJob[], now: number, facts: InboxFacts[]): void => {
       const known = new Map(facts.map((f) => [f.id, f]));
       const mark = (id: number): number => {

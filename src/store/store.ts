@@ -186,8 +186,16 @@ export interface JobFilter {
   state?: JobState;
   destination?: string;
   account?: string;
+  /** Jobs of one ordering key (`lead:<id>`: one lead's jobs). */
+  orderingKey?: string;
   since?: number;
   limit?: number;
+}
+
+/** A key-value pair written in the same transaction as other changes (a cursor that says they exist). */
+export interface KvWrite {
+  key: string;
+  value: string;
 }
 
 /** One open transaction's view of the store, used by the router to route atomically. */
@@ -221,6 +229,11 @@ export interface Store {
   /** Failed inbox events back to pending (after fixing the config or once Kommo is back). */
   requeueInbox(): Promise<number>;
   /**
+   * Which of `keys` the inbox holds for `account` (any state): reconciliation asks whether a
+   * webhook already brought a change before storing it from another source.
+   */
+  existingInboxKeys(account: string, keys: readonly string[]): Promise<Set<string>>;
+  /**
    * These events routed again: failed ones, and routed ones that produced nothing (`note`), e.g.
    * an open from an email no lead had yet. Others are left alone. Returns how many.
    */
@@ -230,7 +243,11 @@ export interface Store {
   getInbox(id: number): Promise<InboxDetail | null>;
 
   // jobs
-  enqueueJobs(jobs: NewJob[]): Promise<number[]>;
+  /**
+   * Inserts the jobs; with `opts.kv`, also sets that key in the same transaction, so a cursor saying
+   * "these jobs exist" (the backfill's page) can never disagree with the jobs after a crash.
+   */
+  enqueueJobs(jobs: NewJob[], opts?: { kv?: KvWrite }): Promise<number[]>;
   /**
    * Claims due jobs of one destination: pending (or leased with an expired lease), runAfter <= now,
    * and only the head job of each ordering key (no earlier pending/leased job with the same key).

@@ -91,10 +91,13 @@ const CRM_KINDS = crmEventKind.options;
 
 /** Kinds that mean "this person's data may have changed": they upsert the person. */
 const PERSON_KINDS: ReadonlySet<CrmEventKind> = new Set<CrmEventKind>([
-  'lead.created', 'lead.updated', 'lead.stage_changed', 'lead.won', 'lead.lost', 'lead.responsible_changed', 'contact.updated',
+  'lead.created', 'lead.updated', 'lead.stage_changed', 'lead.won', 'lead.lost', 'lead.responsible_changed', 'contact.updated', 'lead.backfill',
 ]);
-/** Kinds after which the lead sits in a (new) stage: list membership follows the stage. */
-const STAGE_KINDS: ReadonlySet<CrmEventKind> = new Set<CrmEventKind>(['lead.created', 'lead.stage_changed', 'lead.won', 'lead.lost']);
+/**
+ * Kinds after which the lead sits in a (new) stage: list membership follows the stage. A backfilled
+ * lead joins the list of the stage it is in (it has no previous stage, so it leaves none).
+ */
+const STAGE_KINDS: ReadonlySet<CrmEventKind> = new Set<CrmEventKind>(['lead.created', 'lead.stage_changed', 'lead.won', 'lead.lost', 'lead.backfill']);
 
 /**
  * Name -> expression, layered: core defaults, then the destination's conventions, then the user's

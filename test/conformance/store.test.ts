@@ -590,6 +590,46 @@ function conformance(backend: Backend): void {
     }
   });
 
+  it('enqueueJobs with a kv write sets the key in the same transaction as the jobs', async (s) => {
+    const ids = await s.enqueueJobs([job('a'), job('b')], { kv: { key: 'backfill:acc', value: '{"page":1}' } });
+    assert.equal(ids.length, 2);
+    assert.equal(await s.kvGet('backfill:acc'), '{"page":1}');
+    // An expiring value is replaced by a permanent one; no jobs but a kv write is still a write.
+    await s.kvSet('backfill:acc', 'old', 10, Date.now());
+    assert.deepEqual(await s.enqueueJobs([], { kv: { key: 'backfill:acc', value: '{"page":2}' } }), []);
+    await sleep(20);
+    assert.equal(await s.kvGet('backfill:acc'), '{"page":2}');
+    // A failing insert writes neither: the jobs and the cursor cannot disagree.
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    await assert.rejects(s.enqueueJobs([job('c'), job('d', { payload: circular })], { kv: { key: 'backfill:acc', value: '{"page":3}' } }));
+    assert.equal(await s.kvGet('backfill:acc'), '{"page":2}');
+    assert.equal((await s.listJobs({})).length, 2);
+  });
+
+  it('existingInboxKeys says which dedup keys an account\'s inbox holds, in any state', async (s) => {
+    await s.insertInbox([ev('k1'), ev('k2'), ev('k3', { account: 'other' })]);
+    const [first] = await s.claimInbox(1, 60_000, Date.now());
+    await s.routeInbox([first!.id], []);
+    assert.deepEqual([...(await s.existingInboxKeys('acc', ['k1', 'k2', 'k3', 'k4', 'k1']))].sort(), ['k1', 'k2']);
+    assert.deepEqual([...(await s.existingInboxKeys('other', ['k1', 'k3']))], ['k3']);
+    assert.equal((await s.existingInboxKeys('acc', [])).size, 0);
+    const many = Array.from({ length: 1500 }, (_, i) => `n${i}`);
+    assert.deepEqual([...(await s.existingInboxKeys('acc', [...many, 'k2']))], ['k2']);
+  });
+
+  it('listJobs and requeueJobs filter by ordering key (one lead\'s jobs)', async (s) => {
+    const ids = await s.enqueueJobs([job('lead:1'), job('lead:2'), job('lead:1', { destination: 'other' })]);
+    const now = Date.now();
+    await claimIds(s, 'dest', now);
+    await claimIds(s, 'other', now);
+    await s.completeJobs('w1', ids.map((id) => ({ id, outcome: 'dead' as const, error: 'x' })));
+    assert.deepEqual((await s.listJobs({ orderingKey: 'lead:1' })).map((j) => j.id), [ids[2], ids[0]]);
+    assert.deepEqual((await s.listJobs({ orderingKey: 'lead:1', destination: 'dest' })).map((j) => j.id), [ids[0]]);
+    assert.equal(await s.requeueJobs({ state: 'dead', orderingKey: 'lead:1' }), 2);
+    assert.equal((await s.getJob(ids[1]!))!.state, 'dead');
+  });
+
   it('listJobs filters and orders newest first; requeueJobs revives dead jobs', async (s) => {
     const ids = await s.enqueueJobs([job('a', { destination: 'r' }), job('b', { destination: 'r' }), job('c', { destination: 'r' }), job('d', { destination: 'q', account: 'acc2' })]);
     const now = Date.now();

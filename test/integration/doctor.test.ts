@@ -17,9 +17,9 @@ let world: World;
 let dir: string;
 let config: string;
 
-async function doctor(file = config): Promise<{ code: number; out: string }> {
+async function doctor(file = config, ...flags: string[]): Promise<{ code: number; out: string }> {
   try {
-    const { stdout } = await promisify(execFile)(process.execPath, [BIN, 'doctor', '--config', file]);
+    const { stdout } = await promisify(execFile)(process.execPath, [BIN, 'doctor', '--config', file, ...flags]);
     return { code: 0, out: stdout };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -28,7 +28,7 @@ async function doctor(file = config): Promise<{ code: number; out: string }> {
 }
 
 before(async () => {
-  world = await startWorld({ destinations: ['customerio'] });
+  world = await startWorld({ destinations: ['customerio', 'encharge'] });
   dir = mkdtempSync(join(tmpdir(), 'kommo-sync-doctor-'));
   const cfg = parse(world.yaml) as Record<string, unknown>;
   cfg.store = `sqlite:${join(dir, 'ks.db')}`;
@@ -45,7 +45,7 @@ after(async () => {
 it('checks credentials and names, and reports a missing, then a disabled Kommo webhook', { timeout: 60_000 }, async () => {
   let r = await doctor();
   assert.match(r.out, /ok {4}Kommo credentials accepted/);
-  assert.match(r.out, /ok {4}stages, fields and lists named in the config exist/);
+  assert.match(r.out, /ok {4}stages, pipelines, fields and lists named in the config exist/);
   assert.match(r.out, /ok {4}customerio \(customerio\) credentials accepted/);
   assert.match(r.out, /FAIL {2}Kommo has no webhook pointing at kommo-sync yet/);
   assert.equal(r.code, 1);
@@ -99,4 +99,77 @@ it('a misspelt path in a mapping is a config error, before "configuration is val
   assert.equal(r.code, 2, r.out);
   assert.match(r.out, /attributes\.industry: unknown name `lead\.feilds` in `lead\.feilds\["Industry"\]` \(did you mean `lead\.fields`\?\)/);
   assert.doesNotMatch(r.out, /configuration is valid/);
+});
+
+/** The parts of the test config the variants change. */
+interface TestConfig {
+  server: { publicUrl?: string };
+  accounts: { acme: { stages?: Record<string, string>; destinations: { customerio: { pipelines?: string[] } } } };
+}
+
+/** The test config with `edit` applied, as a new file. */
+function variant(name: string, edit: (cfg: TestConfig) => void): string {
+  const cfg = parse(readFileSync(config, 'utf8')) as TestConfig;
+  edit(cfg);
+  const file = join(dir, `${name}.yaml`);
+  writeFileSync(file, stringify(cfg));
+  return file;
+}
+
+it('a misspelt stage or pipeline name fails with the nearest existing name, exit status 1', { timeout: 60_000 }, async () => {
+  const file = variant('misspelt', (cfg) => {
+    const acme = cfg.accounts.acme;
+    acme.stages = { 'Proposal snet': 'proposal_sent' };
+    acme.destinations.customerio.pipelines = ['Sails'];
+  });
+  const r = await doctor(file);
+  assert.equal(r.code, 1, r.out);
+  assert.match(r.out, /configuration is valid/);
+  assert.match(r.out, /FAIL {2}\S+misspelt\.yaml:\d+ accounts\.acme\.stages: stages: stage "Proposal snet" not found in Kommo; did you mean "Proposal sent"\?/);
+  assert.match(r.out, /FAIL {2}\S+misspelt\.yaml:\d+ accounts\.acme\.destinations\.customerio\.pipelines\[0\]: pipeline "Sails" not found in Kommo; did you mean "Sales"\?/);
+  assert.match(r.out, /ok {4}Kommo credentials accepted/);
+});
+
+it('--fix registers the Kommo webhook (and Encharge\'s event subscriptions) at server.publicUrl; without publicUrl it says it cannot', { timeout: 90_000 }, async () => {
+  for (const h of world.kommo.webhooks) world.kommo.unsubscribe(h.destination);
+  const enc = world.vendors.get('encharge')!.sim as unknown as { subscriptions: ReadonlyArray<{ eventType: string; url: string }> };
+  const noPublic = variant('no-public-url', (cfg) => {
+    delete cfg.server.publicUrl;
+  });
+  let r = await doctor(noPublic, '--fix');
+  assert.equal(r.code, 1, r.out);
+  assert.match(r.out, /WARN {2}--fix cannot register webhooks without server\.publicUrl/);
+  assert.match(r.out, /FAIL {2}Kommo has no webhook pointing at kommo-sync yet; --fix cannot register it without server\.publicUrl/);
+  assert.equal(world.kommo.webhooks.length, 0);
+
+  r = await doctor(config);
+  assert.equal(r.code, 1, r.out);
+  assert.match(r.out, /FAIL {2}Kommo has no webhook pointing at kommo-sync yet: add the URL below in Settings > Integrations > Web hooks, or run doctor --fix/);
+  assert.match(r.out, /WARN {2}encharge \(encharge\): Encharge's API cannot list event subscriptions/);
+
+  r = await doctor(config, '--fix');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /FIXED registered the Kommo webhook: http:\/\/127\.0\.0\.1:9\/webhooks\/acme\/kommo\/\*\*\* \(add_lead, update_lead, status_lead, responsible_lead, delete_lead, restore_lead, update_contact\)/);
+  assert.match(r.out, /FIXED encharge \(encharge\): registered its webhook http:\/\/127\.0\.0\.1:9\/webhooks\/acme\/encharge\/\*\*\*/);
+  assert.match(r.out, /All checks passed\. 2 fixed\./);
+  const hook = world.kommo.webhooks.find((h) => h.destination === world.kommoWebhookUrl('http://127.0.0.1:9'));
+  assert.ok(hook && !hook.disabled, 'the simulator has the webhook');
+  assert.ok(['add_lead', 'status_lead', 'update_contact'].every((e) => hook.settings.includes(e)));
+  const encharge = world.vendors.get('encharge')!;
+  assert.ok(enc.subscriptions.some((sub) => sub.url.startsWith(`http://127.0.0.1:9/webhooks/acme/encharge/${encharge.webhookSecret}?event=`)), 'Encharge has the subscription');
+  // No secret in the checks' lines (only in the URLs to paste, on purpose).
+  const checks = r.out.split('webhook URLs to paste')[0]!;
+  assert.ok(!checks.includes(world.kommoWebhookSecret) && !checks.includes(encharge.webhookSecret));
+
+  r = await doctor(config);
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /ok {4}Kommo sends webhooks to kommo-sync \(add_lead, update_lead, status_lead/);
+
+  // A disabled webhook is re-enabled by --fix.
+  world.kommo.setWebhookDisabled(hook.destination, true);
+  r = await doctor(config, '--fix');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /WARN {2}Kommo has DISABLED the webhook/);
+  assert.match(r.out, /FIXED re-enabled the Kommo webhook/);
+  assert.equal(world.kommo.webhooks.find((h) => h.destination === hook.destination)?.disabled, false);
 });

@@ -7,11 +7,12 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import pino from 'pino';
 import { parse, stringify } from 'yaml';
 import type { CustomerioSimulator } from '../../src/destinations/customerio/simulator.js';
+import { getDestination } from '../../src/destinations/index.js';
 import { startWorld, type World } from '../../src/demo/world.js';
 import { startService, type Service } from '../../src/runtime/service.js';
 import { BIN } from './cli.js';
@@ -83,4 +84,72 @@ it('rejects what is not an email address, and an unknown account, without touchi
   const account = await cli('erase', 'x@example.com', '--account', 'nope');
   assert.equal(account.code, 1);
   assert.match(account.out, /--account: no account "nope"/);
+});
+
+describe('with every registered destination', () => {
+  let all: World;
+  let allService: Service;
+  let allDir: string;
+  let allConfig: string;
+
+  before(async () => {
+    allDir = mkdtempSync(join(tmpdir(), 'kommo-sync-erase-all-'));
+    const store = `sqlite:${join(allDir, 'ks.db')}`;
+    all = await startWorld({ store, account: 'omni' });
+    const cfg = parse(all.yaml) as Record<string, unknown>;
+    allConfig = join(allDir, 'kommo-sync.yaml');
+    writeFileSync(allConfig, stringify(cfg));
+    allService = await startService({ loaded: all.loaded, log: pino({ level: 'silent' }), intake: true, work: true, port: 0, host: '127.0.0.1' });
+    all.subscribe(allService.url!);
+  });
+  after(async () => {
+    await allService?.close();
+    await all?.close();
+    rmSync(allDir, { recursive: true, force: true });
+  });
+
+  it('reaches every simulator that can erase, says plainly which cannot, notes it in Kommo and reports each outcome (--wait)', { timeout: 120_000 }, async () => {
+    const k = all.kommo;
+    const email = 'grace.hopper@example.com';
+    const contact = k.createContact({ name: 'Grace Hopper', email });
+    const lead = k.createLead({ name: 'Compiler', price: 500, contactIds: [contact.id] });
+    // A stage with a list everywhere that has lists (Moosend keeps people only in lists).
+    k.moveLead(lead.id, k.status('Demo scheduled').id);
+    await k.flushWebhooks();
+    const types = [...all.vendors.keys()];
+    await waitFor(() => types.every((t) => all.vendors.get(t)!.sim.items.some((i) => i.person === email && i.ok)), `the person synced to ${types.join(', ')}`, 60_000);
+    const drained = async () => {
+      const s = await allService.store.stats(Date.now());
+      return s.jobs.pending + s.jobs.leased === 0;
+    };
+    await waitFor(drained, 'the queue drained', 60_000);
+
+    let out = '';
+    let code = 0;
+    try {
+      out = (await promisify(execFile)(process.execPath, [BIN, 'erase', email, '--wait', '--json', '--config', allConfig], { timeout: 90_000 })).stdout;
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      code = e.code;
+      out = e.stdout + e.stderr;
+    }
+    const report = JSON.parse(out) as { accounts: Array<{ erasedIn: string[]; skipped: Array<{ destination: string; reason: string }>; outcome: Record<string, { state: string }> }> };
+    const [r] = report.accounts;
+    const canErase = types.filter((t) => getDestination(t)!.supports.erasePerson);
+    const cannot = types.filter((t) => !getDestination(t)!.supports.erasePerson);
+    assert.deepEqual([...r!.erasedIn].sort(), [...canErase].sort());
+    assert.deepEqual(r!.skipped.map((s) => s.destination).sort(), [...cannot].sort());
+    for (const s of r!.skipped) assert.match(s.reason, /cannot delete/);
+    assert.equal(code, cannot.length ? 1 : 0, 'not erased everywhere: a non-zero exit');
+    for (const t of canErase) {
+      assert.deepEqual(r!.outcome[t], { state: 'done' }, `${t}: the erasure was delivered`);
+      assert.ok(all.vendors.get(t)!.sim.items.some((i) => i.kind === 'erasePerson' && i.person === email && i.ok), `${t}: the simulator erased the person`);
+    }
+    assert.deepEqual(r!.outcome.kommo, { state: 'done' }, 'the note in Kommo');
+    for (const t of cannot) assert.equal(r!.outcome[t], undefined, `${t}: nothing sent`);
+    const note = [...k.notes.values()].find((n) => n.entity_id === lead.id && String(n.params.text).includes('erased on request'));
+    assert.ok(note, 'a note on the lead');
+    assert.match(String(note.params.text), new RegExp(`not erased in ${cannot.join(', ')}`));
+    assert.deepEqual(await allService.store.leadsByEmail(all.account, email), [], 'kommo-sync forgot the email');
+  });
 });

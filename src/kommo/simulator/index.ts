@@ -31,6 +31,7 @@ import type {
   SimCompany,
   SimContact,
   SimCustomField,
+  SimEvent,
   SimLead,
   SimLossReason,
   SimNote,
@@ -39,6 +40,8 @@ import type {
   SimTask,
   SimUser,
   SimWebhook,
+  WebhookDropRecord,
+  WebhookEventName,
   WebhookSendRecord,
 } from './types.js';
 import { WebhookDispatcher } from './webhooks.js';
@@ -237,6 +240,14 @@ export class KommoSimulator {
   get webhooksSent(): readonly WebhookSendRecord[] {
     return this.hooks.sent;
   }
+  /** Webhooks never sent because of `dropWebhooks`. */
+  get webhooksDropped(): readonly WebhookDropRecord[] {
+    return this.hooks.dropped;
+  }
+  /** The account's event log (what GET /api/v4/events reads), oldest first. */
+  get events(): readonly SimEvent[] {
+    return this.state.events;
+  }
   /** Every request received (rejected ones too), in arrival order. */
   get requests(): readonly RequestLogEntry[] {
     return this.gate.requests;
@@ -417,6 +428,14 @@ export class KommoSimulator {
 
   unsubscribe(url: string): boolean {
     return this.hooks.unsubscribe(url);
+  }
+
+  /**
+   * The next `count` webhook POSTs (of these events; all when none named) are never made: Kommo
+   * failed to deliver them and did not retry. The event log still has the changes.
+   */
+  dropWebhooks(count: number, events: readonly WebhookEventName[] = []): void {
+    this.hooks.dropNext(count, events);
   }
 
   /** Marks a subscription disabled, as Kommo does after too many failed deliveries. */

@@ -111,6 +111,7 @@ export function createPlugin(deps: RouteDeps): FastifyPluginAsync {
     registerCatalog(app, deps, prefix);
     registerNotesAndTasks(app, deps, prefix);
     registerWebhooks(app, deps, prefix);
+    registerEvents(app, deps, prefix);
 
     app.all('/api/v4/*', async (_req, reply) => sendProblem(reply, 404, 'Not found'));
   };
@@ -585,6 +586,41 @@ function registerWebhooks(app: FastifyInstance, deps: RouteDeps, prefix: string)
     return sendNoContent(reply);
   });
 }
+
+// ---- events ----
+
+/** Kommo's events API answers at most 100 per page (the RU docs; the EN page says 250: kommo.md). */
+const EVENTS_LIMIT = 100;
+
+/**
+ * GET /api/v4/events (kommo.md "Events: polling"): filters by type, entity, entity id, author and
+ * `created_at` (one timestamp = since then, or [from]/[to]); newest first (Kommo's order is
+ * unconfirmed: clients must not rely on it); 204 when nothing matches.
+ */
+function registerEvents(app: FastifyInstance, deps: RouteDeps, prefix: string): void {
+  const { state } = deps;
+  app.get('/api/v4/events', async (req, reply) => {
+    const q = new KommoQuery(rawQuery(req));
+    const limit = q.int('limit') ?? DEFAULT_EVENTS_LIMIT;
+    if (limit > EVENTS_LIMIT) return sendProblem(reply, 400, `limit must be at most ${EVENTS_LIMIT}`);
+    const types = q.list('filter[type]');
+    const entities = q.list('filter[entity]');
+    const entityIds = q.ints('filter[entity_id]');
+    const authors = q.ints('filter[created_by]');
+    const since = q.int('filter[created_at]') ?? q.int('filter[created_at][from]');
+    const until = q.int('filter[created_at][to]');
+    const events = state.events.filter((e) =>
+      (types.length === 0 || types.includes(e.type)) &&
+      (entities.length === 0 || entities.includes(e.entity_type)) &&
+      (entityIds.length === 0 || entityIds.includes(e.entity_id)) &&
+      (authors.length === 0 || authors.includes(e.created_by)) &&
+      (since === undefined || e.created_at >= since) &&
+      (until === undefined || e.created_at <= until)).reverse();
+    return sendPage(req, reply, prefix, q, 'events', events, (e, api) => ({ ...e, _links: selfLink(`${api}/api/v4/events/${e.id}`) }));
+  });
+}
+
+const DEFAULT_EVENTS_LIMIT = 50;
 
 function rawQuery(req: Req): string {
   const i = req.url.indexOf('?');

@@ -15,6 +15,7 @@ import type {
   SimCustomFieldValue,
   SimFieldValue,
   SimLead,
+  SimEvent,
   SimLossReason,
   SimNote,
   SimPipeline,
@@ -116,6 +117,9 @@ export class SimState {
   readonly companies = new Map<number, SimCompany>();
   readonly notes = new Map<number, SimNote>();
   readonly tasks = new Map<number, SimTask>();
+  /** The account's event log (GET /api/v4/events), oldest first. */
+  readonly events: SimEvent[] = [];
+  private eventSeq = 1;
   /** Tag dictionaries are per entity type (same name, different ids for leads and contacts). */
   private readonly tagsByName: Record<EntityType, Map<string, SimTag>> = { leads: new Map(), contacts: new Map() };
   private readonly tagsById: Record<EntityType, Map<number, SimTag>> = { leads: new Map(), contacts: new Map() };
@@ -143,6 +147,22 @@ export class SimState {
 
   private next(kind: SeqKind): number {
     return this.seq[kind]++;
+  }
+
+  /** Kommo logs lead additions, stage moves and deletions whatever the webhooks do. */
+  private logEvent(type: SimEvent['type'], lead: SimLead, actor: number, before: unknown[], after: unknown[], at = lead.updated_at): void {
+    this.events.push({
+      // Kommo's event ids are opaque strings.
+      id: `01sim${String(this.eventSeq++).padStart(12, '0')}`,
+      type,
+      entity_id: lead.id,
+      entity_type: 'lead',
+      created_by: actor,
+      created_at: at,
+      value_before: before,
+      value_after: after,
+      account_id: this.accountId,
+    });
   }
 
   // ---- catalog ----
@@ -331,6 +351,7 @@ export class SimState {
       };
       this.leads.set(lead.id, lead);
       for (const cid of w.contactIds ?? []) this.link(lead, cid);
+      this.logEvent('lead_added', lead, actor, [], [{ lead_status: { id: lead.status_id, pipeline_id: lead.pipeline_id } }]);
       return lead;
     });
     this.hooks.emit('add_lead', () => ({ leads: { add: created.map((l) => leadV2(l, { modifiedUserId: actor })) } }));
@@ -369,7 +390,12 @@ export class SimState {
       const stageChange: LeadChange = moved
         ? { oldStatusId: old.status, oldPipelineId: old.pipeline, modifiedUserId: actor }
         : { modifiedUserId: actor };
-      if (moved) status.push([lead, stageChange]);
+      if (moved) {
+        status.push([lead, stageChange]);
+        this.logEvent('lead_status_changed', lead, actor,
+          [{ lead_status: { id: old.status, pipeline_id: old.pipeline } }],
+          [{ lead_status: { id: lead.status_id, pipeline_id: lead.pipeline_id } }]);
+      }
       if (lead.responsible_user_id !== old.responsible) {
         responsible.push([lead, { oldResponsibleUserId: old.responsible, modifiedUserId: actor }]);
       }
@@ -396,6 +422,7 @@ export class SimState {
     const company = lead.company_id === null ? undefined : this.companies.get(lead.company_id);
     if (company) company.lead_ids = company.lead_ids.filter((l) => l !== id);
     lead.is_deleted = true;
+    this.logEvent('lead_deleted', lead, lead.updated_by, [], [], nowSec());
     this.hooks.emit('delete_lead', () => ({ leads: { delete: [leadDeleteV2(lead)] } }));
     return lead;
   }

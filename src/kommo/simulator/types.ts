@@ -293,6 +293,33 @@ export interface RequestLogEntry {
   status: number;
 }
 
+/**
+ * One entry of the account's event log (GET /api/v4/events, kommo.md "Events"): Kommo records it
+ * whatever the webhooks do, which is what makes it the way to find a webhook that never arrived.
+ */
+export interface SimEvent {
+  /** Kommo's event ids are strings. */
+  id: string;
+  type: 'lead_added' | 'lead_status_changed' | 'lead_deleted';
+  entity_id: number;
+  entity_type: 'lead';
+  /** The user who made the change (0: a robot or the system). */
+  created_by: number;
+  /** Unix seconds: for a lead change, the lead's `updated_at` after it. */
+  created_at: number;
+  value_after: unknown[];
+  value_before: unknown[];
+  account_id: number;
+}
+
+/** A webhook the simulator was told to drop: Kommo failed to deliver it and never retried. */
+export interface WebhookDropRecord {
+  url: string;
+  event: WebhookEventName;
+  body: string;
+  at: number;
+}
+
 export interface WebhookSendRecord {
   url: string;
   event: WebhookEventName;

@@ -17,6 +17,7 @@ import type {
   SimTag,
   SimTask,
   SimWebhook,
+  WebhookDropRecord,
   WebhookEventName,
   WebhookSendRecord,
 } from './types.js';
@@ -33,6 +34,10 @@ export class WebhookDispatcher {
   /** Subscriptions by destination URL (Kommo treats the destination as the key). */
   readonly subscriptions = new Map<string, SimWebhook>();
   readonly sent: WebhookSendRecord[] = [];
+  /** POSTs that were never made (see `dropNext`). */
+  readonly dropped: WebhookDropRecord[] = [];
+  /** How many more POSTs to drop, and of which events (all when empty). */
+  private drop: { count: number; events: ReadonlySet<string> } | null = null;
   private nextId = 1;
   /** Tail of each destination's send chain, so one subscriber gets its POSTs in order. */
   private readonly chains = new Map<string, Promise<void>>();
@@ -72,6 +77,14 @@ export class WebhookDispatcher {
     return this.subscriptions.delete(destination);
   }
 
+  /**
+   * The next `count` POSTs (of `events`, or of any event) are not made at all, as when Kommo fails to
+   * deliver a webhook and never retries it; the account's event log still records the change.
+   */
+  dropNext(count: number, events: readonly WebhookEventName[] = []): void {
+    this.drop = count > 0 ? { count, events: new Set(events) } : null;
+  }
+
   /** Posts `body` (without the account block) to every enabled subscriber of `event`. */
   emit(event: WebhookEventName, build: () => Record<string, unknown>): void {
     const targets = [...this.subscriptions.values()].filter((w) => !w.disabled && w.settings.includes(event));
@@ -93,6 +106,12 @@ export class WebhookDispatcher {
   }
 
   private enqueue(url: string, event: WebhookEventName, body: string): void {
+    if (this.drop && (this.drop.events.size === 0 || this.drop.events.has(event))) {
+      this.dropped.push({ url, event, body, at: nowMs() });
+      this.drop.count -= 1;
+      if (this.drop.count <= 0) this.drop = null;
+      return;
+    }
     const prev = this.chains.get(url) ?? Promise.resolve();
     const next = prev.then(() => this.send(url, event, body));
     this.chains.set(url, next);
