@@ -219,8 +219,17 @@ export class AccountRuntime implements AccountRouting {
   private optedOut(e: EnrichedLead): boolean {
     const rule = this.cfg.engagement.unsubscribe;
     if (!rule?.contactField || !e.contact) return false;
-    const v = e.contact.fields[rule.contactField];
-    return v !== undefined && v !== null && String(v) === String(rule.value);
+    // The config may name the field by name in any case, by code or by id (as everywhere else);
+    // the contact's values are keyed by Kommo's own name and code.
+    let keys = [rule.contactField];
+    try {
+      const f = this.catalog.field('contacts', rule.contactField);
+      keys = f.code ? [f.name, f.code] : [f.name];
+    } catch {
+      // Not loaded or unknown: start-up already reported it; the literal key is all we have.
+    }
+    const v = keys.map((k) => e.contact!.fields[k]).find((x) => x !== undefined && x !== null);
+    return v !== undefined && v !== null && String(v).trim().toLowerCase() === String(rule.value).trim().toLowerCase();
   }
 
   /** Fingerprint of the configured Kommo credentials: a pause ends when they change. */
