@@ -8,7 +8,7 @@ import type { Destination, ItemResult } from '../types.js';
 import { getRegion, postBatch, trackUrl } from './client.js';
 import { parseCio, verifyCio } from './inbound.js';
 import { batchResults, planBatches } from './ops.js';
-import { customerioSettings } from './settings.js';
+import { customerioSettings, regionMismatch } from './settings.js';
 import { customerioSimulator } from './simulator.js';
 
 const regionAnswer = z.looseObject({ region: z.string().optional() });
@@ -32,10 +32,8 @@ export const customerio = {
     }
     const answer = regionAnswer.safeParse(res.body);
     const region = answer.success ? answer.data.region : undefined;
-    if (!ctx.settings.baseUrl && region && region !== ctx.settings.region) {
-      // It still works (Customer.io redirects), but the data crosses the other region's servers.
-      ctx.log.warn({ configured: ctx.settings.region, account: region }, 'Customer.io account lives in another region: set region accordingly');
-    }
+    const mismatch = regionMismatch(ctx.settings, region);
+    if (mismatch) throw new Error(mismatch);
   },
 
   async deliver(ctx, ops) {

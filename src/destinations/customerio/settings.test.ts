@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { joinUrl } from '../http.js';
 import { authorization, trackUrl } from './client.js';
 import { customerio } from './index.js';
-import { customerioSettings } from './settings.js';
+import { customerioSettings, regionMismatch } from './settings.js';
 
 
 describe('customerio settings', () => {
@@ -27,5 +27,13 @@ describe('customerio settings', () => {
     assert.equal(joinUrl('http://127.0.0.1:4010/cio/', '/api/v2/batch'), 'http://127.0.0.1:4010/cio/api/v2/batch');
     assert.equal(joinUrl('https://track-eu.customer.io', 'api/v1/accounts/region'), 'https://track-eu.customer.io/api/v1/accounts/region');
     assert.equal(authorization({ siteId: 'site', apiKey: 'key' }), `Basic ${Buffer.from('site:key').toString('base64')}`);
+  });
+
+  it('names a region mismatch (redirects are not followed), unless baseUrl chose the host', () => {
+    assert.equal(regionMismatch({ region: 'us' }, 'us'), null);
+    assert.equal(regionMismatch({ region: 'eu' }, 'EU'), null);
+    assert.equal(regionMismatch({ region: 'us' }, undefined), null);
+    assert.match(regionMismatch({ region: 'us' }, 'eu') ?? '', /account is in the "eu" region but region is "us": set region: eu/);
+    assert.equal(regionMismatch({ region: 'us', baseUrl: 'http://127.0.0.1:4010/cio/' }, 'eu'), null);
   });
 });
