@@ -25,7 +25,7 @@ export const customerioSettings = z.object({
   baseUrl: z.url({ protocol: /^https?$/ }).optional(),
   /** Reporting-webhook signing key; without it only the secret URL path protects inbound webhooks. */
   webhookSigningKey: secret().optional(),
-  /** Per-request timeout, overriding the service default (`10s`, `2500ms`, …). */
+  /** Per-request timeout, overriding the service default of 15 s (`10s`, `2500ms`, …). */
   timeout: duration.optional(),
 }).strict();
 

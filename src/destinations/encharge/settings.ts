@@ -34,7 +34,7 @@ export const enchargeSettings = z.object({
    * `added-tag-<tag>` here: the connector does not see the common `signals` key.
    */
   webhookEvents: z.array(eventType).min(1).default([...DEFAULT_WEBHOOK_EVENTS]),
-  /** Per-request timeout, overriding the service default (`10s`, `2500ms`, …). */
+  /** Per-request timeout, overriding the service default of 15 s (`10s`, `2500ms`, …). */
   timeout: duration.optional(),
 }).strict();
 

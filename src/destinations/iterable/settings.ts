@@ -47,7 +47,7 @@ export const iterableSettings = z.object({
    * also blocks future data; 3 per second and 1000 per day per project).
    */
   erase: z.enum(['delete', 'forget']).default('delete'),
-  /** Per-request timeout, overriding the service default (`10s`, `2500ms`, …). */
+  /** Per-request timeout, overriding the service default of 15 s (`10s`, `2500ms`, …). */
   timeout: duration.optional(),
 }).strict();
 

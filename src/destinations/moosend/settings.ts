@@ -30,7 +30,7 @@ export const moosendSettings = z.object({
   doubleOptIn: z.union([z.boolean(), z.record(z.string(), z.boolean())]).default(false),
   /** How often each mapped list's unsubscribed members are read (`10m`); 0 turns the sweep off. */
   unsubscribeSweep: duration.prefault('10m'),
-  /** Per-request timeout, overriding the service default (`10s`, `2500ms`, …). */
+  /** Per-request timeout, overriding the service default of 15 s (`10s`, `2500ms`, …). */
   timeout: duration.optional(),
 }).strict();
 

@@ -20,7 +20,7 @@ const shared = {
   writeKey: secret(),
   /** Send `group` calls (the person's company, with its traits); off: they are answered ok unsent. */
   group: z.boolean().default(true),
-  /** Per-request timeout, overriding the service default (`10s`, `2500ms`, …). */
+  /** Per-request timeout, overriding the service default of 15 s (`10s`, `2500ms`, …). */
   timeout: duration.optional(),
 };
 
