@@ -18,7 +18,12 @@ import { compileCrmNotes, compileDestinationMapping } from '../src/sync/outbound
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const read = (rel: string): string => readFileSync(join(ROOT, rel), 'utf8');
 const DOCS = readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`);
-const MARKDOWN = ['README.md', ...DOCS];
+/** The per-destination guides and each connector's README. */
+const DESTINATION_DOCS = [
+  ...readdirSync(join(ROOT, 'docs/destinations')).filter((f) => f.endsWith('.md')).map((f) => `docs/destinations/${f}`),
+  ...readdirSync(join(ROOT, 'src/destinations'), { withFileTypes: true }).filter((d) => d.isDirectory() && existsSync(join(ROOT, 'src/destinations', d.name, 'README.md'))).map((d) => `src/destinations/${d.name}/README.md`),
+];
+const MARKDOWN = ['README.md', ...DOCS, ...DESTINATION_DOCS];
 
 // ---------------------------------------------------------------------------------------------
 // kommo-sync.example.yaml
@@ -253,4 +258,30 @@ describe(`${MAPPING_DOC} examples`, () => {
     }
     assert.ok(templates >= 2, `compiled ${templates} templates`);
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Destination guides: every config example loads
+
+describe('destination guides', () => {
+  for (const file of DESTINATION_DOCS) {
+    it(`${file}: every yaml block is valid YAML, and each \`destinations:\` example loads as a config`, () => {
+      for (const block of yamlBlocks(read(file))) {
+        let value: unknown;
+        assert.doesNotThrow(() => (value = parse(block.text)), `${file}:${block.line} is not valid YAML`);
+        if (!value || typeof value !== 'object' || !('destinations' in value)) continue;
+        // The example is an account's keys (destinations, maybe engagement, ...): give it a Kommo.
+        const config = {
+          store: 'sqlite::memory:',
+          accounts: { acme: { kommo: { subdomain: 'acme', accessToken: 'test-token-0123456789abcdef', webhookSecret: 'test-webhook-secret-0123456789' }, ...value } },
+        };
+        const text = JSON.stringify(config);
+        try {
+          parseConfigText(text, `${file}:${block.line}`, fakeEnv(block.text));
+        } catch (err) {
+          assert.fail(`${file}:${block.line} does not load: ${err instanceof ConfigError ? err.issues.join('; ') : String(err)}`);
+        }
+      }
+    });
+  }
 });
