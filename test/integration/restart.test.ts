@@ -69,8 +69,10 @@ async function killAndRestart(world: World, storeUrl: string, lease: string): Pr
       const noted = () => new Set([...k.notes.values()].filter((n) => String(n.params.text).includes(target.name)).map((n) => n.entity_id));
       // Kill while Kommo writes are under way (some notes written, not all).
       await waitFor(() => noted().size > 0, 'the first notes', 30_000);
-      // Kill while the worker holds claims (between its batches it holds none for a moment).
-      await waitFor(async () => (await store.stats(Date.now())).jobs.leased > 0, 'claims held', 30_000);
+      // Kill while the worker holds claims it took a moment ago: their Kommo write (1 s here) is
+      // still in flight, so the claims are certainly held at the kill, however loaded the machine.
+      const leaseMs = Number(lease.replace('s', '')) * 1000;
+      await waitFor(async () => (await store.listJobs({ state: 'leased' })).some((j) => (j.leaseUntil ?? 0) - Date.now() > leaseMs - 300), 'fresh claims held', 30_000);
       await kill9(child);
       const left = await store.stats(Date.now());
       assert.ok(left.jobs.leased > 0 && noted().size < leads.length, `claims held at the kill (${JSON.stringify(left.jobs)})`);
