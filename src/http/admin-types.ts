@@ -65,6 +65,59 @@ export interface SeriesLine {
   failures?: number[];
 }
 
+/**
+ * An account's latest backfill (`kommo-sync backfill`), as `status` shows it. Structural copy of
+ * runtime/operations.ts `BackfillSummary` (http/ may not import runtime/).
+ */
+export interface BackfillView {
+  /** The filter in words ("all leads", "leads in pipeline "Sales" updated since ..."). */
+  filter: string;
+  status: 'running' | 'paused' | 'done' | 'failed';
+  /** Leads read so far (synced + skipped). */
+  leads: number;
+  /** Leads that matched when counted (null while counting). */
+  total: number | null;
+  synced: number;
+  /** Leads with nothing to send (no contact, no email, pipeline not synced). */
+  skipped: number;
+  jobs: number;
+  /** Why it is not moving right now, or null. */
+  waiting: string | null;
+  error: string | null;
+  startedAt: number;
+  updatedAt: number;
+  finishedAt: number | null;
+}
+
+/** The reconciliation sweep's last run (runtime/sweeper.ts `SweepStats`). */
+export interface ReconcileRun {
+  at: number;
+  /** Kommo events that run read, and how many no webhook had brought. */
+  read: number;
+  found: number;
+  /** Found since the store was created. */
+  totalFound: number;
+}
+
+/** What the long-running operations are doing, per account (runtime/operations.ts `readOperations`). */
+export interface OperationsView {
+  backfill: Record<string, BackfillView>;
+  reconcile: Record<string, ReconcileRun | null>;
+}
+
+/** One account's long-running operations, as the overview shows them. */
+export interface AccountOperations {
+  account: string;
+  /** The latest backfill, whatever its status; null when none was ever requested. */
+  backfill: BackfillView | null;
+  reconcile: {
+    /** `kommo.reconcile` in ms; 0: off; null: not known to this process. */
+    everyMs: number | null;
+    /** The last run, or null when it never ran. */
+    last: ReconcileRun | null;
+  };
+}
+
 export interface OverviewResponse {
   now: number;
   status: Health;
@@ -81,6 +134,8 @@ export interface OverviewResponse {
   destinations: DestinationHealth[];
   accounts: AccountHealth[];
   series: { bucketMs: number; buckets: number[]; lines: SeriesLine[] };
+  /** Backfill and reconciliation per account; null when this process cannot tell. */
+  operations: AccountOperations[] | null;
   /** Changes whenever something new was received, delivered or dead-lettered: lists refresh then. */
   version: string;
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AdminAuth } from './admin-auth.js';
 import { scrubber } from './admin.js';
-import { answerOf, describeEvent, describeOp, percentile, reasonClass } from './admin-views.js';
+import { answerOf, describeEvent, describeOp, operationsOf, percentile, reasonClass } from './admin-views.js';
 
 describe('dashboard views', () => {
   it('groups dead letters by what their reasons share: emails, ids and numbers blanked, HTTP statuses kept', () => {
@@ -35,6 +35,26 @@ describe('dashboard views', () => {
     assert.equal(percentile([], 50), null);
     assert.equal(percentile([1, 2, 3, 4], 50), 2);
     assert.equal(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 95), 10);
+  });
+
+  it('lists backfill and reconciliation per account: plain fields only, "off" told from "not known"', () => {
+    const backfill = {
+      filter: 'all leads', status: 'running' as const, leads: 500, total: 1_000, synced: 490, skipped: 10, jobs: 980,
+      waiting: 'waiting for deliveries to acme/customerio', error: null, startedAt: 1, updatedAt: 2, finishedAt: null,
+      // Whatever else a stored record might carry stays out of the answer.
+      run: 'internal-run-id', requests: 7,
+    };
+    const ops = operationsOf(['acme', 'beta', 'gamma'], {
+      backfill: { acme: backfill },
+      reconcile: { acme: { at: 5, read: 40, found: 2, totalFound: 3 }, beta: null },
+    }, { acme: 600_000, beta: 0 });
+    assert.deepEqual(ops.map((o) => o.account), ['acme', 'beta', 'gamma']);
+    assert.equal(ops[0]!.backfill?.synced, 490);
+    assert.equal(ops[0]!.backfill?.waiting, 'waiting for deliveries to acme/customerio');
+    assert.ok(!JSON.stringify(ops).includes('internal-run-id'));
+    assert.deepEqual(ops[0]!.reconcile, { everyMs: 600_000, last: { at: 5, read: 40, found: 2, totalFound: 3 } });
+    assert.deepEqual(ops[1], { account: 'beta', backfill: null, reconcile: { everyMs: 0, last: null } });
+    assert.deepEqual(ops[2]!.reconcile, { everyMs: null, last: null });
   });
 
   it('scrubs secret values from any text, longest first', () => {

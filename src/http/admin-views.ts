@@ -6,6 +6,7 @@
 import type { DeliveryRow, InboxSummary, Job, QueueStats, Store } from '../store/store.js';
 import type {
   AccountHealth,
+  AccountOperations,
   DashboardDestination,
   DeadJobView,
   DeliveryView,
@@ -17,6 +18,7 @@ import type {
   Health,
   JobCounts,
   JobView,
+  OperationsView,
   OverviewResponse,
   SeriesLine,
   TimelineEntry,
@@ -28,6 +30,13 @@ export interface LiveState {
   paused: Array<{ account: string; since: number; reason: string }>;
   breakers: Array<{ destination: string; since: number; reason: string }>;
   kommo: Array<{ account: string; budget: { inUse: number; limit: number; waiting: number } | null; breaker: string | null }>;
+}
+
+/** The long-running operations (backfill, reconciliation), read by runtime/ at each overview. */
+export interface OperationsInput {
+  read(): Promise<OperationsView>;
+  /** `kommo.reconcile` per account (ms; 0: off). */
+  reconcileEveryMs: Record<string, number>;
 }
 
 const MINUTE = 60_000;
@@ -112,8 +121,8 @@ function clock(at: number): string {
   return new Date(at).toISOString().slice(11, 16) + ' UTC';
 }
 
-export async function overview(store: Store, series: SeriesCache, destinations: DashboardDestination[], live: LiveState, now: number): Promise<OverviewResponse> {
-  const [stats, oldest] = await Promise.all([store.stats(now), store.oldestPendingByDestination(), series.refresh(store, now)]);
+export async function overview(store: Store, series: SeriesCache, destinations: DashboardDestination[], live: LiveState, now: number, ops?: OperationsInput): Promise<OverviewResponse> {
+  const [stats, oldest, , opsView] = await Promise.all([store.stats(now), store.oldestPendingByDestination(), series.refresh(store, now), ops ? ops.read() : null]);
   const buckets = series.buckets(now);
   const lastHour = buckets.filter((b) => b > now - HOUR);
   const last5 = buckets.filter((b) => b > now - 5 * MINUTE);
@@ -227,8 +236,30 @@ export async function overview(store: Store, series: SeriesCache, destinations: 
     destinations: health,
     accounts,
     series: { bucketMs: series.bucketSize, buckets, lines },
+    operations: ops && opsView ? operationsOf(accounts.map((a) => a.account), opsView, ops.reconcileEveryMs) : null,
     version: versionOf(stats, lines),
   };
+}
+
+/** Per account, in the accounts' order: only plain fields (nothing else the store may hold). */
+export function operationsOf(accounts: string[], v: OperationsView, reconcileEveryMs: Record<string, number>): AccountOperations[] {
+  return accounts.map((account) => {
+    const b = v.backfill[account];
+    const r = v.reconcile[account];
+    return {
+      account,
+      backfill: b
+        ? {
+            filter: b.filter, status: b.status, leads: b.leads, total: b.total, synced: b.synced, skipped: b.skipped, jobs: b.jobs,
+            waiting: b.waiting, error: b.error, startedAt: b.startedAt, updatedAt: b.updatedAt, finishedAt: b.finishedAt,
+          }
+        : null,
+      reconcile: {
+        everyMs: reconcileEveryMs[account] ?? null,
+        last: r ? { at: r.at, read: r.read, found: r.found, totalFound: r.totalFound } : null,
+      },
+    };
+  });
 }
 
 /** Cheap fingerprint of "something happened": the page refreshes its lists when it changes. */

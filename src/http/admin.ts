@@ -3,15 +3,15 @@
  *
  * Guarded by the admin token (KOMMO_SYNC_ADMIN_TOKEN or server.adminToken; see admin-auth.ts for
  * sessions, CSRF and the headers), or open on loopback only (the demo). What only the running
- * service knows (breakers, pauses, the rate budget, the catalog, "test connection") comes in as
- * callbacks from runtime/, so this layer imports nothing above it.
+ * service knows (breakers, pauses, the rate budget, backfill and reconciliation, the catalog, "test
+ * connection") comes in as callbacks from runtime/, so this layer imports nothing above it.
  */
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { JobState, Store } from '../store/store.js';
 import { AdminAuth, SECURITY_HEADERS, type Principal } from './admin-auth.js';
-import type { CheckResponse, ConfigResponse, DashboardDestination, EventsResponse, LeadMatch, OverviewResponse, SessionResponse } from './admin-types.js';
+import type { CheckResponse, ConfigResponse, DashboardDestination, EventsResponse, LeadMatch, OperationsView, OverviewResponse, SessionResponse } from './admin-types.js';
 import { eventDetail, eventRows, failures, groupIds, leadTimeline, overview, SeriesCache, type LiveState, type StageName } from './admin-views.js';
 import { HttpError } from './errors.js';
 import { dashboardAssets } from './web-assets.js';
@@ -27,6 +27,10 @@ export interface AdminOptions {
   destinations: DashboardDestination[];
   /** Breakers, pauses, rate budgets of this process. */
   live?: () => LiveState;
+  /** Each account's latest backfill and the reconciliation's last run (read from the store). */
+  operations?: () => Promise<OperationsView>;
+  /** `kommo.reconcile` per account (ms; 0: off), so the overview can tell "off" from "not run yet". */
+  reconcileEveryMs?: Record<string, number>;
   /** The effective config (secrets masked), names resolved, webhook URLs. */
   config?: (origin: string) => Promise<ConfigResponse>;
   /** "Test connection": resolves when the destination (`account/name`) answers, throws why not. */
@@ -119,7 +123,8 @@ export function adminRoutes(o: AdminOptions) {
     const currentOverview = (): Promise<OverviewResponse> => {
       const now = Date.now();
       if (!cached || now - cached.at > OVERVIEW_TTL_MS) {
-        const value = overview(o.store, series, o.destinations, o.live?.() ?? { paused: [], breakers: [], kommo: [] }, now);
+        const ops = o.operations ? { read: o.operations, reconcileEveryMs: o.reconcileEveryMs ?? {} } : undefined;
+        const value = overview(o.store, series, o.destinations, o.live?.() ?? { paused: [], breakers: [], kommo: [] }, now, ops);
         cached = { at: now, value };
         value.catch(() => {
           if (cached?.value === value) cached = null;

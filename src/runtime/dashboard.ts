@@ -1,8 +1,8 @@
 /**
  * What the dashboard needs from the running service, as the plain options of `adminRoutes`:
- * destinations, live state (pauses, breakers, the Kommo rate budget), the effective config with
- * secrets masked and names resolved, "test connection", lead search. http/ may not import runtime/,
- * so everything is handed over from here.
+ * destinations, live state (pauses, breakers, the Kommo rate budget), the long-running operations
+ * (backfill, reconciliation), the effective config with secrets masked and names resolved, "test
+ * connection", lead search. http/ may not import runtime/, so everything is handed over from here.
  */
 import type { LoadedConfig } from '../config/load.js';
 import { configSchema, destinationCommon } from '../config/schema.js';
@@ -15,6 +15,7 @@ import type { Store } from '../store/store.js';
 import type { Worker } from '../queue/worker.js';
 import { fieldNamesReferenced } from '../sync/mapping.js';
 import type { AccountRuntime } from './account.js';
+import { readOperations } from './operations.js';
 import type { AccountPauses } from './pauses.js';
 
 const CHECK_TIMEOUT_MS = 15_000;
@@ -96,6 +97,8 @@ export function dashboardOptions(d: DashboardDeps): Omit<AdminOptions, 'store' |
         return { account, budget: limiterUsage(account), breaker: b.state === 'open' ? `${b.detail} (${Math.ceil(b.retryAfterMs / 1000)} s left)` : null };
       }),
     }),
+    operations: () => readOperations(d.store, [...accounts.keys()]),
+    reconcileEveryMs: Object.fromEntries([...accounts].map(([name, a]) => [name, a.cfg.kommo.reconcile])),
     stageName: (account, pipelineId, statusId) => {
       try {
         return accounts.get(account)?.catalog.stage(pipelineId, statusId)?.name ?? null;

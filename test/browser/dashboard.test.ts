@@ -3,7 +3,8 @@
  * the real service against the simulators: log in; run a short demo scenario and watch the
  * overview counters move; open a lead's timeline (stage change, destination events, the note);
  * make a destination fail permanently, see the dead letter, heal it, replay that one job and see
- * it delivered. A screenshot of each page goes to test/browser/screenshots/ (or $SCREENSHOTS_DIR).
+ * it delivered; run a backfill and a reconciliation sweep and see both in the overview. A screenshot
+ * of each page goes to test/browser/screenshots/ (or $SCREENSHOTS_DIR).
  *
  * Without Chromium the test is skipped, except in CI (CI=true), where it fails: .ci/run installs it.
  */
@@ -16,7 +17,9 @@ import pino from 'pino';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { Scenario } from '../../src/demo/scenario.js';
 import { startWorld, type World } from '../../src/demo/world.js';
+import { lastBackfill, requestBackfill } from '../../src/runtime/backfill.js';
 import { startService, type Service } from '../../src/runtime/service.js';
+import { parseStats, sweepStatsKey } from '../../src/runtime/sweeper.js';
 import { waitFor } from '../integration/wait.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -84,6 +87,13 @@ suite('dashboard in Chromium', { timeout: 300_000 }, () => {
     const session = cookies.find((c) => c.name === 'ks_session');
     assert.ok(session?.httpOnly, 'HttpOnly session cookie');
     assert.equal(session?.sameSite, 'Strict');
+  });
+
+  it('says in one line that no backfill ran yet and when the reconciliation will', async () => {
+    // The world's kommo.reconcile is the default 10 min: its first sweep is 10 minutes away.
+    const hint = page.getByTestId('operations-hint');
+    await hint.getByText(/^No backfill yet: kommo-sync backfill syncs the leads Kommo already has; the reconciliation of missed webhooks has not run yet \(every 10 min\)\.$/).waitFor();
+    assert.equal(await page.getByTestId('operations').count(), 0, 'no empty table');
   });
 
   it('works with the keyboard: a skip link first, then the sections', async () => {
@@ -197,6 +207,35 @@ suite('dashboard in Chromium', { timeout: 300_000 }, () => {
     const html = await page.content();
     for (const secret of [TOKEN, world.kommoWebhookSecret, ...[...world.vendors.values()].map((v) => v.webhookSecret)]) assert.ok(!html.includes(secret), 'no secret on the page');
     await shot('config');
+  });
+
+  it('shows a backfill run to done with its progress, and the reconciliation\'s last run', async () => {
+    await page.getByRole('link', { name: 'Overview' }).click();
+    await page.getByTestId('operations-hint').waitFor();
+    const account = world.account;
+    await requestBackfill(service.store, account, {});
+    const row = page.getByTestId(`ops-${account}`);
+    // No reload: the live stream brings the progress, then the end.
+    await row.locator('.badge').getByText('done', { exact: true }).waitFor({ timeout: 60_000 });
+    const b = (await lastBackfill(service.store, account))!;
+    assert.equal(b.status, 'done');
+    assert.ok(b.total !== null && b.total > 0 && b.synced > 0, `${b.synced} of ${b.total} synced`);
+    await row.getByText('all leads').waitFor();
+    assert.equal(await page.getByTestId(`ops-synced-${account}`).textContent(), `${b.synced} / ${b.total} leads synced`);
+    await row.getByText(`${b.leads} read · ${b.skipped} with nothing to send · ${b.jobs} job${b.jobs === 1 ? '' : 's'} queued`).waitFor();
+    const bar = await page.getByTestId(`ops-progress-${account}`).evaluate((el) => ({ value: (el as HTMLProgressElement).value, max: (el as HTMLProgressElement).max }));
+    assert.ok(bar.max >= b.total! && bar.value === bar.max, `the bar is full (${bar.value} of ${bar.max})`);
+    await row.getByText(/^finished .* \(took .*\)$/).waitFor();
+
+    const reconcile = page.getByTestId(`ops-reconcile-${account}`);
+    await reconcile.getByText('not run yet (every 10 min)').waitFor();
+    // One sweep now, as the service's sweeper runs it every kommo.reconcile.
+    const source = service.accounts.get(account)!.sweepSources().find((x) => x.name === 'kommo')!;
+    await service.sweeper!.runOnce(source, { force: true });
+    const r = parseStats(await service.store.kvGet(sweepStatsKey(account, 'kommo')))!;
+    await reconcile.getByText(new RegExp(`^checked .+: ${r.read} Kommo events? read, ${r.found} no webhook had brought`)).waitFor();
+    await reconcile.getByText(`${r.totalFound} found in all (every 10 min)`).waitFor();
+    await shot('overview-operations');
   });
 
   it('ran without a script error or a Content-Security-Policy violation', () => {

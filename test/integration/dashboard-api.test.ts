@@ -1,7 +1,8 @@
 /**
  * The dashboard's HTTP contract, over real HTTP on the real service: who gets in (401 without
  * credentials, 401 for a token in the URL, the login cookie, Bearer), CSRF on actions, the security
- * headers, the loopback-only open mode, the one-time login link, and no secret in any answer.
+ * headers, the loopback-only open mode, the one-time login link, and no secret in any answer. And
+ * what the overview says of the long-running operations: a backfill and the reconciliation.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,12 +11,16 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
+import { parse, stringify } from 'yaml';
+import { parseConfigText } from '../../src/config/load.js';
 import { startWorld, type World } from '../../src/demo/world.js';
 import { startService, type Service } from '../../src/runtime/service.js';
+import { lastBackfill, requestBackfill } from '../../src/runtime/backfill.js';
 import { secretValues } from '../../src/runtime/dashboard.js';
+import { parseStats, sweepStatsKey } from '../../src/runtime/sweeper.js';
 import { configSchema, destinationCommon } from '../../src/config/schema.js';
 import { getDestination } from '../../src/destinations/index.js';
-import type { CheckResponse, EventDetailResponse, EventsResponse, FailuresResponse, LeadMatch, OverviewResponse, SessionResponse } from '../../src/http/admin-types.js';
+import type { AccountOperations, CheckResponse, EventDetailResponse, EventsResponse, FailuresResponse, LeadMatch, OverviewResponse, SessionResponse } from '../../src/http/admin-types.js';
 import { waitFor } from './wait.js';
 
 const TOKEN = 'adm1n-T0ken-for-the-dashboard-test-7f3k9';
@@ -206,6 +211,11 @@ describe('dashboard API', () => {
     assert.deepEqual(byEmail.leads.map((l) => l.leadId), [byName.leads[0]!.leadId]);
   });
 
+  it('the overview tells that no backfill ran and the reconciliation has not run yet (kommo.reconcile: 10 min)', async () => {
+    const o = await (await fetchRaw('/api/overview', { headers: bearer })).json() as OverviewResponse;
+    assert.deepEqual(o.operations, [{ account: 'acme', backfill: null, reconcile: { everyMs: 600_000, last: null } }]);
+  });
+
   it('an outage opens the destination\'s circuit breaker, and the overview says so in words', async () => {
     const [name, v] = [...world.vendors][0]!;
     const k = world.kommo;
@@ -243,6 +253,105 @@ describe('dashboard API', () => {
     const config = await (await fetchRaw('/api/config', { headers: bearer })).text();
     assert.match(config, /\*\*\*\*\*\*\*\*/, 'secrets are shown masked');
     assert.match(config, /webhooks\/acme\/kommo\/<secret>/, 'webhook URLs without their secret');
+  });
+});
+
+describe('dashboard API: backfill and reconciliation in the overview', () => {
+  const LEADS = 600;
+  let world: World;
+  let service: Service;
+  let base: string;
+  const headers = { authorization: `Bearer ${TOKEN}` };
+  const overview = async (): Promise<OverviewResponse> => {
+    const res = await fetch(`${base}/api/overview`, { headers });
+    assert.equal(res.status, 200);
+    return await res.json() as OverviewResponse;
+  };
+  const ops = async (): Promise<AccountOperations> => {
+    const o = (await overview()).operations;
+    assert.ok(o, 'the overview carries the operations');
+    return o.find((x) => x.account === world.account)!;
+  };
+
+  before(async () => {
+    world = await startWorld({ destinations: ['customerio'], overrides: { server: { port: 0, host: '127.0.0.1', adminToken: TOKEN } } });
+    // Existing leads, created before kommo-sync hears of anything: only a backfill syncs them.
+    const k = world.kommo;
+    for (let i = 0; i < LEADS; i++) {
+      const c = k.createContact({ name: `Old ${i}`, email: `old${i}@ops.example` });
+      k.createLead({ name: `Old deal ${i}`, contactIds: [c.id] });
+    }
+    const cfg = parse(world.yaml) as { accounts: Record<string, { kommo: Record<string, unknown> }> };
+    cfg.accounts[world.account]!.kommo.reconcile = '2s';
+    const loaded = parseConfigText(stringify(cfg), 'dashboard-ops.yaml', {});
+    service = await startService({ loaded, log: pino({ level: 'silent' }), intake: true, work: true, port: 0, host: '127.0.0.1' });
+    world.subscribe(service.url!);
+    base = service.url!;
+  });
+  after(async () => {
+    await service?.close();
+    await world?.close();
+  });
+
+  it('shows the account\'s backfill until it is done, every lead synced; the live stream carries it too', { timeout: 120_000 }, async () => {
+    await requestBackfill(service.store, world.account, {});
+    const seen = new Set<string>();
+    await waitFor(async () => {
+      const b = (await ops()).backfill;
+      if (b) seen.add(b.status);
+      return b?.status === 'done';
+    }, 'the backfill done in the overview', 90_000);
+    const b = (await ops()).backfill!;
+    assert.equal(b.filter, 'all leads');
+    assert.equal(b.total, LEADS);
+    assert.equal(b.synced, b.total, 'synced == total');
+    assert.equal(b.leads, LEADS);
+    assert.equal(b.skipped, 0);
+    assert.ok(b.jobs >= LEADS, `${b.jobs} jobs queued`);
+    assert.equal(b.error, null);
+    assert.equal(b.waiting, null);
+    assert.ok(b.finishedAt !== null && b.finishedAt >= b.startedAt && b.updatedAt >= b.startedAt);
+    // The same as the store holds (what `status` prints).
+    const stored = (await lastBackfill(service.store, world.account))!;
+    assert.deepEqual(
+      { total: b.total, synced: b.synced, jobs: b.jobs, startedAt: b.startedAt, finishedAt: b.finishedAt },
+      { total: stored.total, synced: stored.synced, jobs: stored.jobs, startedAt: stored.startedAt, finishedAt: stored.finishedAt },
+    );
+
+    // The server-sent overview stream: its first event has the same backfill.
+    const controller = new AbortController();
+    const res = await fetch(`${base}/api/stream`, { headers, signal: controller.signal });
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!/event: overview\ndata: .*\n\n/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    controller.abort();
+    const streamed = JSON.parse(/event: overview\ndata: (.*)\n\n/.exec(text)![1]!) as OverviewResponse;
+    assert.deepEqual(streamed.operations?.find((x) => x.account === world.account)?.backfill, b);
+  });
+
+  it('shows the reconciliation\'s last run and counts the lead whose webhook Kommo dropped', { timeout: 60_000 }, async () => {
+    // The first sweep may read the tail of the leads created before the start: count from there.
+    await waitFor(async () => (await ops()).reconcile.last !== null, 'a first sweep', 20_000);
+    const first = (await ops()).reconcile;
+    assert.equal(first.everyMs, 2_000);
+    const before = first.last!;
+    const k = world.kommo;
+    k.dropWebhooks(1, ['add_lead']);
+    const c = k.createContact({ name: 'Missed Person', email: 'missed@ops.example' });
+    k.createLead({ name: 'Missed deal', contactIds: [c.id] });
+    await k.flushWebhooks();
+    assert.equal(k.webhooksDropped.length, 1);
+    await waitFor(async () => ((await ops()).reconcile.last?.totalFound ?? 0) > before.totalFound, 'the missed lead found by a sweep', 30_000);
+    const r = (await ops()).reconcile.last!;
+    assert.equal(r.totalFound, before.totalFound + 1, 'exactly the one dropped webhook');
+    assert.ok(r.at > before.at, 'a later run');
+    assert.ok(r.read >= r.found);
+    const stored = parseStats(await service.store.kvGet(sweepStatsKey(world.account, 'kommo')))!;
+    assert.ok(stored.totalFound === r.totalFound && stored.at >= r.at, 'what the store holds (at most one overview refresh later)');
   });
 });
 

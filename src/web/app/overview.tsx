@@ -1,9 +1,13 @@
-/** Overview: counters, health per account and per destination and direction, the events chart. */
+/**
+ * Overview: counters, health per account and per destination and direction, the events chart,
+ * backfill and reconciliation per account.
+ */
 import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import type { DestinationHealth, OverviewResponse, SeriesLine } from '../../http/admin-types.js';
 import { onOverview } from './api.js';
 import { duration, ms, pct, plural, time } from './format.js';
+import { OperationsPanel } from './operations.js';
 import { Badge, Table } from './ui.js';
 
 const COLORS = ['#2563eb', '#16a34a', '#d97706', '#9333ea', '#0891b2', '#db2777', '#4b5563', '#65a30d', '#dc2626', '#0d9488'];
@@ -153,6 +157,7 @@ export function OverviewPage() {
           ))}
         </tbody>
       </Table>
+      <OperationsPanel ops={o.operations} />
       <h2>Destinations</h2>
       <Table caption="Destinations by direction" testid="destinations">
         <thead>
