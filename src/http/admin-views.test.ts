@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AdminAuth } from './admin-auth.js';
 import { scrubber } from './admin.js';
-import { answerOf, describeEvent, describeOp, operationsOf, percentile, reasonClass } from './admin-views.js';
+import { answerOf, describeEvent, describeOp, operationsOf, overview, percentile, reasonClass, SeriesCache } from './admin-views.js';
+import { openStore } from '../store/open.js';
 
 describe('dashboard views', () => {
   it('groups dead letters by what their reasons share: emails, ids and numbers blanked, HTTP statuses kept', () => {
@@ -55,6 +56,25 @@ describe('dashboard views', () => {
     assert.deepEqual(ops[0]!.reconcile, { everyMs: 600_000, last: { at: 5, read: 40, found: 2, totalFound: 3 } });
     assert.deepEqual(ops[1], { account: 'beta', backfill: null, reconcile: { everyMs: 0, last: null } });
     assert.deepEqual(ops[2]!.reconcile, { everyMs: null, last: null });
+  });
+
+  it('a failed backfill makes its account warn, with the error and what to do', async () => {
+    const store = await openStore('sqlite::memory:');
+    try {
+      const destinations = [{ key: 'acme/kommo', account: 'acme', name: 'kommo', type: 'kommo', title: 'Kommo', inbound: true }];
+      const live = { paused: [], breakers: [], kommo: [] };
+      const backfill = { filter: 'all leads', status: 'failed' as const, leads: 250, total: 1_000, synced: 250, skipped: 0, jobs: 250, waiting: null, error: 'Kommo answered 500', startedAt: 1, updatedAt: 2, finishedAt: null };
+      const read = (status: 'failed' | 'done') => ({ read: async () => ({ backfill: { acme: { ...backfill, status } }, reconcile: {} }), reconcileEveryMs: { acme: 0 } });
+      const failed = await overview(store, new SeriesCache(), destinations, live, Date.now(), read('failed'));
+      assert.equal(failed.accounts[0]!.status, 'warn');
+      assert.match(failed.problems.join('\n'), /acme: backfill failed: Kommo answered 500 \(run `kommo-sync backfill` again to resume\)/);
+      assert.equal(failed.status, 'warn');
+      const done = await overview(store, new SeriesCache(), destinations, live, Date.now(), read('done'));
+      assert.equal(done.accounts[0]!.status, 'ok');
+      assert.deepEqual(done.problems, []);
+    } finally {
+      await store.close();
+    }
   });
 
   it('scrubs secret values from any text, longest first', () => {

@@ -202,6 +202,9 @@ export async function overview(store: Store, series: SeriesCache, destinations: 
     const reasons: Array<[Health, string]> = [];
     if (paused) reasons.push(['error', `Kommo work paused since ${clock(paused.since)}: ${paused.reason}`]);
     if (k?.breaker) reasons.push(['error', k.breaker]);
+    const backfill = opsView?.backfill[account];
+    // A failed backfill leaves leads unsynced until someone runs it again: worth the banner.
+    if (backfill?.status === 'failed') reasons.push(['warn', `backfill failed${backfill.error ? `: ${backfill.error}` : ''} (run \`kommo-sync backfill\` again to resume)`]);
     if (k?.budget && k.budget.waiting > 0 && k.budget.inUse >= k.budget.limit) reasons.push(['warn', `Kommo rate budget used up (${k.budget.inUse}/${k.budget.limit} per second), ${k.budget.waiting} request${k.budget.waiting === 1 ? '' : 's'} waiting`]);
     return {
       account,
