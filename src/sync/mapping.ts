@@ -101,12 +101,30 @@ export interface AstNode {
 // ---------------------------------------------------------------------------------------------
 // Expressions
 
+/**
+ * Compiled JSONata by expression text. A compiled expression is some 5 KB of closures, and an
+ * agency config repeats the same few hundred expressions (built-in defaults, shared mappings) in
+ * every account: 200 accounts spent over 1 MiB each on copies. Sharing is safe: JSONata 2.x
+ * evaluates each call in a fresh frame over the expression's environment, and nothing here binds
+ * into that environment (no `assign`/`registerFunction`).
+ */
+const compiledByText = new Map<string, jsonata.Expression>();
+
+function compileJsonata(text: string): jsonata.Expression {
+  let compiled = compiledByText.get(text);
+  if (!compiled) {
+    compiled = jsonata(text);
+    compiledByText.set(text, compiled);
+  }
+  return compiled;
+}
+
 export function compileExpression(source: string, where: string, opts: CompileOptions = {}): CompiledExpr {
   const roots = opts.roots ?? LEAD_ROOTS;
   const { text, originalIndex } = rewriteBracketLookups(source, where);
   let compiled: jsonata.Expression;
   try {
-    compiled = jsonata(text);
+    compiled = compileJsonata(text);
   } catch (err) {
     const e = err as Partial<jsonata.JsonataError>;
     const at = typeof e.position === 'number' ? ` at character ${originalIndex(e.position)}` : '';
