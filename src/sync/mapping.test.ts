@@ -155,6 +155,16 @@ describe('compileExpression: errors name the location', () => {
     assert.throws(() => compileExpression('lead.id', WHERE, { roots: ['count'] }), /unknown name `lead`/);
   });
 
+  it('one expression text compiled in many places (every account of an agency) evaluates each input on its own, concurrently', async () => {
+    const a = compileExpression('count * 2', WHERE, { roots: ['count'] });
+    const b = compileExpression('count * 2', 'accounts.other.destinations.x.attributes.y', { roots: ['count'] });
+    // JSONata evaluation is async: these interleave, as deliveries do.
+    const inputs = Array.from({ length: 50 }, (_, i) => ({ count: i }));
+    const out = await Promise.all(inputs.map((x, i) => (i % 2 ? a : b).evaluate(x)));
+    assert.deepEqual(out, inputs.map((x) => x.count * 2));
+    await assert.rejects(b.evaluate({ count: 'x' }), /accounts\.other\.destinations\.x\.attributes\.y/);
+  });
+
   it('a run-time failure is a MappingError with the location', async () => {
     await assert.rejects(compileExpression('lead.name + 1', WHERE).evaluate(input), (err: unknown) => {
       assert.ok(err instanceof MappingError);
