@@ -155,4 +155,12 @@ describe('secret masking in config errors', () => {
     assert.match(warnings[0]!, /^kommo-sync\.yaml:\d+ accounts\.acme\.destinations\.mine\.passphrase: a secret is written in the file/);
     assert.ok(!warnings[0]!.includes('literal-passphrase'));
   });
+
+  it('names the first ten literal secrets and counts the rest in one line (a generated agency config)', () => {
+    const blocks = Array.from({ length: 15 }, (_, i) => `      mine${i}:\n        type: fake\n        passphrase: literal-passphrase-${i}\n        baseUrl: https://x.test\n`).join('');
+    const { warnings } = parseConfigText(base(`    destinations:\n${blocks}`), 'kommo-sync.yaml', { KOMMO_TOKEN: 't' });
+    assert.equal(warnings.length, 11, warnings.join('\n'));
+    assert.match(warnings[9]!, /destinations\.mine9\.passphrase: a secret is written/);
+    assert.equal(warnings[10], 'kommo-sync.yaml: 5 more secrets are written in the file (15 in all); put them in the environment too');
+  });
 });

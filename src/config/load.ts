@@ -10,6 +10,9 @@ import { getDestination, destinationTypes } from '../destinations/index.js';
 import { secretKeys, secretPaths } from '../model/index.js';
 import { configHints, configSchema, destinationCommon, destinationCommonKeys, type Config, type DestinationConfig } from './schema.js';
 
+/** Literal-secret warnings named one by one; the rest are counted in one line. */
+const MAX_SECRET_WARNINGS = 10;
+
 export class ConfigError extends Error {
   constructor(readonly issues: string[]) {
     super(`Invalid configuration:\n${issues.map((i) => `  - ${i}`).join('\n')}`);
@@ -99,7 +102,10 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
     destinations[accountName] = list;
   }
   if (issues.length) throw new ConfigError(issues);
-  const warnings = literalSecrets(raw, [], secretAt).map((path) => `${where(path)}: a secret is written in the file; put it in the environment and write \${VAR} here, so the file can be shared and committed`);
+  const literal = literalSecrets(raw, [], secretAt);
+  // A generated agency config can hold a thousand: name a few, count the rest.
+  const warnings = literal.slice(0, MAX_SECRET_WARNINGS).map((path) => `${where(path)}: a secret is written in the file; put it in the environment and write \${VAR} here, so the file can be shared and committed`);
+  if (literal.length > MAX_SECRET_WARNINGS) warnings.push(`${file}: ${literal.length - MAX_SECRET_WARNINGS} more secrets are written in the file (${literal.length} in all); put them in the environment too`);
   return { file, config, warnings, destinations, where, has: (path) => valueAt(raw, path) !== undefined };
 }
 
