@@ -39,7 +39,7 @@ import { startWorld } from '../src/demo/world.js';
 import { openStore } from '../src/store/open.js';
 import { bodyTemplate, fillBody } from './kommo-body.js';
 import {
-  choiceFlag, cpuSecondsOf, fmt, freePort, HOST, intFlag, machine, machineCpu, memoryOf, onCleanup, parseFlags, percentile, postgresBaseUrl,
+  choiceFlag, cpuSecondsOf, cpuSplitOf, fmt, freePort, HOST, intFlag, machine, machineCpu, memoryOf, onCleanup, parseFlags, percentile, postgresBaseUrl, postgresCpuSeconds,
   profileArgs, progress, runBench, scratchPostgres, spawnNode, waitReady, withPg, type Child,
 } from './lib.js';
 
@@ -208,9 +208,12 @@ async function main(): Promise<boolean> {
   progress(`measuring ${duration} s with ${connections} connections over ${processes} process(es)`);
   // CPU accounting: the machine is shared, so record what the service, this process (autocannon)
   // and the whole machine used during the measured phase.
-  const cpu0 = { svc: children.map(({ child }) => cpuSecondsOf(child.pid)), self: process.cpuUsage(), machine: machineCpu(), at: performance.now() };
+  const pgCpu = () => (storeKind === 'postgres' ? postgresCpuSeconds() : 0);
+  const split0 = children.map(({ child }) => cpuSplitOf(child.pid));
+  const cpu0 = { svc: children.map(({ child }) => cpuSecondsOf(child.pid)), self: process.cpuUsage(), machine: machineCpu(), pg: pgCpu(), at: performance.now() };
   const results = await Promise.all(targets.map((t, i) => runCannon(t, split(i), duration, nextBody, tally, rate / processes)));
-  const cpu1 = { svc: children.map(({ child }) => cpuSecondsOf(child.pid)), self: process.cpuUsage(cpu0.self), machine: machineCpu(), at: performance.now() };
+  const cpu1 = { svc: children.map(({ child }) => cpuSecondsOf(child.pid)), self: process.cpuUsage(cpu0.self), machine: machineCpu(), pg: pgCpu(), at: performance.now() };
+  const split1 = children.map(({ child }) => cpuSplitOf(child.pid));
   tally.measuring = false;
   clearInterval(ticker);
   const wall = (cpu1.at - cpu0.at) / 1000;
@@ -280,6 +283,9 @@ async function main(): Promise<boolean> {
     machineBusyPct: machineBusy * 100,
     stealPct: machineSteal * 100,
     otherCores: Math.max(0, machineBusy * m.nproc - svcCpuTotal / wall - benchCpu / wall),
+    serviceUserMicrosPerWebhook: (split1.reduce((a, x, i) => a + x.user - split0[i]!.user, 0) * 1e6) / Math.max(1, ok2xx),
+    serviceSystemMicrosPerWebhook: (split1.reduce((a, x, i) => a + x.system - split0[i]!.system, 0) * 1e6) / Math.max(1, ok2xx),
+    postgresMicrosPerWebhook: ((cpu1.pg - cpu0.pg) * 1e6) / Math.max(1, ok2xx),
   };
 
   const checks: Array<[string, boolean]> = [
@@ -318,6 +324,10 @@ async function main(): Promise<boolean> {
         machineBusyPct: Math.round(cpu.machineBusyPct),
         stealPct: Number(cpu.stealPct.toFixed(1)),
         otherProcessesCores: Number(cpu.otherCores.toFixed(2)),
+        serviceUserMicrosPerWebhook: Math.round(cpu.serviceUserMicrosPerWebhook),
+        serviceSystemMicrosPerWebhook: Math.round(cpu.serviceSystemMicrosPerWebhook),
+        postgresMicrosPerWebhook: Math.round(cpu.postgresMicrosPerWebhook),
+        serviceAndPostgresMicrosPerWebhook: Math.round(cpu.serviceMicrosPerWebhook + cpu.postgresMicrosPerWebhook),
       },
       rssMiB: mem.map((x) => ({ name: x.name, peak: Number(x.hwmMiB.toFixed(1)), end: Number(x.rssMiB.toFixed(1)), anon: Math.round(x.anonMiB), file: Math.round(x.fileMiB), shmem: Math.round(x.shmemMiB) })),
       durability: { webhooksSent: sent, acceptedIncludingWarmup: acked, acceptedWarmup: ackedBefore, inboxRows: rows, answeredButMissing: missing, storedButUnanswered: extra },
@@ -338,7 +348,8 @@ async function main(): Promise<boolean> {
   line('requests/s (2xx)', `${fmt(rps)}  [per process: ${summary.results.perProcessRps.map((x) => fmt(x)).join(', ')}]`);
   line('latency p50 / p90 / p99 / max', `${fmt(p50, 2)} / ${fmt(summary.results.latencyMs.p90, 2)} / ${fmt(p99, 2)} / ${fmt(summary.results.latencyMs.max, 1)} ms`);
   line('peak RSS (VmHWM) per process', mem.map((x) => `${x.name} ${fmt(x.hwmMiB, 1)} MB (at the end: ${fmt(x.rssMiB)} MB = anon ${fmt(x.anonMiB)} + file ${fmt(x.fileMiB)} + shmem ${fmt(x.shmemMiB)})`).join(', '));
-  line('service CPU', `${fmt(cpu.serviceCores, 2)} cores [${cpu.perProcessCores.map((c) => fmt(c, 2)).join(', ')}], ${fmt(cpu.serviceMicrosPerWebhook)} us CPU per webhook`);
+  line('service CPU', `${fmt(cpu.serviceCores, 2)} cores [${cpu.perProcessCores.map((c) => fmt(c, 2)).join(', ')}], ${fmt(cpu.serviceMicrosPerWebhook)} us CPU per webhook (user ${fmt(cpu.serviceUserMicrosPerWebhook)} + system ${fmt(cpu.serviceSystemMicrosPerWebhook)})`);
+  if (storeKind === 'postgres') line('PostgreSQL CPU', `${fmt(cpu.postgresMicrosPerWebhook)} us per webhook; service + PostgreSQL ${fmt(cpu.serviceMicrosPerWebhook + cpu.postgresMicrosPerWebhook)} us per webhook`);
   line('bench (autocannon) CPU', `${fmt(cpu.benchCores, 2)} cores`);
   line('machine', `${fmt(cpu.machineBusyPct)}% busy of ${m.nproc} cores (${fmt(cpu.stealPct, 1)}% stolen by the hypervisor); other processes used ~${fmt(cpu.otherCores, 2)} cores; calibration ${m.calibrationMs} ms (lower = faster)`);
   line('non-2xx / errors / timeouts', `${non2xx} / ${errors} / ${timeouts}`);

@@ -4,7 +4,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -222,6 +222,35 @@ export function cpuSecondsOf(pid: number): number {
   // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / clkTck;
+}
+
+/** User and system CPU seconds of one process (system: syscalls, socket writes, wakeups). */
+export function cpuSplitOf(pid: number): { user: number; system: number } {
+  clkTck ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = fields.slice(fields.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(f[11]) / clkTck, system: Number(f[12]) / clkTck };
+}
+
+/**
+ * CPU seconds of every PostgreSQL process on this machine (server and backends, by command name),
+ * for "CPU per webhook, the service's and PostgreSQL's together". Processes that ended in between
+ * are not counted; backends of the pool live as long as the service.
+ */
+export function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (name !== 'postgres' && !name.startsWith('postgres:')) continue;
+      total += cpuSecondsOf(Number(entry));
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return total;
 }
 
 /**

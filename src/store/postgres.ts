@@ -43,8 +43,6 @@ export interface PostgresStoreOptions {
   connectTimeoutMs?: number;
 }
 
-/** Flush the group-commit queue right away once it holds this many events. */
-
 /** First key of the two-key advisory locks, so our locks cannot collide with another app's. */
 const LOCK_NS = { migrate: 0x6b73_0001, withLock: 0x6b73_0002, rate: 0x6b73_0003, counter: 0x6b73_0004, jobKey: 0x6b73_0005 } as const;
 
