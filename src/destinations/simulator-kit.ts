@@ -27,6 +27,7 @@ export class SimulatorHarness {
   readonly faults: SimulatorFaults;
   private failures: { remaining: number; status: number; retryAfterSec?: number } = { remaining: 0, status: 500 };
   private down: { status: number } | 'timeout' | null = null;
+  private delayMs = 0;
   private held: Held[] = [];
   private window = { second: 0, count: 0 };
 
@@ -39,6 +40,9 @@ export class SimulatorHarness {
         this.down = mode;
         if (mode !== 'timeout') this.releaseHeld();
       },
+      latency: (ms) => {
+        this.delayMs = ms ?? 0;
+      },
     };
   }
 
@@ -46,6 +50,15 @@ export class SimulatorHarness {
   item(i: Omit<SimulatedItem, 'at'>): void {
     this.items.push({ at: Date.now(), ...i });
   }
+
+  /**
+   * The vendor's `onSend` hook: holds the answer for `faults.latency` after the request was
+   * applied (a wait before the handler would not do: Fastify skips the handler of a request whose
+   * client has gone).
+   */
+  readonly beforeAnswer = async (): Promise<void> => {
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+  };
 
   /**
    * Call first in the vendor's `onRequest` hook: answers injected faults and returns the reply,
@@ -104,6 +117,7 @@ export class SimulatorHarness {
     this.items.length = 0;
     this.failures = { remaining: 0, status: 500 };
     this.down = null;
+    this.delayMs = 0;
     this.window = { second: 0, count: 0 };
     this.releaseHeld();
   }

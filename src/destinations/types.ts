@@ -198,6 +198,11 @@ export interface SimulatorFaults {
    * until the client gives up.
    */
   outage(mode: { status: number } | 'timeout' | null): void;
+  /**
+   * Every answer waits `ms` after the vendor applied the request (null: no wait). A client that
+   * dies meanwhile never sees the answer: what a crash between sending and hearing back looks like.
+   */
+  latency(ms: number | null): void;
 }
 
 export interface DestinationSimulator {

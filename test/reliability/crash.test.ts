@@ -44,8 +44,10 @@ function serve(config: string, port: number): ChildProcess {
 
 it(`kill -9 ${KILLS} times during a burst of ${LEADS * 2} webhooks with every destination: nothing lost, duplicates bounded`, { timeout: (HEAVY ? 900 : 300) * 1000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'kommo-sync-crash-all-'));
-  // Kommo and the vendors answer a little slowly, so kills land with claims held.
+  // Kommo and the vendors answer a little slowly, so kills land with requests in flight: the
+  // vendor applies them, the killed process never hears back, the restarted one sends them again.
   const world = await startWorld({ kommoLatencyMs: 40 });
+  for (const v of world.vendors.values()) v.sim.faults.latency(150);
   try {
     const db = join(dir, 'ks.db');
     const cfg = parse(world.yaml) as Record<string, unknown>;
@@ -73,7 +75,9 @@ it(`kill -9 ${KILLS} times during a burst of ${LEADS * 2} webhooks with every de
     const inFlightAtKills = new Map<string, number>();
     try {
       for (let kill = 0; kill < KILLS; kill++) {
-        await new Promise((r) => setTimeout(r, 800 + Math.floor(Math.random() * 1500)));
+        await new Promise((r) => setTimeout(r, 200 + Math.floor(Math.random() * 800)));
+        // Land the kill while a delivery to a vendor is in flight (the work may also be over).
+        await waitFor(async () => (await store.listJobs({ state: 'leased', limit: 100 })).some((j) => j.destination !== `${world.account}/kommo`), 'a vendor delivery in flight', 20_000).catch(() => undefined);
         child.kill('SIGKILL');
         await new Promise((r) => child.once('exit', r));
         for (const j of await store.listJobs({ state: 'leased', limit: 5000 })) inFlightAtKills.set(j.destination, (inFlightAtKills.get(j.destination) ?? 0) + 1);

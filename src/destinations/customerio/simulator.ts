@@ -158,6 +158,7 @@ export const customerioSimulator = ((opts: { perSecond?: number; region?: 'us' |
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 4 * MAX_BATCH_BYTES }, (_req, body, done) => done(null, body));
 
+    app.addHook('onSend', harness.beforeAnswer);
     app.addHook('onRequest', async (request, reply) => {
       const faulted = await harness.fault(request, reply);
       if (faulted) return faulted;

@@ -206,6 +206,7 @@ export const enchargeSimulator = ((opts: { perSecond?: number } = {}): EnchargeS
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
+    app.addHook('onSend', harness.beforeAnswer);
     app.addHook('onRequest', async (request, reply) => {
       const faulted = await harness.fault(request, reply);
       if (faulted) return faulted;

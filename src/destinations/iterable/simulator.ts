@@ -228,6 +228,7 @@ export const iterableSimulator = ((opts: IterableSimulatorOptions = {}): Iterabl
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 4 * MAX_BULK_BYTES }, (_req, body, done) => done(null, body));
 
+    app.addHook('onSend', harness.beforeAnswer);
     app.addHook('onRequest', async (request, reply) => {
       const faulted = await harness.fault(request, reply);
       if (faulted) return faulted;

@@ -275,6 +275,7 @@ export const moosendSimulator = ((opts: MoosendSimOptions = {}): MoosendSimulato
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 16 * 1024 * 1024 }, (_req, body, done) => done(null, body));
 
+    app.addHook('onSend', harness.beforeAnswer);
     app.addHook('onRequest', async (request, reply) => {
       const faulted = await harness.fault(request, reply);
       if (faulted) return faulted;

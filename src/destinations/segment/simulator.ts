@@ -258,6 +258,7 @@ function createTrackingSimulator(flavor: Flavor, opts: Options & { dedup?: boole
     // Raw bytes: size limits apply to what was sent, and bad JSON gets the vendor's answer.
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 4 * RUDDER_MAX_REQUEST }, (_req, body, done) => done(null, body));
+    app.addHook('onSend', harness.beforeAnswer);
     app.addHook('onRequest', async (request, reply) => {
       const faulted = await harness.fault(request, reply);
       if (faulted) return faulted;

@@ -21,6 +21,7 @@ export const fakeSimulator = ((opts: { perSecond?: number } = {}): FakeSimulator
   const seen = new Set<string>();
 
   const plugin: FastifyPluginAsync = async (app) => {
+    app.addHook('onSend', harness.beforeAnswer);
     app.addHook('onRequest', async (request, reply) => {
       const faulted = await harness.fault(request, reply);
       if (faulted) return faulted;
