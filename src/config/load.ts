@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { getDestination, destinationTypes } from '../destinations/index.js';
 import { secretKeys, secretPaths } from '../model/index.js';
 import { configHints, configSchema, destinationCommon, destinationCommonKeys, type Config, type DestinationConfig } from './schema.js';
+import { isRecord } from '../model/json.js';
 
 /** Literal-secret warnings named one by one; the rest are counted in one line. */
 const MAX_SECRET_WARNINGS = 10;
@@ -138,10 +139,6 @@ export function parseStoreConfigText(text: string, file: string, env: NodeJS.Pro
     accounts[name] = isRecord(account) && isRecord(account.destinations) ? Object.keys(account.destinations) : [];
   }
   return { file, store: store.data, accounts };
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /**

@@ -10,6 +10,7 @@
  */
 import type { Logger } from 'pino';
 import type { ItemResult } from './types.js';
+import { isRecord } from '../model/json.js';
 
 type HeaderValue = string | string[] | undefined;
 
@@ -258,8 +259,4 @@ function headerValue(headers: Record<string, string>, name: string): string | un
   if (name in headers) return headers[name];
   const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
   return key === undefined ? undefined : headers[key];
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -128,3 +128,19 @@ export class SimulatorHarness {
     for (const release of held) release();
   }
 }
+
+/** The raw body of a request parsed as a Buffer (the simulators read bodies themselves, as vendors do). */
+export function rawOf(body: unknown): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.alloc(0);
+}
+
+/** A JSON body: `ok` false (with the text) when it does not parse; an empty body is `undefined`. */
+export function readJson(body: unknown): { ok: boolean; value: unknown } {
+  const raw = rawOf(body);
+  if (raw.length === 0) return { ok: true, value: undefined };
+  try {
+    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown };
+  } catch {
+    return { ok: false, value: raw.toString('utf8') };
+  }
+}

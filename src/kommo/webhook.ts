@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { CrmEvent, CrmEventKind, NormalizedInbound } from '../model/index.js';
 import { listEntries, listOf } from './form.js';
+import { isRecord } from '../model/json.js';
 
 /** The body is not a usable Kommo webhook; the message is safe to return in a 400. */
 export class WebhookBodyError extends Error {
@@ -35,10 +36,6 @@ type LeadAction = (typeof LEAD_ACTIONS)[number];
 const IGNORED_ENTITY_KEYS = new Set(['task', 'unsorted', 'catalogs', 'message', 'talk', 'customers']);
 /** Index-keyed lists inside an entity that later code reads as arrays. */
 const LIST_KEYS = new Set(['custom_fields', 'tags', 'values']);
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function show(v: unknown): string {
   if (v === undefined) return 'nothing';

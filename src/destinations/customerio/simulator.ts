@@ -7,8 +7,9 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import { randomUlid } from '../../model/index.js';
-import { SimulatorHarness } from '../simulator-kit.js';
+import { SimulatorHarness, rawOf, readJson } from '../simulator-kit.js';
 import type { DestinationSimulator, DestinationSimulatorFactory, EngagementExtra, EngagementSample, SyncOpKind } from '../types.js';
+import { isRecord } from '../../model/json.js';
 
 // Customer.io's limits, read strictly (KB = 1000 bytes) so a client that passes here passes there.
 const MAX_BATCH_BYTES = 500_000;
@@ -322,22 +323,4 @@ function isIdentifier(identifiers: unknown, key: (typeof IDENTIFIER_KEYS)[number
   if (!isRecord(identifiers)) return false;
   const v = identifiers[key];
   return (typeof v === 'string' && v.trim() !== '') || (typeof v === 'number' && key === 'id');
-}
-
-function rawOf(body: unknown): Buffer {
-  return Buffer.isBuffer(body) ? body : Buffer.alloc(0);
-}
-
-function readJson(body: unknown): { ok: boolean; value: unknown } {
-  const raw = rawOf(body);
-  if (raw.length === 0) return { ok: true, value: undefined };
-  try {
-    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown };
-  } catch {
-    return { ok: false, value: raw.toString('utf8') };
-  }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -10,8 +10,9 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { SimulatorHarness } from '../simulator-kit.js';
+import { SimulatorHarness, readJson } from '../simulator-kit.js';
 import type { DestinationSimulator, DestinationSimulatorFactory, EngagementExtra, EngagementSample, SyncOpKind } from '../types.js';
+import { isRecord } from '../../model/json.js';
 
 const TOKEN = 'x-encharge-token';
 /** Fields Encharge keeps itself; the rest of a person object are custom fields. */
@@ -523,18 +524,4 @@ function queryOf(request: FastifyRequest): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of new URL(request.url, 'http://sim').searchParams) out[k] = v;
   return out;
-}
-
-function readJson(body: unknown): { ok: boolean; value: unknown } {
-  const raw = Buffer.isBuffer(body) ? body : Buffer.alloc(0);
-  if (raw.length === 0) return { ok: true, value: undefined };
-  try {
-    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown };
-  } catch {
-    return { ok: false, value: raw.toString('utf8') };
-  }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { normalizeEmail, type EngagementEvent, type EngagementKind } from '../../model/index.js';
 import { InboundRejected, type InboundParsed, type InboundRequest } from '../types.js';
 import type { IterableSettings } from './settings.js';
+import { isRecord } from '../../model/json.js';
 
 export function verifyIterable(req: InboundRequest, settings: Pick<IterableSettings, 'webhookAuthToken'>): void {
   const token = settings.webhookAuthToken;
@@ -212,8 +213,4 @@ function header(headers: InboundRequest['headers'], name: string): string | unde
   const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
   const value = key === undefined ? undefined : headers[key];
   return (Array.isArray(value) ? value[0] : value)?.trim() || undefined;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -13,8 +13,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { SimulatorHarness } from '../simulator-kit.js';
+import { SimulatorHarness, rawOf, readJson } from '../simulator-kit.js';
 import type { DestinationSimulator, DestinationSimulatorFactory, EngagementExtra, EngagementSample, SyncOpKind } from '../types.js';
+import { isRecord } from '../../model/json.js';
 
 /** bulkUpdate's documented body limit, read as 10^6 bytes per MB (the stricter reading). */
 const MAX_BULK_BYTES = 4_000_000;
@@ -564,22 +565,4 @@ export const iterableSimulator = ((opts: IterableSimulatorOptions = {}): Iterabl
 /** Iterable's own time format, as its webhooks write `createdAt`: "2016-12-02 20:21:04 +00:00". */
 function iterableTime(ms: number): string {
   return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} +00:00`;
-}
-
-function rawOf(body: unknown): Buffer {
-  return Buffer.isBuffer(body) ? body : Buffer.alloc(0);
-}
-
-function readJson(body: unknown): { ok: boolean; value: unknown } {
-  const raw = rawOf(body);
-  if (raw.length === 0) return { ok: true, value: undefined };
-  try {
-    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown };
-  } catch {
-    return { ok: false, value: raw.toString('utf8') };
-  }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -15,8 +15,9 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { SimulatorHarness } from '../simulator-kit.js';
+import { SimulatorHarness, rawOf } from '../simulator-kit.js';
 import type { DestinationSimulator, SyncOpKind } from '../types.js';
+import { isRecord } from '../../model/json.js';
 
 // KB read as 1000 bytes, strictly: a client that passes here passes there.
 const SEGMENT_MAX_REQUEST = 32_000;
@@ -346,10 +347,6 @@ function isJson(contentType: string | undefined): boolean {
   return /^application\/json\s*(;|$)/i.test(contentType ?? '');
 }
 
-function rawOf(body: unknown): Buffer {
-  return Buffer.isBuffer(body) ? body : Buffer.alloc(0);
-}
-
 function parseJson(raw: Buffer): { ok: boolean; value: unknown } {
   if (raw.length === 0) return { ok: false, value: undefined };
   try {
@@ -365,10 +362,6 @@ function str(v: unknown): string | undefined {
 
 function record(v: unknown): Record<string, unknown> {
   return isRecord(v) ? v : {};
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function trim(url: string): string {

@@ -1,5 +1,6 @@
 /** Response and query helpers shared by the simulator routes: HAL bodies, problem+json, Kommo paging. */
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { isRecord } from '../../model/json.js';
 
 export const MAX_PAGE_LIMIT = 250;
 export const DEFAULT_PAGE_LIMIT = 50;
@@ -153,8 +154,4 @@ export function pageLinks(base: LinkBase, page: number, limit: number, hasNext: 
 export function paginate<T>(items: T[], page: number, limit: number): { slice: T[]; hasNext: boolean } {
   const start = (page - 1) * limit;
   return { slice: items.slice(start, start + limit), hasNext: start + limit < items.length };
-}
-
-export function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -4,7 +4,7 @@
  * was rotated, until the refresh token it produced is presented for the first time; then it is burned.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { isRecord } from './http.js';
+import { isRecord } from '../../model/json.js';
 import type { BurnedRefreshTokenReuse, KommoSimulatorOAuthOptions, OAuthRefreshRecord } from './types.js';
 
 const CODE_TTL_MS = 20 * 60 * 1000;

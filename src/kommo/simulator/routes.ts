@@ -3,12 +3,12 @@
  * rate limit, HAL/problem+json bodies, paging and 204-on-empty behaviour.
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { isRecord } from '../../model/json.js';
 import { nowMs, type RequestGate } from './gate.js';
 import {
   KommoQuery,
   type LinkBase,
   type ItemErrors,
-  isRecord,
   linkBase,
   pageLinks,
   pageParams,

@@ -3,7 +3,8 @@
  * and dotted paths (`custom_fields_values.0.field_id`). Nothing here mutates the account, so a batch
  * with one bad item is rejected as a whole.
  */
-import { isRecord, type ValidationError } from './http.js';
+import { isRecord } from '../../model/json.js';
+import type { ValidationError } from './http.js';
 import type { ContactWrite, FieldChange, LeadWrite, NoteWrite, SimState, TagOps, TagRef, TaskWrite } from './state.js';
 import type { CustomFieldScalar, EntityType, FieldEntityType, SimCustomField, SimFieldValue } from './types.js';
 
