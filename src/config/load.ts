@@ -10,6 +10,7 @@ import { getDestination, destinationTypes } from '../destinations/index.js';
 import { secretKeys, secretPaths } from '../model/index.js';
 import { configHints, configSchema, destinationCommon, destinationCommonKeys, type Config, type DestinationConfig } from './schema.js';
 import { isRecord } from '../model/json.js';
+import { defOf } from '../model/zod-def.js';
 
 /** Literal-secret warnings named one by one; the rest are counted in one line. */
 const MAX_SECRET_WARNINGS = 10;
@@ -254,16 +255,6 @@ function typeName(expected: string): string {
   return names[expected] ?? expected;
 }
 
-interface SchemaDef {
-  type: string;
-  innerType?: z.ZodType;
-  in?: z.ZodType;
-  shape?: Record<string, z.ZodType>;
-  valueType?: z.ZodType;
-  element?: z.ZodType;
-  options?: z.ZodType[];
-}
-const defOf = (s: z.ZodType): SchemaDef => (s as unknown as { _zod: { def: SchemaDef } })._zod.def;
 
 /** The hint (schema.ts `hint()`, or a `.describe()` text) of the schema at `path`, through wrappers. */
 function hintAt(schema: z.ZodType, path: Array<string | number>): string | undefined {

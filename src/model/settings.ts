@@ -5,6 +5,7 @@
  * so no list of secret key names is kept anywhere else.
  */
 import { z } from 'zod';
+import { defOf } from './zod-def.js';
 
 const secretRegistry = z.registry<{ secret: true }>();
 
@@ -19,19 +20,6 @@ export function secret(o: { min?: number; message?: string } = {}) {
   return s.register(secretRegistry, { secret: true });
 }
 
-interface Def {
-  type: string;
-  innerType?: z.ZodType;
-  in?: z.ZodType;
-  out?: z.ZodType;
-  shape?: Record<string, z.ZodType>;
-  valueType?: z.ZodType;
-  element?: z.ZodType;
-  options?: z.ZodType[];
-  left?: z.ZodType;
-  right?: z.ZodType;
-}
-const defOf = (s: z.ZodType): Def => (s as unknown as { _zod: { def: Def } })._zod.def;
 
 /** Wrappers that keep the value's meaning: optional, nullable, default, readonly, pipes, catch. */
 function unwrap(schema: z.ZodType): z.ZodType[] {

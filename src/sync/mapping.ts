@@ -7,6 +7,7 @@ import jsonata from 'jsonata';
 import type { z } from 'zod';
 import type { AttrValue } from '../destinations/types.js';
 import { enrichedLeadSchema, type EnrichedLead } from '../model/index.js';
+import { defOf } from '../model/zod-def.js';
 
 /** A mistake in a mapping expression or template. The message starts with where it is. */
 export class MappingError extends Error {
@@ -366,16 +367,6 @@ function itemOf(shape: Shape): Shape {
   return shape.kind === 'array' ? itemOf(shape.item) : shape;
 }
 
-interface ZodDef {
-  type: string;
-  innerType?: z.ZodType;
-  in?: z.ZodType;
-  shape?: Record<string, z.ZodType>;
-  valueType?: z.ZodType;
-  element?: z.ZodType;
-  options?: z.ZodType[];
-}
-const defOf = (s: z.ZodType): ZodDef => (s as unknown as { _zod: { def: ZodDef } })._zod.def;
 const SCALARS: Record<string, string> = { string: 'a string', number: 'a number', int: 'a number', boolean: 'true or false', enum: 'a string', literal: 'a constant', null: 'null' };
 
 function shapeOf(schema: z.ZodType): Shape {
