@@ -64,6 +64,7 @@ describe('planEngagement: notes', () => {
     [ev('email.opened', { subject: 'Spring offer' }), 'Email opened: Spring offer (via cio)'],
     [ev('email.clicked', { subject: 'Spring offer', link: 'https://x.test/p' }), 'Email link clicked: https://x.test/p (Spring offer) (via cio)'],
     [ev('email.unsubscribed', { source: 'iterable' }), 'Unsubscribed from email (via iterable)'],
+    [ev('email.unsubscribed', { source: 'iterable', detail: 'EmailLink, channel 27447' }), 'Unsubscribed from email: EmailLink, channel 27447 (via iterable)'],
     [ev('email.bounced', { detail: 'mailbox full' }), 'Email bounced: mailbox full (via cio)'],
     [ev('email.delivered'), null],
   ];
@@ -281,7 +282,7 @@ describe('planEngagement: intent signals', () => {
     const deps = fakeCounters();
     const first = await planEngagement(ev('tag.added', { source: 'encharge', detail: 'Clicked-Pricing' }), match, r, deps, T0);
     assert.deepEqual(first.map((o) => o.kind), ['addNote', 'addTask']);
-    assert.equal((first[0] as Extract<KommoOp, { kind: 'addNote' }>).text, 'Intent signal: tag Clicked-Pricing (via encharge)');
+    assert.equal((first[0] as Extract<KommoOp, { kind: 'addNote' }>).text, 'Intent signal: tag Clicked-Pricing (ana@example.com, via encharge)');
     const task = first[1] as Extract<KommoOp, { kind: 'addTask' }>;
     assert.equal(task.text, 'Signal: tag Clicked-Pricing by ana@example.com');
     assert.equal(task.completeTill, Math.floor((T0 + 2 * H) / 1000), 'due in 2 h by default');

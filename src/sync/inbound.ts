@@ -270,7 +270,7 @@ export async function planEngagement(
     // One signal task per lead per cooldown, whichever tool signalled (the mark is per lead).
     if (await deps.tryMark(`signal-task:${leadId}`, now, sig.cooldownMs)) {
       signalled = true;
-      ops.push({ kind: 'addNote', leadId, text: `Intent signal: ${signal} (via ${ev.source})` });
+      ops.push({ kind: 'addNote', leadId, text: `Intent signal: ${signal} (${ev.email}, via ${ev.source})` });
       ops.push({
         kind: 'addTask',
         leadId,
@@ -362,8 +362,9 @@ export function noteText(ev: EngagementEvent): string {
     'email.opened': withPart('Email opened', s),
     'email.clicked': withPart('Email link clicked', ev.link) + (s ? ` (${s})` : ''),
     'email.converted': withPart('Email converted', s),
-    'email.unsubscribed': 'Unsubscribed from email',
-    'email.subscribed': 'Subscribed to email',
+    // How and where, when the tool says (Iterable: "EmailLink, channel 27447"; Moosend: the list).
+    'email.unsubscribed': withPart('Unsubscribed from email', d),
+    'email.subscribed': withPart('Subscribed to email', d),
     'email.bounced': withPart('Email bounced', d),
     'email.dropped': withPart('Email dropped', d),
     'email.spammed': 'Email marked as spam',

@@ -87,7 +87,7 @@ describe('Kommo <-> Encharge', () => {
     assert.equal(task.responsible_user_id, world.kommo.leads.get(leadId)!.responsible_user_id, 'for the lead\'s responsible user');
     const dueInHours = (task.complete_till * 1000 - Date.now()) / 3_600_000;
     assert.ok(dueInHours > 1.9 && dueInHours <= 2, `due in 2 h, got ${dueInHours.toFixed(2)} h`);
-    await waitFor(() => notesFor(leadId).some((t) => t.includes('clicked-pricing')), 'a note naming the tag');
+    await waitFor(() => notesFor(leadId).some((t) => t === `Intent signal: tag clicked-pricing (${email}, via encharge)`), 'a note naming the tag and the person\'s email');
 
     assert.deepEqual(await sim.tagPerson(email, 'visited-pricing'), [200]);
     await drained();
@@ -122,7 +122,7 @@ describe('Kommo <-> Encharge', () => {
     await waitFor(() => world.kommo.contacts.get(contactId)!.tags.some((t) => t.name === 'Email Unsubscribed'), 'tag on the contact');
     const optIn = world.kommo.contacts.get(contactId)!.custom_fields_values?.find((f) => f.field_name === 'Email opt-in');
     assert.equal(optIn?.values[0]?.value, false);
-    await waitFor(() => notesFor(leadId).some((t) => /Unsubscribed from email \(via encharge\)/.test(t)), 'unsubscribe note');
+    await waitFor(() => notesFor(leadId).some((t) => /^Unsubscribed from email(: .+)? \(via encharge\)$/.test(t)), 'unsubscribe note');
   });
 
   it('nothing failed or was dead-lettered', async () => {

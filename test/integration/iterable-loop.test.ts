@@ -177,7 +177,7 @@ describe('Kommo <-> Iterable', () => {
       await waitFor(() => tags(contactId).includes('Email Unsubscribed'), 'unsubscribe tag');
       const optIn = world.kommo.contacts.get(contactId)!.custom_fields_values?.find((f) => f.field_name === 'Email opt-in');
       assert.equal(optIn?.values[0]?.value, false);
-      await waitFor(() => notesFor(leadId).some((t) => t.startsWith('Unsubscribed from email') && t.includes('via iterable')), 'unsubscribe note');
+      await waitFor(() => notesFor(leadId).some((t) => t === 'Unsubscribed from email: EmailLink, channel 27447 (via iterable)'), 'unsubscribe note naming the source and the channel');
       const hosted = await fetch(hookUrl(), {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `OAuth2 ${sim.credentials.webhookAuthToken}` },
