@@ -33,8 +33,11 @@ export interface AdminOptions {
   reconcileEveryMs?: Record<string, number>;
   /** The effective config (secrets masked), names resolved, webhook URLs. */
   config?: (origin: string) => Promise<ConfigResponse>;
-  /** "Test connection": resolves when the destination (`account/name`) answers, throws why not. */
-  checkConnection?: (key: string) => Promise<void>;
+  /**
+   * "Test connection": resolves when the destination (`account/name`) answers, throws why not. It
+   * resolves with what to say instead of "credentials accepted" when the vendor cannot verify them.
+   */
+  checkConnection?: (key: string) => Promise<string | void>;
   /** Leads by name in Kommo (its search); by id and email the local log answers. */
   searchLeads?: (account: string, text: string) => Promise<LeadMatch[]>;
   /** Leads known for an email (the email -> lead index). */
@@ -376,8 +379,8 @@ export function adminRoutes(o: AdminOptions) {
       if (!o.checkConnection) throw new HttpError(404, 'not_available', 'this process cannot test connections');
       const started = performance.now();
       try {
-        await o.checkConnection(b.destination);
-        return { destination: b.destination, ok: true, message: 'credentials accepted', ms: Math.round(performance.now() - started) };
+        const said = await o.checkConnection(b.destination);
+        return { destination: b.destination, ok: true, message: said || 'credentials accepted', ms: Math.round(performance.now() - started) };
       } catch (err) {
         return { destination: b.destination, ok: false, message: err instanceof Error ? err.message : String(err), ms: Math.round(performance.now() - started) };
       }

@@ -121,6 +121,8 @@ export function dashboardOptions(d: DashboardDeps): Omit<AdminOptions, 'store' |
       const active = a.active.find((x) => x.cfg.name === name);
       if (!active) throw new Error(`no enabled destination "${name}" in account ${account}`);
       await withTimeout(active.dest.check(active.ctx), CHECK_TIMEOUT_MS, active.dest.title);
+      // As doctor says it: Segment answers 200 to any write key, so "accepted" would be untrue.
+      return active.dest.credentialsUnverifiable ? `answers; its credentials cannot be verified: ${active.dest.credentialsUnverifiable}` : undefined;
     },
     config: (origin) => configView(d, origin),
   };

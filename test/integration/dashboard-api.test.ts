@@ -199,6 +199,15 @@ describe('dashboard API', () => {
     assert.equal(detail.jobs.find((j) => j.id === job!.id)?.state, 'discarded');
     const check = await (await post('/api/check', { destination: `acme/${name}` })).json() as CheckResponse;
     assert.equal(check.ok, true, check.message);
+    assert.equal(check.message, 'credentials accepted');
+    // A vendor that answers any key (Segment) is not said to have accepted it.
+    for (const [other] of world.vendors) {
+      const unverifiable = getDestination(other)?.credentialsUnverifiable;
+      if (!unverifiable) continue;
+      const said = await (await post('/api/check', { destination: `acme/${other}` })).json() as CheckResponse;
+      assert.equal(said.ok, true, said.message);
+      assert.match(said.message, /cannot be verified/);
+    }
     assert.equal((await post('/api/check', { destination: 'acme/nope' })).status, 404);
   });
 
