@@ -36,6 +36,11 @@ export interface DestinationContext<S> {
    * built without a config (tests, the conformance suite).
    */
   lists?: Readonly<Record<string, string>>;
+  /**
+   * The common `signals.tags`: tags this tool adds that are intent signals. A vendor that posts a
+   * tag only to a subscription for it (Encharge's `added-tag-<tag>`) registers those too.
+   */
+  signalTags?: readonly string[];
 }
 
 /** Raw inbound webhook as the HTTP layer hands it over: bytes untouched, for signature checks. */

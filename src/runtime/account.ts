@@ -109,6 +109,7 @@ export class AccountRuntime implements AccountRouting {
           log: log.child({ account: name, destination: d.name }),
           timeoutMs: 15_000,
           lists: d.common.lists ?? {},
+          signalTags: d.common.signals?.tags ?? [],
         },
       };
     });

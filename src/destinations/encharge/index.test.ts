@@ -187,6 +187,13 @@ describe('encharge against its simulator', () => {
       ]);
     });
 
+    it('register also subscribes the signal tags of the common signals key (without listing them in webhookEvents)', async () => {
+      const before = sim.subscriptions.length;
+      await encharge.webhookRegistration.register({ ...ctxFor(), signalTags: ['visited-pricing', ' unsubscribedUser-not-a-tag'] }, hookUrl);
+      assert.deepEqual(sim.subscriptions.slice(before).map((s) => s.eventType), ['unsubscribedUser', 'added-tag-visited-pricing', 'added-tag-unsubscribedUser-not-a-tag']);
+      await assert.rejects(encharge.webhookRegistration.list({ ...ctxFor(), signalTags: ['visited-pricing'] }), /unsubscribedUser, added-tag-visited-pricing are subscribed/);
+    });
+
     it('list says plainly that Encharge cannot list subscriptions', async () => {
       await assert.rejects(encharge.webhookRegistration.list(ctxFor()), /cannot list event subscriptions[\s\S]*unsubscribedUser/);
       await assert.rejects(encharge.webhookRegistration.list(ctxFor({ apiKey: 'wrong-api-key' })), /rejected the API key \(401\)/);

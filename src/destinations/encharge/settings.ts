@@ -30,8 +30,8 @@ export const enchargeSettings = z.object({
   /** Ingest root; events are POSTed to `<ingestUrl>/`. */
   ingestUrl: httpUrl.default(INGEST_URL),
   /**
-   * Encharge event types `doctor --fix` subscribes our webhook URL to. Signal tags need their
-   * `added-tag-<tag>` here: the connector does not see the common `signals` key.
+   * Encharge event types `doctor --fix` subscribes our webhook URL to, besides `added-tag-<tag>` for
+   * each tag of the common `signals.tags` (subscribed without being listed here).
    */
   webhookEvents: z.array(eventType).min(1).default([...DEFAULT_WEBHOOK_EVENTS]),
   /** Per-request timeout, overriding the service default of 15 s (`10s`, `2500ms`, …). */

@@ -37,13 +37,18 @@ const listed = z.union([
   z.looseObject({ items: subscriptionList }).transform((b) => b.items),
 ]);
 
+/** `webhookEvents`, then `added-tag-<tag>` for each signal tag not already in it. */
+export function eventTypesOf(ctx: Pick<EnchargeContext, 'settings' | 'signalTags'>): string[] {
+  return [...new Set([...ctx.settings.webhookEvents, ...(ctx.signalTags ?? []).map((t) => `added-tag-${t.trim()}`)])];
+}
+
 /**
- * Subscribes `url` to every type in `webhookEvents`. Throws a clear Error on the first refusal;
+ * Subscribes `url` to every type of `eventTypesOf` (webhookEvents and the signal tags). Throws a clear Error on the first refusal;
  * subscriptions created before it stay (registering again only duplicates them, and intake
  * stores a duplicated webhook once).
  */
 export async function registerSubscriptions(ctx: EnchargeContext, url: string): Promise<void> {
-  for (const eventType of ctx.settings.webhookEvents) {
+  for (const eventType of eventTypesOf(ctx)) {
     const res = await send(ctx, { api: 'rest', method: 'POST', path: '/event-subscriptions', json: { eventType, url: subscriptionUrl(url, eventType) } });
     if (res.error !== undefined) throw new Error(`Could not reach Encharge at ${urlOf(ctx.settings, { api: 'rest', path: '/event-subscriptions' })}: ${res.error}`);
     if (res.status === 401 || res.status === 403) throw new Error(`Encharge rejected the API key (${res.status}) while subscribing to ${eventType}`);
@@ -67,7 +72,7 @@ export async function listSubscriptions(ctx: EnchargeContext): Promise<string[]>
   if (!parsed?.success) {
     throw new Error(
       'Encharge\'s API cannot list event subscriptions (only create and delete them), so they cannot be checked from here: '
-      + `make sure ${ctx.settings.webhookEvents.join(', ')} ${ctx.settings.webhookEvents.length > 1 ? 'are' : 'is'} subscribed to this destination's webhook URL`,
+      + `make sure ${eventTypesOf(ctx).join(', ')} ${eventTypesOf(ctx).length > 1 ? 'are' : 'is'} subscribed to this destination's webhook URL`,
     );
   }
   return [...new Set(parsed.data.map((s) => baseOfSubscriptionUrl(s.url)))];
