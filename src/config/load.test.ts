@@ -120,15 +120,15 @@ accounts:
       accessToken: \${KOMMO_TOKEN}
       rateLimit: not-a-number
     destinations:
-      cio:
-        type: customerio
-        apiKey: \${CIO_KEY}
+      mail:
+        type: iterable
+        apiKey: \${ITERABLE_KEY}
       mine:
         type: fake
   other: {}
 `;
     assert.throws(() => parseConfigText(text, 'kommo-sync.yaml', {}), ConfigError);
-    assert.deepEqual(parseStoreConfigText(text, 'kommo-sync.yaml', {}), { file: 'kommo-sync.yaml', store: 'sqlite:./x.db', accounts: { acme: ['cio', 'mine'], other: [] } });
+    assert.deepEqual(parseStoreConfigText(text, 'kommo-sync.yaml', {}), { file: 'kommo-sync.yaml', store: 'sqlite:./x.db', accounts: { acme: ['mail', 'mine'], other: [] } });
     assert.equal(parseStoreConfigText('accounts: {}\n', 'k.yaml', {}).store, 'sqlite:./data/kommo-sync.db', 'the schema default');
   });
 

@@ -9,7 +9,7 @@ export interface DashboardDestination {
   key: string;
   account: string;
   name: string;
-  /** Registry type (`customerio`, ...) or `kommo`. */
+  /** The destination's registry type, or `kommo`. */
   type: string;
   title: string;
   /** Receives the tool's webhooks (engagement coming back). */

@@ -41,7 +41,7 @@ describe('dashboard views', () => {
   it('lists backfill and reconciliation per account: plain fields only, "off" told from "not known"', () => {
     const backfill = {
       filter: 'all leads', status: 'running' as const, leads: 500, total: 1_000, synced: 490, skipped: 10, jobs: 980,
-      waiting: 'waiting for deliveries to acme/customerio', error: null, startedAt: 1, updatedAt: 2, finishedAt: null,
+      waiting: 'waiting for deliveries to acme/mail', error: null, startedAt: 1, updatedAt: 2, finishedAt: null,
       // Whatever else a stored record might carry stays out of the answer.
       run: 'internal-run-id', requests: 7,
     };
@@ -51,7 +51,7 @@ describe('dashboard views', () => {
     }, { acme: 600_000, beta: 0 });
     assert.deepEqual(ops.map((o) => o.account), ['acme', 'beta', 'gamma']);
     assert.equal(ops[0]!.backfill?.synced, 490);
-    assert.equal(ops[0]!.backfill?.waiting, 'waiting for deliveries to acme/customerio');
+    assert.equal(ops[0]!.backfill?.waiting, 'waiting for deliveries to acme/mail');
     assert.ok(!JSON.stringify(ops).includes('internal-run-id'));
     assert.deepEqual(ops[0]!.reconcile, { everyMs: 600_000, last: { at: 5, read: 40, found: 2, totalFound: 3 } });
     assert.deepEqual(ops[1], { account: 'beta', backfill: null, reconcile: { everyMs: 0, last: null } });

@@ -15,7 +15,7 @@ import { moosendSimulator } from './simulator.js';
 import { sweepUnsubscribes } from './sweep.js';
 
 /**
- * The core's default attributes are Customer.io-style names; Moosend accepts only custom fields
+ * The core's default attributes are snake_case person attributes; Moosend accepts only custom fields
  * defined on the list, so they are dropped and three Moosend-style ones sent instead. `Name` is
  * the subscriber's name, not a custom field.
  */
