@@ -74,6 +74,20 @@ describe('customerio webhook parsing', () => {
     assert.deepEqual(parseCio({ rawBody: Buffer.from('{"hello":"world"}'), headers: {}, query: {}, now: 0 }, 'cio'), []);
   });
 
+  it('an open Customer.io flags as proxied, prefetched or machine is a machine open; a plain one is not', () => {
+    const opened = JSON.parse(readFileSync(fixture('email-opened.json'), 'utf8')) as { data: Record<string, unknown> };
+    const machineOf = (extra: Record<string, unknown>) => {
+      const body = Buffer.from(JSON.stringify({ ...opened, data: { ...opened.data, ...extra } }));
+      const ev = parseCio({ rawBody: body, headers: {}, query: {}, now: 0 }, 'cio')[0]?.event;
+      return ev?.type === 'engagement' ? ev.machine === true : undefined;
+    };
+    assert.equal(machineOf({}), false);
+    for (const flag of ['proxied', 'prefetched', 'machine']) {
+      assert.equal(machineOf({ [flag]: true }), true, flag);
+      assert.equal(machineOf({ [flag]: false }), false, `${flag}: false`);
+    }
+  });
+
   it('accepts an array of events (bulk mode is UNCONFIRMED, so tolerated)', () => {
     const one = readFileSync(fixture('email-opened.json'), 'utf8');
     const two = readFileSync(fixture('email-clicked.json'), 'utf8');
