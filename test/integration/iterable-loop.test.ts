@@ -150,7 +150,7 @@ describe('Kommo <-> Iterable', () => {
       await waitFor(() => notesFor(leadId).some((t) => t.includes('https://acme.example/pricing') && t.includes('Pricing for Eve') && t.includes('via iterable')), 'click note');
     });
 
-    it('inAppClick, smsBounce, pushBounce and a configured milestone write notes; an unknown event is acknowledged and dropped', async () => {
+    it('inAppClick, smsBounce, pushBounce and a configured milestone write notes; an unknown event is stored and ignored', async () => {
       assert.equal(await post('inAppClick', email, { campaignId: 7800 }), 200);
       assert.equal(await post('smsBounce', email, { reason: 'Unreachable handset' }), 200);
       assert.equal(await post('pushBounce', email), 200);
@@ -161,8 +161,12 @@ describe('Kommo <-> Iterable', () => {
       }, 'notes for in-app click, SMS and push bounces, the milestone');
       for (const body of [{ email, eventName: 'emailSendSkip', dataFields: {} }, { email, eventName: 'viewed pricing page', dataFields: {} }]) {
         const res = await fetch(hookUrl(), { method: 'POST', headers: { 'content-type': 'application/json', authorization: `OAuth2 ${sim.credentials.webhookAuthToken}` }, body: JSON.stringify(body) });
-        assert.deepEqual([res.status, await res.json()], [200, { ok: true, accepted: 0, duplicates: 0 }]);
+        assert.deepEqual([res.status, await res.json()], [200, { ok: true, accepted: 1, duplicates: 0 }]);
       }
+      // Stored (the dashboard lists it) and ignored: no note, task, tag or field comes of it.
+      const before = notesFor(leadId).length;
+      await drained();
+      assert.equal(notesFor(leadId).length, before, 'no note for an unknown event');
     });
 
     it('emailBounce applies the bounce rule with the bounce message', async () => {

@@ -61,9 +61,10 @@ describe('iterable webhook parsing', () => {
     { file: 'sms-bounce.json', want: { kind: 'message.bounced', detail: 'SMS: Unreachable destination handset' } },
     { file: 'push-bounce.json', want: { kind: 'message.bounced', detail: 'push' } },
     { file: 'custom-milestone.json', want: { kind: 'journey.milestone', detail: 'completed onboarding', occurredAt: Date.UTC(2024, 4, 10, 9, 0, 0) } },
-    // Acknowledged and dropped: events we do not map, custom events not configured, no email.
-    { file: 'email-send-skip.json' },
-    { file: 'custom-other.json' },
+    // Stored and ignored (vendor.other, named): events we do not map, custom events not configured.
+    { file: 'email-send-skip.json', want: { kind: 'vendor.other', detail: 'emailSendSkip' } },
+    { file: 'custom-other.json', want: { kind: 'vendor.other', detail: 'viewed pricing page' } },
+    // Acknowledged and dropped: no email, nothing to match.
     { file: 'user-id-only.json' },
   ];
   for (const row of table) {
@@ -119,8 +120,8 @@ describe('iterable webhook parsing', () => {
   it('the destination parse takes the milestone names from the settings', () => {
     const settingsWith = (milestones: string[]) => iterableSettings.parse({ apiKey: 'k', milestones });
     assert.equal(iterable.inbound.parse(req(fixture('custom-milestone.json')), 'iterable', settingsWith(['completed onboarding']))[0]?.event.kind, 'journey.milestone');
-    // A custom event nobody named a milestone is not one.
-    assert.deepEqual(iterable.inbound.parse(req(fixture('custom-milestone.json')), 'iterable', settingsWith([])), []);
+    // A custom event nobody named a milestone is not one: it is kept as vendor.other.
+    assert.equal(iterable.inbound.parse(req(fixture('custom-milestone.json')), 'iterable', settingsWith([]))[0]?.event.kind, 'vendor.other');
   });
 
   it('reads Iterable times, ISO times and unix seconds or milliseconds', () => {

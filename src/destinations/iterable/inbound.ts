@@ -123,13 +123,14 @@ function toEngagement(p: Payload, raw: unknown, source: string, now: number, mil
   const name = p.eventName.toLowerCase();
   const system = SYSTEM_EVENTS.get(name);
   const milestone = !system && !DOCUMENTED_SYSTEM_NAMES.has(name) && milestones.has(name);
-  if (!system && !milestone) return [];
   const d = p.dataFields;
   const found = [p.email, d.email].find((v) => v?.includes('@'));
   // Without an address the event cannot be matched to a lead (userId-only events).
   if (!found) return [];
   const email = normalizeEmail(found);
-  const kind: EngagementKind = system ? system.kind : 'journey.milestone';
+  // Any other event name is stored as vendor.other (counted, never looked up in Kommo): an event
+  // we have no rule for is kept, as for Customer.io, not dropped.
+  const kind: EngagementKind = system ? system.kind : milestone ? 'journey.milestone' : 'vendor.other';
 
   const event: EngagementEvent = {
     type: 'engagement',
@@ -144,7 +145,7 @@ function toEngagement(p: Payload, raw: unknown, source: string, now: number, mil
   if (kind.startsWith('email.') && d.emailSubject) event.subject = d.emailSubject;
   const link = d.url ?? d.linkUrl ?? d.clickedUrl;
   if ((kind === 'email.clicked' || kind === 'message.clicked') && link) event.link = link;
-  const detail = detailOf(kind, p, system?.channel);
+  const detail = kind === 'vendor.other' ? p.eventName : detailOf(kind, p, system?.channel);
   if (detail) event.detail = detail;
 
   const own = p.eventId ?? d.eventId;
