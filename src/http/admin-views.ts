@@ -427,7 +427,12 @@ export async function leadTimeline(store: Store, account: string, leadId: number
   const events = await store.listInbox({ account, leadId, limit: TIMELINE_EVENTS + 1 });
   const truncated = events.length > TIMELINE_EVENTS;
   const rows = events.slice(0, TIMELINE_EVENTS);
-  const jobs = await store.jobsByInbox(rows.map((r) => r.id));
+  // Jobs of its events, and those no event made (a backfill's upsert, an erasure and its note).
+  const [byEvent, keyed] = await Promise.all([
+    store.jobsByInbox(rows.map((r) => r.id)),
+    store.listJobs({ account, orderingKey: `lead:${leadId}`, withoutInbox: true, limit: TIMELINE_EVENTS }),
+  ]);
+  const jobs = [...byEvent, ...keyed];
   const deliveries = await store.deliveriesByJobs(jobs.map((j) => j.id));
   const details = await Promise.all(rows.map((r) => store.getInbox(r.id)));
   const entries: TimelineEntry[] = [];

@@ -128,6 +128,7 @@ function jobConditions(filter: JobFilter, p: SqlParams): string[] {
   if (filter.destination !== undefined) conds.push(`destination = ${p.add(filter.destination)}`);
   if (filter.account !== undefined) conds.push(`account = ${p.add(filter.account)}`);
   if (filter.orderingKey !== undefined) conds.push(`ordering_key = ${p.add(filter.orderingKey)}`);
+  if (filter.withoutInbox) conds.push('inbox_id IS NULL');
   if (filter.since !== undefined) conds.push(`created_at >= ${p.add(filter.since)}`);
   return conds;
 }

@@ -712,6 +712,7 @@ function jobConditions(filter: JobFilter): { conds: string[]; params: (string | 
     conds.push('ordering_key = ?');
     params.push(filter.orderingKey);
   }
+  if (filter.withoutInbox) conds.push('inbox_id IS NULL');
   if (filter.since !== undefined) {
     conds.push('created_at >= ?');
     params.push(filter.since);

@@ -188,6 +188,8 @@ export interface JobFilter {
   account?: string;
   /** Jobs of one ordering key (`lead:<id>`: one lead's jobs). */
   orderingKey?: string;
+  /** Only jobs no inbox event made (a backfill's, an erasure's): a lead's timeline finds them by key. */
+  withoutInbox?: boolean;
   since?: number;
   limit?: number;
 }

@@ -630,6 +630,17 @@ function conformance(backend: Backend): void {
     assert.equal((await s.getJob(ids[1]!))!.state, 'dead');
   });
 
+  it('listJobs withoutInbox: only the jobs no inbox event made (a backfill\'s, an erasure\'s)', async (s) => {
+    await s.insertInbox([ev('w1')]);
+    const [e] = await s.claimInbox(1, 60_000, Date.now());
+    await s.routeInbox([e!.id], [job('lead:7', { inboxId: e!.id })]);
+    const [backfilled, other] = await s.enqueueJobs([job('lead:7'), job('lead:8')]);
+    assert.equal((await s.listJobs({ orderingKey: 'lead:7' })).length, 2);
+    assert.deepEqual((await s.listJobs({ orderingKey: 'lead:7', withoutInbox: true })).map((j) => j.id), [backfilled]);
+    assert.deepEqual((await s.listJobs({ withoutInbox: true })).map((j) => j.id), [other, backfilled]);
+    assert.deepEqual((await s.listJobs({ orderingKey: 'lead:7', withoutInbox: true, account: 'nope' })), []);
+  });
+
   it('listJobs filters and orders newest first; requeueJobs revives dead jobs', async (s) => {
     const ids = await s.enqueueJobs([job('a', { destination: 'r' }), job('b', { destination: 'r' }), job('c', { destination: 'r' }), job('d', { destination: 'q', account: 'acc2' })]);
     const now = Date.now();

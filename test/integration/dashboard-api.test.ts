@@ -20,7 +20,7 @@ import { secretValues } from '../../src/runtime/dashboard.js';
 import { parseStats, sweepStatsKey } from '../../src/runtime/sweeper.js';
 import { configSchema, destinationCommon } from '../../src/config/schema.js';
 import { getDestination } from '../../src/destinations/index.js';
-import type { AccountOperations, CheckResponse, EventDetailResponse, EventsResponse, FailuresResponse, LeadMatch, OverviewResponse, SessionResponse } from '../../src/http/admin-types.js';
+import type { AccountOperations, CheckResponse, EventDetailResponse, EventsResponse, FailuresResponse, LeadMatch, OverviewResponse, SessionResponse, TimelineResponse } from '../../src/http/admin-types.js';
 import { waitFor } from './wait.js';
 
 const TOKEN = 'adm1n-T0ken-for-the-dashboard-test-7f3k9';
@@ -326,6 +326,14 @@ describe('dashboard API: backfill and reconciliation in the overview', () => {
       { total: b.total, synced: b.synced, jobs: b.jobs, startedAt: b.startedAt, finishedAt: b.finishedAt },
       { total: stored.total, synced: stored.synced, jobs: stored.jobs, startedAt: stored.startedAt, finishedAt: stored.finishedAt },
     );
+
+    // A backfilled lead's timeline shows what the backfill sent, though no webhook event made it.
+    const leadId = [...world.kommo.leads.keys()][0]!;
+    await waitFor(async () => (await service.store.stats(Date.now())).jobs.pending === 0, 'backfill jobs delivered', 60_000);
+    const timeline = await (await fetch(`${base}/api/leads/${world.account}/${leadId}`, { headers })).json() as TimelineResponse;
+    const sent = timeline.entries.filter((e) => e.type === 'out' && e.eventId === null);
+    assert.ok(sent.length > 0, `the backfill's deliveries on the timeline: ${JSON.stringify(timeline.entries.map((e) => e.type))}`);
+    assert.ok(sent.every((e) => e.type === 'out' && e.status === 'ok'));
 
     // The server-sent overview stream: its first event has the same backfill.
     const controller = new AbortController();

@@ -159,4 +159,11 @@ export const postgresMigrations: readonly Migration[] = [
       CREATE INDEX ks_deliveries_job ON ks_deliveries (job_id) WHERE job_id IS NOT NULL;
     `,
   },
+  {
+    id: 5,
+    name: "lead timeline: jobs no inbox event made (backfill, erase), by lead",
+    // Partial: the jobs the router makes from webhooks all have an inbox id, so the hot path
+    // maintains nothing new; only backfill and erase jobs get an entry.
+    sql: `CREATE INDEX ks_jobs_keyed_no_inbox ON ks_jobs (ordering_key, id) WHERE inbox_id IS NULL;`,
+  },
 ];
