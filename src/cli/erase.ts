@@ -15,6 +15,7 @@ import type { Job, Store } from '../store/store.js';
 import { kommoJob, syncJob } from '../queue/jobs.js';
 import { planErasure } from '../sync/erase.js';
 import { loadConfig } from './context.js';
+import { UsageError } from './errors.js';
 
 interface AccountResult {
   account: string;
@@ -37,11 +38,11 @@ const WAIT_MS = 10 * 60_000;
 
 export async function erase(o: { email: string; config?: string; account?: string; json?: boolean; wait?: boolean }): Promise<void> {
   const email = normalizeEmail(o.email);
-  if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw new Error(`expected an email address, got "${o.email}"`);
+  if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw new UsageError(`expected an email address, got "${o.email}"`);
   const loaded = loadConfig(o.config);
   const names = Object.keys(loaded.config.accounts);
   if (o.account !== undefined && !names.includes(o.account)) {
-    throw new Error(`--account: no account "${o.account}" in ${loaded.file} (configured: ${names.join(', ')})`);
+    throw new UsageError(`--account: no account "${o.account}" in ${loaded.file} (configured: ${names.join(', ')})`);
   }
   const store = await openStore(loaded.config.store);
   const log = pino({ level: 'silent' });

@@ -77,12 +77,12 @@ it('deletes the person in Customer.io, notes it on every lead of theirs, and for
   assert.deepEqual(await service.store.leadsByEmail(world.account, email), [], 'the email index forgot her');
 });
 
-it('rejects what is not an email address, and an unknown account, without touching anything', async () => {
+it('rejects what is not an email address, and an unknown account, without touching anything (exit 2, as every usage error)', async () => {
   const bad = await cli('erase', 'not-an-email');
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 2);
   assert.match(bad.out, /expected an email address, got "not-an-email"/);
   const account = await cli('erase', 'x@example.com', '--account', 'nope');
-  assert.equal(account.code, 1);
+  assert.equal(account.code, 2);
   assert.match(account.out, /--account: no account "nope"/);
 });
 
