@@ -129,7 +129,7 @@ function toEngagement(p: Payload, raw: unknown, source: string, now: number, mil
   if (!found) return [];
   const email = normalizeEmail(found);
   // Any other event name is stored as vendor.other (counted, never looked up in Kommo): an event
-  // we have no rule for is kept, as for Customer.io, not dropped.
+  // we have no rule for is kept (the stored event says what arrived), not dropped.
   const kind: EngagementKind = system ? system.kind : milestone ? 'journey.milestone' : 'vendor.other';
 
   const event: EngagementEvent = {
