@@ -163,6 +163,28 @@ suite('dashboard in Chromium', { timeout: 300_000 }, () => {
     await shot('events');
   });
 
+  it('keeps what the user is typing in a filter while the page refreshes live, and the filters of the URL after filtering', async () => {
+    await page.getByTestId('events').waitFor();
+    const form = page.getByRole('search', { name: 'Filter events' });
+    const email = () => form.getByLabel('Email');
+    const status = () => form.getByLabel('Status');
+    await email().fill('typed.person@example.com');
+    await status().selectOption('dead');
+    // The overview stream pushes every 2 s and re-renders the page; before the fix each push wrote
+    // the URL's (empty) filters back over the fields.
+    await page.waitForTimeout(4_500);
+    assert.equal(await email().inputValue(), 'typed.person@example.com');
+    assert.equal(await status().inputValue(), 'dead');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/email=typed.person/);
+    await page.getByText('No events match.').waitFor();
+    assert.equal(await email().inputValue(), 'typed.person@example.com');
+    assert.equal(await status().inputValue(), 'dead');
+    await page.getByRole('link', { name: 'Clear' }).click();
+    await page.waitForURL(/#\/events$/);
+    assert.equal(await email().inputValue(), '');
+  });
+
   it('shows a permanent failure as a dead letter, and a replay of that one job after healing delivers it', async () => {
     const [name, vendor] = [...world.vendors].find(([n]) => n === 'customerio') ?? [...world.vendors][0]!;
     const k = world.kommo;

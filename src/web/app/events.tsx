@@ -13,6 +13,12 @@ type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
 const KINDS = ['lead.created', 'lead.updated', 'lead.stage_changed', 'lead.won', 'lead.lost', 'lead.responsible_changed', 'lead.deleted', 'contact.updated',
   'email.sent', 'email.delivered', 'email.opened', 'email.clicked', 'email.unsubscribed', 'email.bounced', 'email.spammed', 'tag.added', 'vendor.other'];
 
+/** The status filter's choices: value and label. */
+const STATUSES: ReadonlyArray<readonly [string, string]> = [
+  ['', 'any'], ['pending', 'waiting to be routed'], ['routed', 'routed'],
+  ['unrouted', 'could not be routed'], ['failed', 'failed to route'], ['dead', 'has a dead letter'],
+];
+
 export function jobSummary(r: EventRow): string {
   const j = r.jobs;
   if (r.state === 'failed') return 'not routed';
@@ -94,18 +100,19 @@ export function EventsPage({ query }: { query: URLSearchParams }) {
   return (
     <section>
       <h1>Events</h1>
-      <form class="filters" role="search" aria-label="Filter events" onSubmit={submit}>
-        <label>Account<select name="account" value={filters.account ?? ''}><option value="">any</option>{accounts.map((a) => <option key={a}>{a}</option>)}</select></label>
-        <label>Destination<select name="destination" value={filters.destination ?? ''}><option value="">any</option>{o?.destinations.map((d) => <option key={d.key} value={d.key}>{d.key}</option>)}</select></label>
-        <label>From<input name="source" value={filters.source ?? ''} placeholder="kommo, cio…" /></label>
-        <label>Kind<input name="kind" list="kinds" value={filters.kind ?? ''} placeholder="email.opened" /></label>
+      {/* Uncontrolled fields, remade when the filters change: a controlled `value` would be written
+          back over what the user is typing at every live refresh (every 2 s). */}
+      <form key={key} class="filters" role="search" aria-label="Filter events" onSubmit={submit}>
+        <label>Account<select name="account"><option value="">any</option>{accounts.map((a) => <option key={a} selected={filters.account === a}>{a}</option>)}</select></label>
+        <label>Destination<select name="destination"><option value="">any</option>{o?.destinations.map((d) => <option key={d.key} value={d.key} selected={filters.destination === d.key}>{d.key}</option>)}</select></label>
+        <label>From<input name="source" defaultValue={filters.source ?? ''} placeholder="kommo, cio…" /></label>
+        <label>Kind<input name="kind" list="kinds" defaultValue={filters.kind ?? ''} placeholder="email.opened" /></label>
         <datalist id="kinds">{KINDS.map((k) => <option key={k} value={k} />)}</datalist>
-        <label>Status<select name="status" value={filters.status ?? ''}>
-          <option value="">any</option><option value="pending">waiting to be routed</option><option value="routed">routed</option>
-          <option value="unrouted">could not be routed</option><option value="failed">failed to route</option><option value="dead">has a dead letter</option>
+        <label>Status<select name="status">
+          {STATUSES.map(([value, label]) => <option key={value} value={value} selected={(filters.status ?? '') === value}>{label}</option>)}
         </select></label>
-        <label>Email<input name="email" type="email" value={filters.email ?? ''} /></label>
-        <label>Lead id<input name="lead" inputMode="numeric" pattern="[0-9]*" value={filters.lead ?? ''} /></label>
+        <label>Email<input name="email" type="email" defaultValue={filters.email ?? ''} /></label>
+        <label>Lead id<input name="lead" inputMode="numeric" pattern="[0-9]*" defaultValue={filters.lead ?? ''} /></label>
         <div class="buttons"><button type="submit">Filter</button><a href="#/events" class="button secondary">Clear</a></div>
       </form>
       <ErrorNote error={first.error} />

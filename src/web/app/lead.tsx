@@ -22,8 +22,10 @@ export function LeadSearchPage({ query }: { query: URLSearchParams }) {
   return (
     <section>
       <h1>Lead timeline</h1>
-      <form class="filters" role="search" aria-label="Find a lead" onSubmit={submit}>
-        <label>Lead id, email or name<input name="q" value={q} required /></label>
+      {/* Uncontrolled, and remade when the query changes: a controlled `value` would be written
+          back over what the user is typing at every re-render (Preact compares it with the DOM). */}
+      <form key={q} class="filters" role="search" aria-label="Find a lead" onSubmit={submit}>
+        <label>Lead id, email or name<input name="q" defaultValue={q} required /></label>
         <div class="buttons"><button type="submit">Find</button></div>
       </form>
       <p class="sub">Ids and emails are looked up in kommo-sync's own log; a name is searched in Kommo.</p>
