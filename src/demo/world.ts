@@ -101,7 +101,7 @@ export async function startWorld(o: WorldOptions = {}): Promise<World> {
           unsubscribe: { contactField: 'Email opt-in', value: false, tag: 'Email Unsubscribed', note: true },
           bounce: { tag: 'Email Bounced', note: true },
         },
-        crmNotes: { on: ['lead.stage_changed', 'lead.won', 'lead.lost'], text: 'kommo-sync: {{stage.name}} queued for {{destinations}}' },
+        crmNotes: { on: ['lead.stage_changed', 'lead.won', 'lead.lost'], text: 'kommo-sync: {{stage.name}} queued for {{sent}}' },
         ...o.account_overrides,
       },
     },

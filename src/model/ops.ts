@@ -43,6 +43,23 @@ export type SyncOp = z.infer<typeof syncOpSchema>;
 export type SyncOpKind = SyncOp['kind'];
 export const SYNC_OP_KINDS = ['upsertPerson', 'trackEvent', 'triggerWorkflow', 'addToList', 'removeFromList', 'groupAccount', 'suppress', 'erasePerson'] as const satisfies readonly SyncOpKind[];
 
+/**
+ * A few words for one operation, for people (the note in Kommo that says what was sent where):
+ * `identify`, `event deal_won`, `workflow 12345`, `list 111`...
+ */
+export function describeSyncOp(op: SyncOp): string {
+  switch (op.kind) {
+    case 'upsertPerson': return 'identify';
+    case 'trackEvent': return `event ${op.name}`;
+    case 'triggerWorkflow': return `workflow ${op.workflowId}`;
+    case 'addToList': return `list ${op.listId}`;
+    case 'removeFromList': return `off list ${op.listId}`;
+    case 'groupAccount': return `group ${op.groupId}`;
+    case 'suppress': return 'suppress';
+    case 'erasePerson': return 'erase';
+  }
+}
+
 const fieldWrite = z.object({
   fieldId: z.number().optional(),
   fieldCode: z.string().optional(),

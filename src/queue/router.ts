@@ -11,6 +11,7 @@ import type { SyncOp } from '../destinations/types.js';
 import type { KommoOp } from '../model/index.js';
 import type { EnrichedLead } from '../model/index.js';
 import { MappingError } from '../sync/mapping.js';
+import type { SentTo } from '../sync/outbound.js';
 import type { CrmEvent, EngagementEvent, InboundEvent } from '../model/index.js';
 import { kommoJob, syncJob } from './jobs.js';
 import { Pacer } from './pacer.js';
@@ -30,7 +31,7 @@ export interface AccountRouting {
     plan(e: EnrichedLead, dedupKey: string): Promise<{ ops: SyncOp[]; skipped?: string }>;
   }>;
   /** Note text to write on the lead after a sync, or null (not configured for this kind). */
-  crmNote(e: EnrichedLead, sentTo: string[]): Promise<string | null>;
+  crmNote(e: EnrichedLead, sentTo: SentTo[]): Promise<string | null>;
   /**
    * For each engagement event, in order: finds its lead and plans the Kommo writes (none when no
    * lead matches) and what other destinations get (a suppress when the person opted out). The
@@ -315,7 +316,7 @@ export class Router {
   private async crmJobs(account: AccountRouting, row: InboxEvent, e: EnrichedLead, skipped: string[] = []): Promise<NewJob[]> {
     const jobs: NewJob[] = [];
     const orderingKey = `lead:${e.lead.id}`;
-    const sentTo: string[] = [];
+    const sentTo: SentTo[] = [];
     for (const d of account.destinations) {
       const plan = await d.plan(e, row.dedupKey);
       if (plan.skipped) {
@@ -323,7 +324,7 @@ export class Router {
         skipped.push(`${d.name}: ${plan.skipped}`);
       }
       if (!plan.ops.length) continue;
-      sentTo.push(d.name);
+      sentTo.push({ name: d.name, ops: plan.ops });
       jobs.push(syncJob(account.name, d.name, orderingKey, e.contact?.email || `lead ${e.lead.id}`, plan.ops, row.id));
     }
     const note = await account.crmNote(e, sentTo);

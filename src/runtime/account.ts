@@ -31,7 +31,7 @@ import type { EnrichedLead } from '../model/index.js';
 import type { CrmEvent, EngagementEvent } from '../model/index.js';
 import { compileEngagementRules, findLeadForEmail, OPT_OUT_KINDS, planEngagement, WON_STATUS, LOST_STATUS, type EngagementRules, type LeadMatch, type LeadRow } from '../sync/inbound.js';
 import { fieldNamesReferenced, MappingError, type CompiledExpr, type CompiledTemplate } from '../sync/mapping.js';
-import { compileCrmNotes, compileDestinationMapping, crmNoteText, personId, planOutbound, type CompiledCrmNotes, type CompiledMapping } from '../sync/outbound.js';
+import { compileCrmNotes, compileDestinationMapping, crmNoteText, personId, planOutbound, type CompiledCrmNotes, type CompiledMapping, type SentTo } from '../sync/outbound.js';
 
 interface ActiveDestination {
   cfg: DestinationConfig;
@@ -316,7 +316,7 @@ export class AccountRuntime implements AccountRouting {
     return this.loader.loadLead(Math.max(...ids));
   }
 
-  async crmNote(e: EnrichedLead, sentTo: string[]): Promise<string | null> {
+  async crmNote(e: EnrichedLead, sentTo: SentTo[]): Promise<string | null> {
     if (!this.notes) return null;
     // With destinations configured, an event that went to none of them is not worth a note.
     if (sentTo.length === 0 && this.active.length > 0) return null;

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { destinationCommon, type DestinationCommon } from '../config/schema.js';
+import { crmNotesSchema, destinationCommon, type DestinationCommon } from '../config/schema.js';
 import type { SyncOp, SyncOpKind } from '../destinations/types.js';
 import type { EnrichedLead, StageInfo } from '../model/index.js';
 import type { CrmEventKind } from '../model/index.js';
 import { MappingError } from './mapping.js';
 import { deterministicUlid } from '../model/index.js';
-import { compileCrmNotes, compileDestinationMapping, crmNoteText, planOutbound } from './outbound.js';
+import { compileCrmNotes, compileDestinationMapping, crmNoteText, planOutbound, type SentTo } from './outbound.js';
 
 const AT = 1_700_000_000_000;
 const STAGES = {
@@ -312,12 +312,30 @@ describe('planOutbound: deterministic messageIds', () => {
 
 describe('crmNoteText', () => {
   const notes = compileCrmNotes({ on: ['lead.won', 'lead.stage_changed'], text: 'kommo-sync: {{event.kind}} ({{stage.name}}) sent to {{destinations}}' }, 'f.yaml:5 accounts.acme.crmNotes');
-  const cases: Array<[string, EnrichedLead, string[], string | null]> = [
-    ['renders kind, stage and destinations', lead('lead.stage_changed'), ['cio', 'iterable'], 'kommo-sync: lead.stage_changed (Proposal sent) sent to cio, iterable'],
-    ['kind not in on', lead('lead.updated'), ['cio'], null],
+  const person = { email: 'ann@example.com' };
+  const cio: SentTo = { name: 'cio', ops: [{ kind: 'upsertPerson', person, attributes: {}, timestamp: AT }] };
+  const iterable: SentTo = {
+    name: 'iterable',
+    ops: [
+      { kind: 'upsertPerson', person, attributes: {}, timestamp: AT },
+      { kind: 'trackEvent', person, name: 'deal_won', properties: {}, timestamp: AT, messageId: 'm1' },
+      { kind: 'triggerWorkflow', person, workflowId: '12345', data: {}, messageId: 'm2' },
+      { kind: 'addToList', person, listId: '111', attributes: {} },
+    ],
+  };
+  const cases: Array<[string, EnrichedLead, SentTo[], string | null]> = [
+    ['renders kind, stage and destinations', lead('lead.stage_changed'), [cio, iterable], 'kommo-sync: lead.stage_changed (Proposal sent) sent to cio, iterable'],
+    ['kind not in on', lead('lead.updated'), [cio], null],
     ['no destinations (Kommo-side rules only)', lead('lead.won'), [], 'kommo-sync: lead.won (Proposal sent) sent to no destination'],
   ];
   for (const [name, e, dests, expected] of cases) it(name, async () => assert.equal(await crmNoteText(notes, e, dests), expected));
+  it('the default text says what was sent where', async () => {
+    const byDefault = compileCrmNotes(crmNotesSchema.parse({ on: ['lead.won'] }), 'f.yaml:5 accounts.acme.crmNotes');
+    assert.equal(
+      await crmNoteText(byDefault, lead('lead.won'), [iterable, cio]),
+      'kommo-sync: lead.won (Proposal sent) queued for iterable (identify, event deal_won, workflow 12345, list 111); cio (identify)',
+    );
+  });
   it('template errors name crmNotes.text', () => {
     assert.throws(() => compileCrmNotes({ on: ['lead.won'], text: '{{destinatons}}' }, 'f.yaml:5 accounts.acme.crmNotes'), {
       message: /^f\.yaml:5 accounts\.acme\.crmNotes\.text .*unknown name `destinatons`.*did you mean `destinations`/,

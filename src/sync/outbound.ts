@@ -4,7 +4,7 @@
  */
 import type { AccountConfig, DestinationCommon } from '../config/schema.js';
 import type { MappingDefaults } from '../destinations/types.js';
-import { crmEventKind, deterministicUlid, type Attributes, type AttrValue, type CrmEventKind, type EnrichedLead, type PersonRef, type StageInfo, type SyncOp, type SyncOpKind } from '../model/index.js';
+import { crmEventKind, describeSyncOp, deterministicUlid, type Attributes, type AttrValue, type CrmEventKind, type EnrichedLead, type PersonRef, type StageInfo, type SyncOp, type SyncOpKind } from '../model/index.js';
 import {
   compileExpression,
   compileTemplate,
@@ -315,16 +315,26 @@ export interface CompiledCrmNotes {
 export function compileCrmNotes(cfg: NonNullable<AccountConfig['crmNotes']>, where: Where): CompiledCrmNotes {
   return {
     on: new Set(cfg.on),
-    text: compileTemplate(cfg.text, whereOf(where, 'text'), { roots: [...LEAD_ROOTS, 'destinations'] }),
+    text: compileTemplate(cfg.text, whereOf(where, 'text'), { roots: [...LEAD_ROOTS, 'destinations', 'sent'] }),
   };
+}
+
+/** What one destination was given for the event (its operations, in order). */
+export interface SentTo {
+  name: string;
+  ops: readonly SyncOp[];
 }
 
 /**
  * The note to write on the lead after routing `e`, or null when the kind is not in `on`.
- * `destinations` renders as "cio, iterable" ("no destination" when empty: an account may use
- * kommo-sync for its Kommo-side rules alone; the caller skips events that went nowhere otherwise).
+ * `destinations` renders as "cio, iterable"; `sent` says what went where, as
+ * "iterable (identify, event deal_won, workflow 12345); cio (identify)". Both render as
+ * "no destination" when empty (an account may use kommo-sync for its Kommo-side rules alone; the
+ * caller skips events that went nowhere otherwise).
  */
-export async function crmNoteText(notes: CompiledCrmNotes, e: EnrichedLead, destinations: readonly string[]): Promise<string | null> {
+export async function crmNoteText(notes: CompiledCrmNotes, e: EnrichedLead, sentTo: readonly SentTo[]): Promise<string | null> {
   if (!notes.on.has(e.event.kind)) return null;
-  return notes.text.render({ ...e, destinations: destinations.length ? destinations.join(', ') : 'no destination' });
+  const destinations = sentTo.length ? sentTo.map((d) => d.name).join(', ') : 'no destination';
+  const sent = sentTo.length ? sentTo.map((d) => `${d.name} (${d.ops.map(describeSyncOp).join(', ')})`).join('; ') : 'no destination';
+  return notes.text.render({ ...e, destinations, sent });
 }

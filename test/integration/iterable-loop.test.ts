@@ -80,7 +80,7 @@ describe('Kommo <-> Iterable', () => {
     const trigger = sim.workflowTriggers.find((w) => w.person === email)!;
     assert.deepEqual(trigger.dataFields, event.dataFields, 'the workflow gets the same data fields');
 
-    const synced = notesFor(leadId).filter((t) => /queued for iterable/.test(t) && t.includes('Closed - won'));
+    const synced = notesFor(leadId).filter((t) => t.includes(`queued for iterable (identify, event deal_won, workflow ${SIM_IDS.wonWorkflow}`) && t.includes('Closed - won'));
     assert.equal(synced.length, 1, `one note saying what was sent where (notes: ${notesFor(leadId).join(' | ')})`);
   });
 

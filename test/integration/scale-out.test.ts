@@ -24,10 +24,30 @@ import { fake } from '../kit/fake-destination/index.js';
 
 function startWorkers(n: number, config: string, env: Record<string, string> = {}): ChildProcess[] {
   return Array.from({ length: n }, () => {
-    const p = spawn(process.execPath, [BIN, 'worker', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    const p = spawn(process.execPath, [BIN, 'worker', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     p.stderr?.on('data', (d: Buffer) => process.stderr.write(`[worker ${p.pid}] ${d}`));
+    p.stdout?.resume(); // the log (JSON lines on stdout); whenRunning reads it
     return p;
   });
+}
+
+/**
+ * Resolves when every worker logged that it runs. A test about sharing work enqueues only then:
+ * otherwise the first process up can drain a fast destination's queue before the others start.
+ */
+function whenRunning(procs: ChildProcess[]): Promise<void> {
+  return Promise.all(procs.map((p) => new Promise<void>((resolve, reject) => {
+    let seen = '';
+    const onData = (d: Buffer) => {
+      seen = (seen + d.toString()).slice(-4096);
+      if (seen.includes('worker is running')) {
+        p.stdout?.off('data', onData);
+        resolve();
+      }
+    };
+    p.stdout?.on('data', onData);
+    p.once('exit', (code) => reject(new Error(`worker ${p.pid} exited with ${code} before it ran`)));
+  }))).then(() => undefined);
 }
 
 async function stopAll(procs: ChildProcess[]): Promise<void> {
@@ -43,7 +63,7 @@ function writeConfig(dir: string, worldYaml: string, storeUrl: string, worker: R
   const cfg = parse(worldYaml) as Record<string, unknown>;
   cfg.store = storeUrl;
   cfg.worker = { poll: '20ms', lease: '10s', ...worker };
-  cfg.log = { level: 'warn' };
+  cfg.log = { level: 'info' };
   const file = join(dir, `kommo-sync-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, stringify(cfg));
   return file;
@@ -99,9 +119,10 @@ for (const type of destinationTypes().filter((t) => getDestination(t)!.supports.
           });
         }
       }
+      workers = startWorkers(3, config, PLUGIN_ENV);
+      await whenRunning(workers);
       for (let i = 0; i < jobs.length; i += 1000) await store.enqueueJobs(jobs.slice(i, i + 1000));
 
-      workers = startWorkers(3, config, PLUGIN_ENV);
       await waitFor(() => drained(store), `${KEYS * PER_KEY} jobs done`, 150_000);
       const stats = await store.stats(Date.now());
       assert.equal(stats.jobs.done, KEYS * PER_KEY, 'every job done');
