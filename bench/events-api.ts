@@ -167,6 +167,8 @@ async function timeQueries(store: Store, label: string): Promise<QueryResult[]> 
     `/api/events?lead=${leadId(4321)}&kind=lead.stage_changed`,
     // no such event: the walk by id reads the whole log (the worst case without a kind index)
     '/api/events?kind=lead.deleted',
+    // The lead timeline: the lead's events, their jobs and those no event made, and every attempt.
+    `/api/leads/acme/${leadId(4321)}`,
   ];
   const out: QueryResult[] = [];
   const headers = { authorization: `Bearer ${TOKEN}` };
@@ -177,13 +179,13 @@ async function timeQueries(store: Store, label: string): Promise<QueryResult[]> 
     for (let i = 0; i < RUNS; i++) {
       const t = performance.now();
       const res = await fetch(`${url}${q}`, { headers });
-      const body = (await res.json()) as { events: unknown[] };
+      const body = (await res.json()) as { events?: unknown[]; entries?: unknown[] };
       times.push(performance.now() - t);
       if (res.status !== 200) throw new Error(`${q}: HTTP ${res.status}`);
-      rows = body.events.length;
+      rows = (body.events ?? body.entries ?? []).length;
     }
     times.sort((a, b) => a - b);
-    const r = { query: q.replace(/^\/api\/events\??/, '') || '(no filter)', rows, p50: percentile(times, 50), p95: percentile(times, 95), max: times[times.length - 1]! };
+    const r = { query: q.startsWith('/api/leads/') ? `timeline ${q}` : q.replace(/^\/api\/events\??/, '') || '(no filter)', rows, p50: percentile(times, 50), p95: percentile(times, 95), max: times[times.length - 1]! };
     out.push(r);
     progress(`${label}: ${r.query}: ${r.rows} rows, p50 ${fmt(r.p50, 1)} ms, p95 ${fmt(r.p95, 1)} ms`);
   }
