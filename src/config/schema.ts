@@ -145,7 +145,7 @@ export const crmNotesSchema = z.object({
   // A backfill is not something that happened to the lead: it never writes a note (one per lead of
   // the account would bury the leads' history).
   on: hint(z.array(crmEventKind.exclude(['lead.backfill'], { error: 'lead.backfill never writes a note (a backfill would add one to every lead)' })).min(1), 'a list of CRM event kinds that get a note, e.g. [lead.stage_changed, lead.won]'),
-  /** Template; `{{ expr }}` are mapping expressions over the enriched lead plus `destinations`. */
+  /** Template; `{{ expr }}` are mapping expressions over the enriched lead plus `destinations` and `sent` (docs/mapping.md). */
   text: z.string().default('kommo-sync: {{event.kind}} ({{stage.name}}) queued for {{sent}}'),
 }).strict();
 
