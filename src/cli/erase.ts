@@ -11,7 +11,7 @@ import { normalizeEmail } from '../model/index.js';
 import { AccountRuntime } from '../runtime/account.js';
 import { errorMessage } from '../store/errors.js';
 import { openStore } from '../store/open.js';
-import type { Job, Store } from '../store/store.js';
+import type { Job, ScrubCounts, Store } from '../store/store.js';
 import { kommoJob, syncJob } from '../queue/jobs.js';
 import { planErasure } from '../sync/erase.js';
 import { loadConfig } from './context.js';
@@ -24,6 +24,8 @@ interface AccountResult {
   erasedIn: string[];
   skipped: Array<{ destination: string; reason: string }>;
   jobs: number;
+  /** What was removed from kommo-sync's own log (stored events, finished jobs, delivery lines). */
+  scrubbed: ScrubCounts;
   /** Set when Kommo could not be searched: only the leads kommo-sync already knew are covered. */
   kommoError?: string;
   /** With --wait: per destination (and `kommo` for the notes), what became of its jobs. */
@@ -77,7 +79,8 @@ export async function erase(o: { email: string; config?: string; account?: strin
       ];
       const jobIds = jobs.length ? await store.enqueueJobs(jobs) : [];
       await rt.forgetPerson(email);
-      results.push({ account: name, contacts: contacts.map((c) => c.id), leads, erasedIn: plan.erasedIn, skipped: plan.skipped, jobs: jobIds.length, ...(kommoError ? { kommoError } : {}) });
+      const scrubbed = await store.scrubPerson(name, email);
+      results.push({ account: name, contacts: contacts.map((c) => c.id), leads, erasedIn: plan.erasedIn, skipped: plan.skipped, jobs: jobIds.length, scrubbed, ...(kommoError ? { kommoError } : {}) });
       queued.set(name, jobIds);
     }
     if (o.wait) {
@@ -98,6 +101,9 @@ export async function erase(o: { email: string; config?: string; account?: strin
       for (const s of r.skipped) process.stdout.write(`  NOT erased in ${s.destination}: ${s.reason}; erase it there by hand\n`);
       if (r.leads.length) process.stdout.write(`  a note on ${r.leads.length === 1 ? 'the lead' : `each of the ${r.leads.length} leads`} records it\n`);
       process.stdout.write('  forgotten by kommo-sync: the email index, hot-lead counters and opt-out marks\n');
+      const sc = r.scrubbed;
+      const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
+      process.stdout.write(`  removed from kommo-sync's log: ${n(sc.events, 'stored event')} emptied, ${n(sc.jobs, 'finished job')} and ${n(sc.deliveries, 'delivery line')} deleted (this erasure's own jobs keep the address until retention prunes them)\n`);
       for (const [destination, out] of Object.entries(r.outcome ?? {})) {
         const what = destination === 'kommo' ? 'note in Kommo' : `erasure in ${destination}`;
         if (out.state === 'done') process.stdout.write(`  done: ${what}\n`);

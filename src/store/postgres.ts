@@ -33,8 +33,10 @@ import type {
   NewInboxEvent,
   NewJob,
   QueueStats,
+  ScrubCounts,
   Store,
 } from './store.js';
+import { ERASED_PAYLOAD } from './store.js';
 
 export interface PostgresStoreOptions {
   /** Connections for queries (default 10). withLock uses a separate, smaller pool. */
@@ -1019,6 +1021,29 @@ class PostgresStore implements Store {
       // Counter and mark keys are free-form strings built by the rules: any key containing the address goes.
       await c.query('DELETE FROM ks_counters WHERE strpos(lower(key), $1) > 0', [needle]);
       await c.query('DELETE FROM ks_marks WHERE strpos(lower(key), $1) > 0', [needle]);
+    });
+  }
+
+  async scrubPerson(account: string, email: string): Promise<ScrubCounts> {
+    const needle = normalizeEmail(email);
+    if (needle === '') return { events: 0, jobs: 0, deliveries: 0 };
+    return this.tx(async (c) => {
+      const events = await c.query<{ id: string }>(
+        `UPDATE ks_inbox SET email = NULL, note = NULL WHERE account = $1 AND email = $2 AND state = 'routed' RETURNING id`,
+        [account, needle],
+      );
+      const eventIds = events.rows.map((r) => r.id);
+      if (eventIds.length) await c.query('UPDATE ks_inbox_payloads SET payload = $1 WHERE inbox_id = ANY($2::bigint[])', [ERASED_PAYLOAD, eventIds]);
+      // A rare operator command: the scan of finished jobs by payload text is acceptable.
+      const jobs = await c.query<{ id: string }>(
+        `DELETE FROM ks_jobs WHERE account = $1 AND state IN ('done', 'dead') AND strpos(lower(payload), $2) > 0 RETURNING id`,
+        [account, needle],
+      );
+      const deliveries = await c.query(
+        'DELETE FROM ks_deliveries WHERE job_id = ANY($1::bigint[]) OR (subject = $2 AND account = $3)',
+        [jobs.rows.map((r) => r.id), needle, account],
+      );
+      return { events: eventIds.length, jobs: jobs.rows.length, deliveries: deliveries.rowCount ?? 0 };
     });
   }
 

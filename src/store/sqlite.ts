@@ -39,8 +39,10 @@ import type {
   NewInboxEvent,
   NewJob,
   QueueStats,
+  ScrubCounts,
   Store,
 } from './store.js';
+import { ERASED_PAYLOAD } from './store.js';
 
 export interface SqliteStoreOptions {
   /** FULL (default): a resolved insert survives power loss. NORMAL: survives a process crash only. */
@@ -666,6 +668,12 @@ class SqliteStore implements Store {
     return this.sync((q) => q.forgetEmail.immediate(account, normalizeEmail(email)));
   }
 
+  scrubPerson(account: string, email: string): Promise<ScrubCounts> {
+    const needle = normalizeEmail(email);
+    if (needle === '') return Promise.resolve({ events: 0, jobs: 0, deliveries: 0 });
+    return this.sync((q) => q.scrubPerson.immediate(account, needle));
+  }
+
   // ---------- housekeeping ----------
 
   stats(_now: number): Promise<QueueStats> {
@@ -777,6 +785,7 @@ class Prepared {
   readonly reserveRate;
   readonly releaseRate;
   readonly forgetEmail;
+  readonly scrubPerson;
   readonly stats;
 
   readonly syncNormal;
@@ -1125,6 +1134,31 @@ class Prepared {
       if (email === '') return; // an empty needle would match every key
       forgetCounters.run(email);
       forgetMarks.run(email);
+    });
+
+    // GDPR: our own history about one person (Store.scrubPerson). A rare operator command, so the
+    // job scan by payload text is acceptable; the inbox and delivery lookups use their indexes.
+    const personEvents = db.prepare<[string, string], { id: number }>(`SELECT id FROM ks_inbox WHERE email = ? AND account = ? AND state = 'routed'`);
+    const blankEvent = db.prepare<[number]>('UPDATE ks_inbox SET email = NULL, note = NULL WHERE id = ?');
+    const blankPayload = db.prepare<[string, number]>('UPDATE ks_inbox_payloads SET payload = ? WHERE inbox_id = ?');
+    const personJobs = db.prepare<[string, string], { id: number }>(`SELECT id FROM ks_jobs WHERE account = ? AND state IN ('done', 'dead') AND instr(lower(payload), ?) > 0`);
+    const dropJob = db.prepare<[number]>('DELETE FROM ks_jobs WHERE id = ?');
+    const dropJobDeliveries = db.prepare<[number]>('DELETE FROM ks_deliveries WHERE job_id = ?');
+    const dropSubjectDeliveries = db.prepare<[string, string]>('DELETE FROM ks_deliveries WHERE subject = ? AND account = ?');
+    this.scrubPerson = db.transaction((account: string, email: string): ScrubCounts => {
+      const events = personEvents.all(email, account);
+      for (const e of events) {
+        blankEvent.run(e.id);
+        blankPayload.run(ERASED_PAYLOAD, e.id);
+      }
+      let deliveries = 0;
+      const jobs = personJobs.all(account, email);
+      for (const j of jobs) {
+        deliveries += dropJobDeliveries.run(j.id).changes;
+        dropJob.run(j.id);
+      }
+      deliveries += dropSubjectDeliveries.run(email, account).changes;
+      return { events: events.length, jobs: jobs.length, deliveries };
     });
 
     const inboxPending = db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ks_inbox WHERE state = 'pending'`);

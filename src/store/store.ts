@@ -201,6 +201,16 @@ export interface KvWrite {
 }
 
 /** One open transaction's view of the store, used by the router to route atomically. */
+/** What scrubPerson removed. */
+export interface ScrubCounts {
+  events: number;
+  jobs: number;
+  deliveries: number;
+}
+
+/** The payload an erased inbox event keeps (the row stays: its dedup key still stops a resend). */
+export const ERASED_PAYLOAD = '{"erased":true}';
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Creates/upgrades the schema. Safe to call from several processes at once. */
@@ -340,6 +350,14 @@ export interface Store {
   leadsByEmail(account: string, email: string): Promise<number[]>;
   /** GDPR erase: drops index rows and counters mentioning this email. */
   forgetEmail(account: string, email: string): Promise<void>;
+  /**
+   * GDPR erase of our own history about a person in `account`: routed inbox events matched to the
+   * email lose their payload (replaced by `{"erased":true}`) and their email; finished jobs (done,
+   * dead, discarded) whose payload mentions the email are deleted, with their delivery-log lines;
+   * delivery-log lines whose subject is the email go too. Jobs still queued are left alone (an
+   * erasure's own jobs carry the email until they ran). An empty email touches nothing.
+   */
+  scrubPerson(account: string, email: string): Promise<ScrubCounts>;
 
   stats(now: number): Promise<QueueStats>;
   /** Deletes done jobs, routed inbox rows and delivery logs older than `before`. Returns rows removed. */

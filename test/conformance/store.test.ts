@@ -15,7 +15,7 @@ import { openStore } from '../../src/store/open.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { StoreUnavailableError } from '../../src/store/errors.js';
-import type { InboxFacts, InboxFilter, InboxSummary, Job, NewInboxEvent, NewJob, Store } from '../../src/store/store.js';
+import type { DeliveryRecord, InboxFacts, InboxFilter, InboxSummary, Job, NewInboxEvent, NewJob, Store } from '../../src/store/store.js';
 import type { WalFiles } from '../../src/store/wal-sync.js';
 import pg from 'pg';
 import { sqliteMigrations } from '../../src/store/migrations/sqlite.js';
@@ -866,6 +866,54 @@ function conformance(backend: Backend): void {
     assert.equal(await s.tryMark('hot:Foo@Example.com', 1_001, 10_000), true);
     await s.forgetEmail('acc', '  '); // must not wipe every counter
     assert.equal(await s.hitCounter('opens:bar@example.com', 1_002, 10_000), 3);
+  });
+
+  it('scrubPerson: erases our own history about one person, and nothing else', async (s) => {
+    const ann = 'ann@example.com';
+    const bob = 'bob@example.com';
+    await s.insertInbox([ev('a1', { payload: { email: ann, secret: 'ann-data' } }), ev('b1', { payload: { email: bob } }), ev('a-pending', { payload: { email: ann } })]);
+    const claimed = await s.claimInbox(2, 60_000, Date.now());
+    const [a1, b1] = claimed;
+    await s.routeInbox(claimed.map((r) => r.id), [], [{ id: a1!.id, leadId: 7, email: ann }, { id: b1!.id, leadId: 8, email: bob }]);
+    const annPayload = { subject: ann, ops: [{ kind: 'upsertPerson', person: { email: ann } }] };
+    const [annDone, annDead, annNote, annQueued, bobDone] = await s.enqueueJobs([
+      job('lead:7', { payload: annPayload }),
+      job('lead:7b', { payload: annPayload }),
+      job('lead:7c', { destination: 'acc/kommo', payload: { subject: 'lead 7', ops: [{ kind: 'addNote', leadId: 7, text: `Intent signal: tag x (ANN@example.com, via encharge)` }] } }),
+      job('lead:7d', { payload: annPayload }),
+      job('lead:8', { payload: { subject: bob, ops: [{ kind: 'upsertPerson', person: { email: bob } }] } }),
+    ]);
+    const now = Date.now();
+    await claimIds(s, 'dest', now);
+    await claimIds(s, 'acc/kommo', now);
+    await s.completeJobs('w1', [
+      { id: annDone!, outcome: 'done' },
+      { id: annDead!, outcome: 'dead', error: 'HTTP 400' },
+      { id: annNote!, outcome: 'done' },
+      { id: annQueued!, outcome: 'retry', runAfter: now + 60_000, error: 'HTTP 503' },
+      { id: bobDone!, outcome: 'done' },
+    ]);
+    const line = (jobId: number, subject: string): DeliveryRecord => ({ jobId, account: 'acc', destination: 'dest', op: 'upsertPerson', subject, status: 'ok', httpStatus: 200, latencyMs: 1, error: null, at: now });
+    await s.logDeliveries([line(annDone!, ann), line(annNote!, 'lead 7'), line(annQueued!, ann), line(bobDone!, bob)]);
+
+    assert.deepEqual(await s.scrubPerson('other-account', ann), { events: 0, jobs: 0, deliveries: 0 });
+    assert.deepEqual(await s.scrubPerson('acc', ''), { events: 0, jobs: 0, deliveries: 0 });
+    // Ann's routed event, her finished jobs (the note names her too) and every log line about her.
+    assert.deepEqual(await s.scrubPerson('acc', ' Ann@Example.com '), { events: 1, jobs: 3, deliveries: 3 });
+
+    assert.deepEqual((await s.getInbox(a1!.id))?.payload, { erased: true });
+    assert.deepEqual(await s.listInbox({ email: ann }), []);
+    assert.deepEqual((await s.getInbox(b1!.id))?.payload, { email: bob });
+    assert.equal((await s.listInbox({ email: bob })).length, 1);
+    // A pending event (not routed yet) and a queued job stay: they are work still to do.
+    assert.equal((await s.listInbox({ account: 'acc' })).length, 3);
+    for (const id of [annDone!, annDead!, annNote!]) assert.equal(await s.getJob(id), null, `job ${id} deleted`);
+    assert.equal((await s.getJob(annQueued!))?.state, 'pending');
+    assert.equal((await s.getJob(bobDone!))?.state, 'done');
+    assert.deepEqual((await s.listDeliveries({ subject: ann })), []);
+    assert.equal((await s.listDeliveries({ subject: bob })).length, 1);
+    assert.equal((await s.deliveriesByJobs([annNote!])).length, 0);
+    assert.equal((await s.stats(Date.now())).jobs.dead, 0);
   });
 
   // ----- stats, prune -----

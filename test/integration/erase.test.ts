@@ -64,11 +64,24 @@ it('deletes the person in Customer.io, notes it on every lead of theirs, and for
   await k.flushWebhooks();
   await waitFor(() => cio.people.has(email) && cio.people.has('charles@example.com'), 'both people synced to Customer.io');
   await waitFor(async () => (await service.store.leadsByEmail(world.account, email)).length > 0, 'the email index knows Ada');
+  await waitFor(async () => (await service.store.listDeliveries({ subject: email })).length > 0, 'Ada\'s deliveries logged');
+  await waitFor(async () => (await service.store.listInbox({ email })).length > 0, 'Ada\'s events routed');
+  const charlesLines = (await service.store.listDeliveries({ subject: 'charles@example.com' })).length;
+  assert.ok(charlesLines > 0);
 
+  const erasedAt = Date.now();
   const { code, out } = await cli('erase', ' ADA.lovelace@example.com ');
   assert.equal(code, 0, out);
   assert.match(out, /1 Kommo contact and 2 leads with ada\.lovelace@example\.com/);
   assert.match(out, /erasure queued in: customerio/);
+  // Our own history of her goes too: her stored events are emptied, her finished jobs and log lines deleted.
+  const removed = /removed from kommo-sync's log: (\d+) stored events? emptied, (\d+) finished jobs? and (\d+) delivery lines? deleted/.exec(out);
+  assert.ok(removed, out);
+  assert.ok(Number(removed[1]) > 0 && Number(removed[2]) > 0 && Number(removed[3]) > 0, out);
+  assert.deepEqual(await service.store.listInbox({ email }), [], 'no stored event is found by her address');
+  // Only the erasure's own jobs (its erase and its notes, delivered from now on) may name her.
+  assert.deepEqual((await service.store.listDeliveries({ subject: email })).filter((d) => d.at < erasedAt), [], 'no line from before the erasure names her');
+  assert.equal((await service.store.listDeliveries({ subject: 'charles@example.com' })).length, charlesLines, 'nobody else\'s history');
 
   await waitFor(() => !cio.people.has(email), 'Ada deleted in Customer.io');
   assert.ok(cio.people.has('charles@example.com'), 'nobody else');
