@@ -671,7 +671,7 @@ class SqliteStore implements Store {
   scrubPerson(account: string, email: string): Promise<ScrubCounts> {
     const needle = normalizeEmail(email);
     if (needle === '') return Promise.resolve({ events: 0, jobs: 0, deliveries: 0 });
-    return this.sync((q) => q.scrubPerson.immediate(account, needle));
+    return this.sync((q) => q.scrubPerson.immediate(account, needle, q.personJobs.all(account, needle).map((r) => r.id)));
   }
 
   // ---------- housekeeping ----------
@@ -785,6 +785,7 @@ class Prepared {
   readonly reserveRate;
   readonly releaseRate;
   readonly forgetEmail;
+  readonly personJobs;
   readonly scrubPerson;
   readonly stats;
 
@@ -1136,29 +1137,31 @@ class Prepared {
       forgetMarks.run(email);
     });
 
-    // GDPR: our own history about one person (Store.scrubPerson). A rare operator command, so the
-    // job scan by payload text is acceptable; the inbox and delivery lookups use their indexes.
+    // GDPR: our own history about one person (Store.scrubPerson). Finished jobs are found by their
+    // payload text, a scan: it runs before the write transaction (WAL readers do not block intake),
+    // and the deletes re-check the state, so a job replayed in between is left alone.
+    this.personJobs = db.prepare<[string, string], { id: number }>(`SELECT id FROM ks_jobs WHERE account = ? AND state IN ('done', 'dead') AND instr(lower(payload), ?) > 0`);
     const personEvents = db.prepare<[string, string], { id: number }>(`SELECT id FROM ks_inbox WHERE email = ? AND account = ? AND state = 'routed'`);
     const blankEvent = db.prepare<[number]>('UPDATE ks_inbox SET email = NULL, note = NULL WHERE id = ?');
     const blankPayload = db.prepare<[string, number]>('UPDATE ks_inbox_payloads SET payload = ? WHERE inbox_id = ?');
-    const personJobs = db.prepare<[string, string], { id: number }>(`SELECT id FROM ks_jobs WHERE account = ? AND state IN ('done', 'dead') AND instr(lower(payload), ?) > 0`);
-    const dropJob = db.prepare<[number]>('DELETE FROM ks_jobs WHERE id = ?');
+    const dropJob = db.prepare<[number]>(`DELETE FROM ks_jobs WHERE id = ? AND state IN ('done', 'dead')`);
     const dropJobDeliveries = db.prepare<[number]>('DELETE FROM ks_deliveries WHERE job_id = ?');
     const dropSubjectDeliveries = db.prepare<[string, string]>('DELETE FROM ks_deliveries WHERE subject = ? AND account = ?');
-    this.scrubPerson = db.transaction((account: string, email: string): ScrubCounts => {
+    this.scrubPerson = db.transaction((account: string, email: string, jobIds: readonly number[]): ScrubCounts => {
       const events = personEvents.all(email, account);
       for (const e of events) {
         blankEvent.run(e.id);
         blankPayload.run(ERASED_PAYLOAD, e.id);
       }
+      let jobs = 0;
       let deliveries = 0;
-      const jobs = personJobs.all(account, email);
-      for (const j of jobs) {
-        deliveries += dropJobDeliveries.run(j.id).changes;
-        dropJob.run(j.id);
+      for (const id of jobIds) {
+        if (dropJob.run(id).changes === 0) continue;
+        jobs++;
+        deliveries += dropJobDeliveries.run(id).changes;
       }
       deliveries += dropSubjectDeliveries.run(email, account).changes;
-      return { events: events.length, jobs: jobs.length, deliveries };
+      return { events: events.length, jobs, deliveries };
     });
 
     const inboxPending = db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ks_inbox WHERE state = 'pending'`);
