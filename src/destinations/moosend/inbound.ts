@@ -18,7 +18,15 @@ import { parseMoosendDate } from './envelope.js';
  * is about the person, and an account-wide unsubscribe shows in every list.
  */
 export function unsubscribeKey(source: string, email: string): string {
-  return `moosend:${source}:unsubscribed:${email}`;
+  return `moosend:${source}:unsubscribed:${emailKey(email)}`;
+}
+
+/**
+ * The person's part of a dedup key: a hash, not the address. A dedup key outlives `erase` (it must
+ * keep stopping a re-sent webhook), so it may not hold personal data.
+ */
+function emailKey(email: string): string {
+  return createHash('sha256').update(email).digest('hex').slice(0, 24);
 }
 
 /** `?event=` values (and body `Event`/`EventType` values), lower-cased without punctuation. */
@@ -104,7 +112,7 @@ function toEngagement(item: Json, req: InboundRequest, source: string): InboundP
     : createHash('sha256').update(req.rawBody).update(time === undefined ? `\n${Math.floor(req.now / 60_000)}` : '').digest('hex').slice(0, 24);
   const short = kind.slice(kind.indexOf('.') + 1);
   return {
-    dedupKey: kind === 'email.unsubscribed' ? unsubscribeKey(source, email) : `moosend:${source}:${short}:${email}:${identity}`,
+    dedupKey: kind === 'email.unsubscribed' ? unsubscribeKey(source, email) : `moosend:${source}:${short}:${emailKey(email)}:${identity}`,
     event: {
       type: 'engagement',
       kind,
