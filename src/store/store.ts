@@ -200,7 +200,6 @@ export interface KvWrite {
   value: string;
 }
 
-/** One open transaction's view of the store, used by the router to route atomically. */
 /** What scrubPerson removed. */
 export interface ScrubCounts {
   events: number;
@@ -211,6 +210,7 @@ export interface ScrubCounts {
 /** The payload an erased inbox event keeps (the row stays: its dedup key still stops a resend). */
 export const ERASED_PAYLOAD = '{"erased":true}';
 
+/** One open transaction's view of the store, used by the router to route atomically. */
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
   /** Creates/upgrades the schema. Safe to call from several processes at once. */
