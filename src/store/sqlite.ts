@@ -1141,18 +1141,16 @@ class Prepared {
     // payload text, a scan: it runs before the write transaction (WAL readers do not block intake),
     // and the deletes re-check the state, so a job replayed in between is left alone.
     this.personJobs = db.prepare<[string, string], { id: number }>(`SELECT id FROM ks_jobs WHERE account = ? AND state IN ('done', 'dead') AND instr(lower(payload), ?) > 0`);
-    const personEvents = db.prepare<[string, string], { id: number }>(`SELECT id FROM ks_inbox WHERE email = ? AND account = ? AND state = 'routed'`);
-    const blankEvent = db.prepare<[number]>('UPDATE ks_inbox SET email = NULL, note = NULL WHERE id = ?');
-    const blankPayload = db.prepare<[string, number]>('UPDATE ks_inbox_payloads SET payload = ? WHERE inbox_id = ?');
+    const blankPayloads = db.prepare<[string, string, string]>(
+      `UPDATE ks_inbox_payloads SET payload = ? WHERE inbox_id IN (SELECT id FROM ks_inbox WHERE email = ? AND account = ? AND state = 'routed')`,
+    );
+    const blankEvents = db.prepare<[string, string]>(`UPDATE ks_inbox SET email = NULL, note = NULL WHERE email = ? AND account = ? AND state = 'routed'`);
     const dropJob = db.prepare<[number]>(`DELETE FROM ks_jobs WHERE id = ? AND state IN ('done', 'dead')`);
     const dropJobDeliveries = db.prepare<[number]>('DELETE FROM ks_deliveries WHERE job_id = ?');
     const dropSubjectDeliveries = db.prepare<[string, string]>('DELETE FROM ks_deliveries WHERE subject = ? AND account = ?');
     this.scrubPerson = db.transaction((account: string, email: string, jobIds: readonly number[]): ScrubCounts => {
-      const events = personEvents.all(email, account);
-      for (const e of events) {
-        blankEvent.run(e.id);
-        blankPayload.run(ERASED_PAYLOAD, e.id);
-      }
+      blankPayloads.run(ERASED_PAYLOAD, email, account);
+      const events = blankEvents.run(email, account).changes;
       let jobs = 0;
       let deliveries = 0;
       for (const id of jobIds) {
@@ -1161,7 +1159,7 @@ class Prepared {
         deliveries += dropJobDeliveries.run(id).changes;
       }
       deliveries += dropSubjectDeliveries.run(email, account).changes;
-      return { events: events.length, jobs, deliveries };
+      return { events, jobs, deliveries };
     });
 
     const inboxPending = db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ks_inbox WHERE state = 'pending'`);
