@@ -78,8 +78,7 @@ export async function erase(o: { email: string; config?: string; account?: strin
         ...plan.notes.map((n) => kommoJob(name, n.orderingKey, plan.subject, n.op)),
       ];
       const jobIds = jobs.length ? await store.enqueueJobs(jobs) : [];
-      await rt.forgetPerson(email);
-      const scrubbed = await store.scrubPerson(name, email);
+      const scrubbed = await rt.forgetPerson(email);
       results.push({ account: name, contacts: contacts.map((c) => c.id), leads, erasedIn: plan.erasedIn, skipped: plan.skipped, jobs: jobIds.length, scrubbed, ...(kommoError ? { kommoError } : {}) });
       queued.set(name, jobIds);
     }

@@ -25,7 +25,7 @@ import type { KommoLead } from '../kommo/schemas.js';
 import type { SweepSource } from './sweeper.js';
 import { kommoReconcileSource } from './reconcile.js';
 import type { DeliveryTarget } from '../queue/worker.js';
-import type { Store } from '../store/store.js';
+import type { ScrubCounts, Store } from '../store/store.js';
 import { enrichLead } from '../sync/enrich.js';
 import type { EnrichedLead } from '../model/index.js';
 import type { CrmEvent, EngagementEvent } from '../model/index.js';
@@ -301,11 +301,13 @@ export class AccountRuntime implements AccountRouting {
 
   /**
    * GDPR erasure of what kommo-sync itself keeps about `email` in this account: the email -> lead
-   * index, hot-lead counters and cooldown marks, and the opt-out echo marks kept per destination.
+   * index, hot-lead counters and cooldown marks, the opt-out echo marks kept per destination, and
+   * the person's history in the log (Store.scrubPerson). Returns what that last step removed.
    */
-  async forgetPerson(email: string): Promise<void> {
+  async forgetPerson(email: string): Promise<ScrubCounts> {
     await this.store.forgetEmail(this.name, email);
     for (const a of this.active) await this.store.kvDelete(optOutEchoKey(this.name, a.cfg.name, email));
+    return this.store.scrubPerson(this.name, email);
   }
 
   /** A contact change is synced as its most recent lead's person (the model is lead-centred). */
